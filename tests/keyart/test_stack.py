@@ -1,0 +1,176 @@
+"""The launcher starts, stops and survives taken ports, leaving no process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from keyart.settings import load_settings
+from keyart.stack import LocalStack, free_port, read_state
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _topics(bootstrap: str) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    return set(
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    )
+
+
+def test_start_creates_topics_and_stop_leaves_nothing(tmp_path: Path) -> None:
+    settings = load_settings(
+        state_dir=tmp_path,
+        broker_port=0,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    stack = LocalStack(settings)
+    info = stack.start()
+    try:
+        assert {"keyart.impressions", "keyart.clicks", "keyart.deadletter"} <= _topics(
+            info.kafka_bootstrap
+        )
+        assert redis.Redis.from_url(info.redis_url).ping()
+        assert info.redis_pid is not None  # nothing answered there: it started one
+        state = json.loads((tmp_path / "stack.json").read_text())
+        assert state["kafka_bootstrap"] == info.kafka_bootstrap
+    finally:
+        stack.stop()
+    assert _wait_gone(info.broker_pid)
+    assert _wait_gone(info.redis_pid)
+    assert not (tmp_path / "stack.json").exists()
+
+
+def test_taken_ports_are_replaced(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = load_settings(
+            state_dir=tmp_path,
+            broker_port=port,
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        )
+        with LocalStack(settings) as info:
+            assert info.kafka_bootstrap != f"127.0.0.1:{port}"
+            assert _topics(info.kafka_bootstrap)
+
+
+def test_existing_redis_is_used_not_restarted(tmp_path: Path, stack) -> None:
+    settings = load_settings(
+        state_dir=tmp_path, broker_port=0, redis_url=stack.redis_url
+    )
+    with LocalStack(settings) as info:
+        assert info.redis_pid is None
+        assert info.redis_url == stack.redis_url
+
+
+def _cli(tmp_path: Path, *args: str, **kwargs):
+    env = {
+        **os.environ,
+        "KEYART_STATE_DIR": str(tmp_path),
+        "KEYART_BROKER_PORT": "0",
+        "KEYART_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "keyart.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def _wait_state(tmp_path: Path, timeout: float = 40):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = read_state(tmp_path)
+        if info is not None:
+            return info
+        time.sleep(0.2)
+    raise AssertionError("keyart up wrote no state file")
+
+
+def test_up_then_down_leaves_no_process(tmp_path: Path) -> None:
+    up = _cli(tmp_path, "up")
+    info = _wait_state(tmp_path)
+    down = subprocess.run(
+        [sys.executable, "-m", "keyart.cli", "down"],
+        env={**os.environ, "KEYART_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert up.wait(timeout=30) == 0
+    for pid in (info.broker_pid, info.redis_pid, up.pid):
+        assert _wait_gone(pid), f"process {pid} outlived keyart down"
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    up = _cli(tmp_path, "up")
+    info = _wait_state(tmp_path)
+    up.send_signal(signal.SIGINT)
+    assert up.wait(timeout=30) == 0
+    assert _wait_gone(info.broker_pid) and _wait_gone(info.redis_pid)
+
+
+def test_killed_launcher_takes_its_children(tmp_path: Path) -> None:
+    up = _cli(tmp_path, "up")
+    info = _wait_state(tmp_path)
+    up.kill()
+    up.wait(timeout=10)
+    assert _wait_gone(info.broker_pid) and _wait_gone(info.redis_pid)
+
+
+def test_detached_up_and_down(tmp_path: Path) -> None:
+    up = _cli(tmp_path, "up", "--detach")
+    output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    info = read_state(tmp_path)
+    assert info is not None and _alive(info.broker_pid)
+    status = subprocess.run(
+        [sys.executable, "-m", "keyart.cli", "status", "--json"],
+        env={**os.environ, "KEYART_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert json.loads(status.stdout)["kafka_bootstrap"] == info.kafka_bootstrap
+    subprocess.run(
+        [sys.executable, "-m", "keyart.cli", "down"],
+        env={**os.environ, "KEYART_STATE_DIR": str(tmp_path)},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert _wait_gone(info.broker_pid) and _wait_gone(info.redis_pid)
