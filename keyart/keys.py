@@ -22,6 +22,7 @@ key                                       type    what it holds
 ``{p}:dedupe:{kind}:{partition}``         zset    event id -> event time (seconds)
 ``{p}:offsets:{group}``                   hash    topic:partition -> next offset applied
 ``{p}:schemas``                           hash    writer fingerprint -> schema JSON
+``{p}:collected:{event_id}``              string  set when the collector took the event
 ========================================  ======  =========================================
 
 Examples
@@ -96,3 +97,6 @@ class Keys:
 
     def schemas(self) -> str:
         return f"{self.prefix}:schemas"
+
+    def collected(self, event_id: str) -> str:
+        return f"{self.prefix}:collected:{escape(event_id)}"

@@ -128,6 +128,24 @@ class Settings(BaseSettings):
     max_events_per_batch: int = Field(
         1000, ge=1, description="Most events in one collector batch."
     )
+    token_secret: str = Field(
+        "",
+        description="Secret that signs impression tokens; every gateway and "
+        "collector of a deployment needs the same one (empty: a random secret "
+        "per process, so tokens only verify in the process that issued them).",
+    )
+    token_ttl_s: float = Field(
+        86_400.0, gt=0, description="How long the collector accepts a token."
+    )
+    propensity_samples: int = Field(
+        256, ge=16, le=100_000, description="Monte Carlo draws per propensity."
+    )
+    gateway_cache_s: float = Field(
+        1.0,
+        gt=0,
+        description="How long the gateway keeps models, rules, experiments and "
+        "poster metadata in memory before checking Redis again.",
+    )
 
     # Poster production --------------------------------------------------------
     poster_store: Path = Field(
