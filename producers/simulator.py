@@ -1,0 +1,298 @@
+"""A synthetic click model over real users and real posters, with its oracle.
+
+The users are MovieLens-100k's (:mod:`producers.users`); the posters are the
+ones the workers made from real video, described by the features the workers
+measured (faces, close-up, colour mood, text, quality). Whether a user clicks
+is decided by a hidden model that is **synthetic**: its form and weights are
+made up here so that the right poster depends on who is looking, and nothing
+in it was fitted to real viewers.
+
+The model, on the logit scale, for user ``u`` and poster ``p`` of a video::
+
+    logit P(click) = logit(base_ctr) + appeal[p] + drift[p](t)
+                     + sum_k  w_k(u) * z_k(p)
+
+``z_k(p)`` are the poster's traits standardised over the catalog (so that the
+model has the same spread whatever scale the workers' features use), and
+``w_k(u)`` are weights by age band, gender and occupation group
+(:data:`TRAIT_WEIGHTS`). ``appeal[p]`` is a poster's own appeal, drawn once
+per poster from the seed. A shown poster is looked at with a probability that
+falls with its position in the row; a click comes after a log-normal delay
+(seconds to minutes; some fall after the attribution window), and a share of
+events is delivered twice.
+
+:class:`Oracle` gives the expected click-through rate of every user and poster
+at any time, from which the demo computes regret.
+
+Examples
+--------
+>>> from producers.users import SimUser
+>>> catalog = {"p1": {"faces": 1.0}, "p2": {"faces": 0.0}}
+>>> model = ClickModel(catalog, ClickParams(seed=1))
+>>> young = SimUser("u", 22, "F", "student")
+>>> model.ctr(young, "p1", 0.0) > model.ctr(young, "p2", 0.0)
+True
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from producers.users import SimUser
+
+__all__ = [
+    "TRAITS",
+    "TRAIT_WEIGHTS",
+    "ClickModel",
+    "ClickParams",
+    "Oracle",
+    "SimClick",
+    "TrafficSimulator",
+    "poster_traits",
+]
+
+TRAITS = ("faces", "closeup", "warmth", "brightness", "text", "quality")
+
+# Feature names the workers may use for each trait, first match wins.
+_TRAIT_SOURCES: dict[str, tuple[str, ...]] = {
+    "faces": ("faces", "face_count", "n_faces", "has_face"),
+    "closeup": ("closeup", "close_up", "face_area", "largest_face_area"),
+    "warmth": ("warmth", "warm", "colour_warmth", "color_warmth", "hue_warmth"),
+    "brightness": ("brightness", "luminance", "mean_luma", "exposure"),
+    "text": ("text", "text_area", "text_boxes", "text_coverage"),
+    "quality": ("quality", "sharpness", "aesthetic", "brisque_quality"),
+}
+
+# Synthetic weights (logit per standard deviation of a trait) by user trait.
+TRAIT_WEIGHTS: dict[str, dict[str, float]] = {
+    "faces": {"age_lt18": 0.7, "age_18_29": 0.6, "age_30_44": 0.1, "age_ge45": -0.4},
+    "closeup": {"gender_f": 0.4, "gender_m": -0.2, "occ_arts": 0.3},
+    "warmth": {"age_ge45": 0.5, "age_30_44": 0.2, "age_18_29": -0.3},
+    "brightness": {"gender_f": 0.3, "occ_student": -0.3, "occ_office": 0.2},
+    "text": {"occ_tech": 0.6, "occ_student": 0.3, "age_ge45": -0.5},
+    "quality": {"all": 0.25},
+}
+
+
+def poster_traits(features: Mapping[str, float]) -> dict[str, float]:
+    """The click model's traits of a poster from its catalog features.
+
+    Unknown or missing features give a neutral 0.
+    """
+    out = {}
+    for trait, names in _TRAIT_SOURCES.items():
+        value = next((features[n] for n in names if n in features), 0.0)
+        out[trait] = float(value) if math.isfinite(float(value)) else 0.0
+    return out
+
+
+def _user_keys(user: SimUser) -> set[str]:
+    keys = {"all", user.age_band, f"occ_{user.group}"}
+    keys.add("gender_f" if user.gender == "F" else "gender_m")
+    return keys
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@dataclass(frozen=True)
+class ClickParams:
+    """Parameters of the synthetic click model; logged with every run."""
+
+    seed: int = 7
+    base_ctr: float = 0.03
+    appeal_sd: float = 0.45
+    trait_scale: float = 1.0
+    position_decay: float = 0.15
+    delay_median_s: float = 6.0
+    delay_sigma: float = 1.5
+    duplicate_rate: float = 0.02
+    drift_at_s: float | None = None
+    drift_shift: float = -1.5
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+class ClickModel:
+    """The hidden click model over a fixed catalog of posters.
+
+    Parameters
+    ----------
+    catalog
+        Poster id -> its features (as the workers wrote them).
+    params
+        Weights, rates and the seed.
+    poster_to_video
+        Poster id -> video id; drift picks the best poster of each video.
+    reference_users
+        The population over which drift finds each video's best poster.
+    """
+
+    def __init__(
+        self,
+        catalog: Mapping[str, Mapping[str, float]],
+        params: ClickParams | None = None,
+        poster_to_video: Mapping[str, str] | None = None,
+        reference_users: Sequence[SimUser] = (),
+    ) -> None:
+        self.params = params or ClickParams()
+        self.posters = sorted(catalog)
+        self.poster_to_video = dict(poster_to_video or dict.fromkeys(self.posters, ""))
+        raw = np.array(
+            [[poster_traits(catalog[p])[t] for t in TRAITS] for p in self.posters]
+        ).reshape(len(self.posters), len(TRAITS))
+        spread = raw.std(axis=0)
+        spread[spread == 0] = 1.0
+        z = np.clip((raw - raw.mean(axis=0)) / spread, -1.5, 1.5)
+        self._z = {p: z[i] for i, p in enumerate(self.posters)}
+        # Each poster's own appeal depends only on the seed and its id.
+        self.appeal = {
+            p: float(
+                np.random.default_rng(
+                    [self.params.seed, zlib.crc32(p.encode())]
+                ).normal(0.0, self.params.appeal_sd)
+            )
+            for p in self.posters
+        }
+        self.drifted: dict[str, float] = {}
+        if self.params.drift_at_s is not None:
+            self.drifted = self._drift_targets(reference_users)
+
+    def _weights(self, user: SimUser) -> np.ndarray:
+        keys = _user_keys(user)
+        return self.params.trait_scale * np.array(
+            [sum(w for k, w in TRAIT_WEIGHTS[t].items() if k in keys) for t in TRAITS]
+        )
+
+    def logit(self, user: SimUser, poster: str, t_s: float) -> float:
+        value = _logit(self.params.base_ctr) + self.appeal[poster]
+        value += float(self._weights(user) @ self._z[poster])
+        drift_at = self.params.drift_at_s
+        if drift_at is not None and t_s >= drift_at:
+            value += self.drifted.get(poster, 0.0)
+        return value
+
+    def ctr(self, user: SimUser, poster: str, t_s: float) -> float:
+        """Probability that ``user`` clicks ``poster`` when looking at it."""
+        return _sigmoid(self.logit(user, poster, t_s))
+
+    def mean_ctr(self, users: Sequence[SimUser], poster: str, t_s: float) -> float:
+        """A poster's click-through rate averaged over ``users``."""
+        return float(np.mean([self.ctr(u, poster, t_s) for u in users]))
+
+    def _drift_targets(self, users: Sequence[SimUser]) -> dict[str, float]:
+        # Each video's best poster (over ``users``, else by its own appeal)
+        # loses appeal mid-run.
+        def score(poster: str) -> float:
+            if users:
+                return self.mean_ctr(users, poster, 0.0)
+            return self.appeal[poster]
+
+        video_to_best: dict[str, str] = {}
+        for poster in self.posters:
+            video = self.poster_to_video.get(poster, "")
+            best = video_to_best.get(video)
+            if best is None or score(poster) > score(best):
+                video_to_best[video] = poster
+        return {p: self.params.drift_shift for p in video_to_best.values()}
+
+
+class Oracle:
+    """Expected click-through rates under the hidden model, for regret."""
+
+    def __init__(self, model: ClickModel) -> None:
+        self.model = model
+
+    def expected(self, user: SimUser, poster: str, t_s: float) -> float:
+        return self.model.ctr(user, poster, t_s)
+
+    def best(
+        self, user: SimUser, posters: Sequence[str], t_s: float
+    ) -> tuple[str, float]:
+        """The poster among ``posters`` this user is likeliest to click, and its
+        click-through rate."""
+        scored = [(self.model.ctr(user, p, t_s), p) for p in posters]
+        ctr, poster = max(scored)
+        return poster, ctr
+
+    def regret(
+        self, user: SimUser, chosen: str, posters: Sequence[str], t_s: float
+    ) -> float:
+        """Expected clicks lost by showing ``chosen`` instead of the best."""
+        return self.best(user, posters, t_s)[1] - self.model.ctr(user, chosen, t_s)
+
+
+@dataclass(frozen=True)
+class SimClick:
+    """A click the simulator will send ``delay_s`` after the impression."""
+
+    video_id: str
+    poster_id: str
+    position: int
+    delay_s: float
+    duplicate: bool = False
+
+
+@dataclass
+class TrafficSimulator:
+    """Draws users and their clicks; owns its random generator.
+
+    Examples
+    --------
+    >>> from producers.users import SimUser
+    >>> sim = TrafficSimulator([SimUser("u", 30, "M", "writer")],
+    ...     ClickModel({"p": {}}, ClickParams(base_ctr=0.5)))
+    >>> sim.draw_user().user_id
+    'u'
+    """
+
+    users: Sequence[SimUser]
+    model: ClickModel
+    generator: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.generator = np.random.default_rng(self.model.params.seed)
+
+    @property
+    def params(self) -> ClickParams:
+        return self.model.params
+
+    def draw_user(self) -> SimUser:
+        return self.users[int(self.generator.integers(len(self.users)))]
+
+    def look_probability(self, position: int) -> float:
+        """Chance a user looks at the poster in row position ``position`` (0 first)."""
+        return 1.0 / (1.0 + self.params.position_decay * position)
+
+    def respond(
+        self, user: SimUser, shown: Sequence[tuple[str, str]], t_s: float
+    ) -> list[SimClick]:
+        """The clicks ``user`` makes on a row of (video, poster) shown at ``t_s``."""
+        clicks = []
+        for position, (video, poster) in enumerate(shown):
+            p = self.look_probability(position) * self.model.ctr(user, poster, t_s)
+            if self.generator.random() >= p:
+                continue
+            delay = float(
+                self.params.delay_median_s
+                * math.exp(self.params.delay_sigma * self.generator.standard_normal())
+            )
+            clicks.append(SimClick(video, poster, position, delay))
+            if self.generator.random() < self.params.duplicate_rate:
+                clicks.append(SimClick(video, poster, position, delay + 1.0, True))
+        return clicks
+
+    def duplicate_impression(self) -> bool:
+        """Whether the client delivers an impression twice (at-least-once)."""
+        return bool(self.generator.random() < self.params.duplicate_rate)

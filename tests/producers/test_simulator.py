@@ -1,0 +1,100 @@
+"""The simulator's pure parts: base rate, seeding, context, drift."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from producers.simulator import ClickModel, ClickParams, Oracle, TrafficSimulator
+from producers.users import CONTEXT_NAMES, SimUser, load_users
+
+
+@pytest.fixture(scope="module")
+def users(media) -> list[SimUser]:
+    return load_users(media("ml100k_users.parquet.brotli"))
+
+
+def catalog(n_posters: int = 8, seed: int = 0) -> dict[str, dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    return {
+        f"p{i}": {
+            "faces": float(rng.integers(0, 3)),
+            "closeup": float(rng.random()),
+            "warmth": float(rng.random()),
+            "brightness": float(rng.random()),
+            "text_area": float(rng.random() * 0.2),
+            "sharpness": float(rng.random()),
+        }
+        for i in range(n_posters)
+    }
+
+
+def test_real_users_load(users) -> None:
+    assert len(users) == 943
+    assert {u.gender for u in users} == {"M", "F"}
+    assert set(users[0].context()) == set(CONTEXT_NAMES)
+
+
+def test_base_rate_is_a_few_percent(users) -> None:
+    model = ClickModel(catalog(), ClickParams(seed=3))
+    mean = np.mean([model.ctr(u, p, 0.0) for u in users for p in model.posters])
+    assert 0.015 < mean < 0.06
+    # and no poster is absurd for anyone
+    worst = max(model.ctr(u, p, 0.0) for u in users for p in model.posters)
+    assert worst < 0.35
+
+
+def test_the_best_poster_depends_on_the_user(users) -> None:
+    model = ClickModel(catalog(), ClickParams(seed=3))
+    oracle = Oracle(model)
+    best = {oracle.best(u, model.posters, 0.0)[0] for u in users}
+    assert len(best) >= 2
+
+
+def test_seeded_runs_repeat_and_other_seeds_differ(users) -> None:
+    def run(seed: int) -> list[tuple[str, list]]:
+        sim = TrafficSimulator(users, ClickModel(catalog(), ClickParams(seed=seed)))
+        out = []
+        for step in range(3000):
+            user = sim.draw_user()
+            shown = [("v", "p0"), ("v", "p1"), ("v", "p2")]
+            out.append((user.user_id, sim.respond(user, shown, float(step))))
+        return out
+
+    first, again, other = run(11), run(11), run(12)
+    assert first == again
+    assert first != other
+    clicks = sum(len(c) for _, c in first)
+    assert 0 < clicks < 0.1 * 3 * 3000
+
+
+def test_click_delays_reach_past_a_one_minute_window(users) -> None:
+    sim = TrafficSimulator(
+        users, ClickModel(catalog(), ClickParams(seed=5, base_ctr=0.2))
+    )
+    delays = []
+    while len(delays) < 2000:
+        user = sim.draw_user()
+        delays += [c.delay_s for c in sim.respond(user, [("v", "p0")], 0.0)]
+    delays_arr = np.array(delays)
+    assert np.median(delays_arr) < 30
+    assert 0.01 < np.mean(delays_arr > 60) < 0.2
+
+
+def test_drift_changes_the_best_poster(users) -> None:
+    params = ClickParams(seed=3, drift_at_s=100.0)
+    model = ClickModel(catalog(), params, dict.fromkeys(catalog(), "v"), users)
+    before = max(model.posters, key=lambda p: model.mean_ctr(users, p, 0.0))
+    after = max(model.posters, key=lambda p: model.mean_ctr(users, p, 150.0))
+    assert before != after
+    assert model.mean_ctr(users, before, 150.0) < model.mean_ctr(users, before, 0.0)
+
+
+def test_regret_is_zero_for_the_best_and_positive_otherwise(users) -> None:
+    model = ClickModel(catalog(), ClickParams(seed=3))
+    oracle = Oracle(model)
+    user = users[0]
+    best, _ = oracle.best(user, model.posters, 0.0)
+    assert oracle.regret(user, best, model.posters, 0.0) == 0.0
+    others = [p for p in model.posters if p != best]
+    assert all(oracle.regret(user, p, model.posters, 0.0) > 0 for p in others)
