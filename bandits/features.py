@@ -1,0 +1,176 @@
+"""Hashed user x poster features for the shared contextual models.
+
+A candidate poster is described to LinUCB by one fixed-length vector built from
+the request's user context and the poster's own features: a bias term, every
+user feature, every poster feature and every user x poster crossing. Names are
+hashed into ``dim`` buckets with CRC-32 (stable across processes and machines,
+unlike Python's salted ``hash()``) and a second CRC-32 picks the sign, so
+colliding features cancel on average instead of piling up.
+
+The hashing of one set of feature names is compiled once into a signed one-hot
+projection matrix and cached, so a request whose posters share their feature
+names (the usual case) costs one small matrix product.
+
+Examples
+--------
+>>> x = cross_features({"age": 0.3}, {"dark": 1.0}, dim=16)
+>>> x.shape, x.dtype
+((16,), dtype('float64'))
+>>> bool(np.allclose(x, cross_features({"age": 0.3}, {"dark": 1.0}, dim=16)))
+True
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["FEATURE_DIM", "cross_features", "cross_features_many", "feature_slot"]
+
+FEATURE_DIM: int = 64
+"""Default length of a crossed feature vector."""
+
+_BIAS = "bias"
+
+
+def feature_slot(name: str, dim: int = FEATURE_DIM) -> tuple[int, float]:
+    """Bucket and sign of a feature name under the stable signed hash.
+
+    Examples
+    --------
+    >>> feature_slot("u:age", 64) == feature_slot("u:age", 64)
+    True
+    """
+    if dim < 1:
+        raise ValueError(f"feature dimension must be at least 1, got {dim}")
+    return _slot(name, dim)
+
+
+@lru_cache(maxsize=65_536)
+def _slot(name: str, dim: int) -> tuple[int, float]:
+    data = name.encode()
+    bucket = zlib.crc32(data) % dim
+    sign = 1.0 if zlib.crc32(data, 0x5BD1E995) & 1 else -1.0
+    return bucket, sign
+
+
+@lru_cache(maxsize=4096)
+def _projection(user_keys: tuple[str, ...], poster_keys: tuple[str, ...], dim: int):
+    """Signed one-hot matrix mapping raw values to hashed buckets.
+
+    Raw value order: bias, user features, poster features, then crossings with
+    the user feature varying slowest.
+    """
+    names = [_BIAS]
+    names += [f"u:{k}" for k in user_keys]
+    names += [f"p:{k}" for k in poster_keys]
+    names += [f"u:{u}*p:{p}" for u in user_keys for p in poster_keys]
+    matrix = np.zeros((len(names), dim))
+    for row, name in enumerate(names):
+        bucket, sign = _slot(name, dim)
+        matrix[row, bucket] = sign
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _checked(features: Mapping[str, float], what: str) -> tuple[tuple[str, ...], list]:
+    keys = tuple(sorted(features))
+    values = []
+    for key in keys:
+        if not isinstance(key, str):
+            raise ValueError(f"{what} feature names must be str, got {key!r}")
+        value = features[key]
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ValueError(f"{what} feature {key!r} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{what} feature {key!r} is not finite: {value!r}")
+        values.append(value)
+    return keys, values
+
+
+def cross_features(
+    context: Mapping[str, float], poster: Mapping[str, float], dim: int = FEATURE_DIM
+) -> np.ndarray:
+    """Hashed vector of bias, user, poster and user x poster crossed features.
+
+    Parameters
+    ----------
+    context
+        The user's features (``{"age": 0.31, "night": 1.0}``).
+    poster
+        The poster's features (``{"dark": 1.0, "faces": 2.0}``).
+    dim
+        Number of hash buckets.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 vector of shape ``(dim,)``.
+
+    Raises
+    ------
+    ValueError
+        For a non-numeric or non-finite feature value, or ``dim < 1``.
+
+    Examples
+    --------
+    >>> x = cross_features({"age": 0.5}, {"dark": 1.0}, dim=8)
+    >>> float(np.abs(x).sum()) <= 1 + 0.5 + 1 + 0.5
+    True
+    """
+    return cross_features_many(context, [poster], dim)[0]
+
+
+def cross_features_many(
+    context: Mapping[str, float],
+    posters: Sequence[Mapping[str, float]],
+    dim: int = FEATURE_DIM,
+) -> np.ndarray:
+    """Crossed features of one user with each of ``k`` candidate posters.
+
+    Posters that share their feature names are computed together as one matrix
+    product with a cached projection, which keeps 20 candidates far below a
+    millisecond.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 matrix of shape ``(k, dim)``; row ``i`` equals
+        ``cross_features(context, posters[i], dim)``.
+
+    Examples
+    --------
+    >>> X = cross_features_many({"age": 0.5}, [{"dark": 1.0}, {"dark": 0.0}], dim=8)
+    >>> X.shape
+    (2, 8)
+    """
+    if dim < 1:
+        raise ValueError(f"feature dimension must be at least 1, got {dim}")
+    user_keys, user_values = _checked(context, "user")
+    u = np.asarray(user_values, dtype=np.float64)
+    out = np.empty((len(posters), dim))
+    groups: dict[tuple[str, ...], list[tuple[int, list]]] = {}
+    for i, poster in enumerate(posters):
+        keys, values = _checked(poster, "poster")
+        groups.setdefault(keys, []).append((i, values))
+
+    for poster_keys, members in groups.items():
+        rows = [i for i, _ in members]
+        p = np.asarray([values for _, values in members], dtype=np.float64)
+        p = p.reshape(len(members), len(poster_keys))
+        crossed = (u[None, :, None] * p[:, None, :]).reshape(len(members), -1)
+        raw = np.hstack(
+            [
+                np.ones((len(members), 1)),
+                np.broadcast_to(u, (len(members), u.size)),
+                p,
+                crossed,
+            ]
+        )
+        out[rows] = raw @ _projection(user_keys, poster_keys, dim)
+    return out

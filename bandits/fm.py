@@ -1,0 +1,265 @@
+"""Factorization-machine click model: river learns it, numpy serves it.
+
+The learner trains :class:`OnlineFM` (a thin wrapper of
+``river.facto.FMClassifier``) on ``(features, clicked)`` pairs and publishes
+:meth:`OnlineFM.export`, a JSON-able snapshot. The gateway scores candidates
+with :class:`FMScorer`, which evaluates the same model equation with numpy and
+never imports river on the serving path.
+
+Both sides build their feature dicts with :func:`fm_features`, so the names a
+model was trained on are the names it is asked about.
+
+A feature never seen in training contributes nothing at scoring time. River's
+own ``predict_proba_one`` would instead draw a random latent vector for it (and
+keep it), so :meth:`OnlineFM.predict_proba_one` drops unseen features the way
+the scorer does.
+
+Examples
+--------
+>>> fm = OnlineFM(n_factors=4, seed=1, learning_rate=0.05)
+>>> x = fm_features({"age": 0.5}, {"dark": 1.0}, poster_id="p1")
+>>> for _ in range(50):
+...     fm.learn_one(x, True)
+>>> scorer = FMScorer.from_export(fm.export())
+>>> p = float(scorer.predict_proba([x])[0])
+>>> bool(abs(p - fm.predict_proba_one(x)) < 1e-6), p > 0.5
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FMScorer", "OnlineFM", "fm_features"]
+
+
+def _check_features(x: Mapping[str, float]) -> dict[str, float]:
+    out = {}
+    for name, value in x.items():
+        if not isinstance(name, str):
+            raise ValueError(f"FM feature names must be str, got {name!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise ValueError(f"FM feature {name!r} must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"FM feature {name!r} is not finite: {value!r}")
+        out[name] = value
+    return out
+
+
+def fm_features(
+    context: Mapping[str, float],
+    poster: Mapping[str, float],
+    poster_id: str | None = None,
+) -> dict[str, float]:
+    """The feature dict of one (user, poster) pair, shared by learner and gateway.
+
+    User features are prefixed ``"u:"``, poster features ``"p:"``, and the
+    poster id becomes the one-hot feature ``"poster=<id>"``, which lets the
+    model learn each poster's own appeal and its interactions with users.
+
+    Parameters
+    ----------
+    context
+        The user's numeric features.
+    poster
+        The poster's numeric features.
+    poster_id
+        The poster (arm) id; when omitted, ``poster["id"]`` is used if it is a
+        string, else no one-hot feature is added.
+
+    Examples
+    --------
+    >>> fm_features({"age": 0.5}, {"dark": 1.0}, poster_id="p7")
+    {'u:age': 0.5, 'p:dark': 1.0, 'poster=p7': 1.0}
+    """
+    poster = dict(poster)
+    if poster_id is None and isinstance(poster.get("id"), str):
+        poster_id = poster.pop("id")
+    poster.pop("id", None)
+    x = {f"u:{k}": v for k, v in context.items()}
+    x.update({f"p:{k}": v for k, v in poster.items()})
+    if poster_id is not None:
+        x[f"poster={poster_id}"] = 1.0
+    return _check_features(x)
+
+
+class OnlineFM:
+    """Online factorization machine for click probability (river underneath).
+
+    Parameters
+    ----------
+    n_factors
+        Length of each feature's latent vector.
+    seed
+        Seed of the latent vectors' initialisation.
+    learning_rate
+        SGD step of the weights, the latent vectors and the intercept.
+    l2
+        L2 penalty on weights and latent vectors.
+
+    Attributes
+    ----------
+    version
+        Incremented once per :meth:`learn_one` / :meth:`learn_many` call.
+
+    Examples
+    --------
+    >>> fm = OnlineFM(n_factors=2, seed=0)
+    >>> fm.learn_one({"u:age": 1.0, "poster=a": 1.0}, False)
+    >>> fm.version, round(fm.predict_proba_one({"poster=a": 1.0}), 3) < 0.5
+    (1, True)
+    """
+
+    def __init__(
+        self,
+        n_factors: int = 8,
+        seed: int = 0,
+        learning_rate: float = 0.01,
+        l2: float = 0.0,
+    ) -> None:
+        from river import facto, optim
+
+        if n_factors < 1:
+            raise ValueError(f"FM n_factors must be at least 1, got {n_factors}")
+        if not learning_rate > 0:
+            raise ValueError(f"FM learning_rate must be > 0, got {learning_rate}")
+        self.n_factors = n_factors
+        self.seed = seed
+        self.learning_rate = learning_rate
+        self.model = facto.FMClassifier(
+            n_factors=n_factors,
+            weight_optimizer=optim.SGD(learning_rate),
+            latent_optimizer=optim.SGD(learning_rate),
+            intercept_lr=learning_rate,
+            l2_weight=l2,
+            l2_latent=l2,
+            seed=seed,
+        )
+        self.version = 0
+
+    def learn_one(self, x: Mapping[str, float], y: bool) -> None:
+        """Learn from one impression: its features and whether it was clicked."""
+        self.model.learn_one(_check_features(x), bool(y))
+        self.version += 1
+
+    def learn_many(self, xs: Sequence[Mapping[str, float]], ys: Sequence[bool]) -> None:
+        """Learn from a batch in order; ``version`` grows by one."""
+        if len(xs) != len(ys):
+            raise ValueError(f"FM got {len(xs)} feature dicts but {len(ys)} labels")
+        checked = [_check_features(x) for x in xs]
+        for x, y in zip(checked, ys, strict=True):
+            self.model.learn_one(x, bool(y))
+        self.version += 1
+
+    def predict_proba_one(self, x: Mapping[str, float]) -> float:
+        """Click probability; features never seen in training are ignored."""
+        known = self.model.latents
+        x = {k: v for k, v in _check_features(x).items() if k in known}
+        return float(self.model.predict_proba_one(x)[True])
+
+    def export(self) -> dict[str, Any]:
+        """JSON-able snapshot for :meth:`FMScorer.from_export`.
+
+        Examples
+        --------
+        >>> sorted(OnlineFM(n_factors=2).export())
+        ['intercept', 'latents', 'n_factors', 'version', 'weights']
+        """
+        return {
+            "intercept": float(self.model.intercept),
+            "weights": {k: float(w) for k, w in self.model.weights.items()},
+            "latents": {
+                k: [float(v) for v in vec] for k, vec in self.model.latents.items()
+            },
+            "n_factors": self.n_factors,
+            "version": self.version,
+        }
+
+
+class FMScorer:
+    """Numpy-only factorization-machine scorer built from an export.
+
+    The model equation is ``w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j``,
+    evaluated with the usual ``O(n k)`` identity
+    ``0.5 * sum_f ((sum_i v_if x_i)^2 - sum_i v_if^2 x_i^2)``.
+
+    Examples
+    --------
+    >>> export = {"intercept": 0.0, "weights": {"a": 1.0},
+    ...           "latents": {"a": [1.0], "b": [2.0]}, "n_factors": 1, "version": 3}
+    >>> scorer = FMScorer.from_export(export)
+    >>> p = scorer.predict_proba([{"a": 1.0, "b": 1.0}])  # logit 1 + 2 = 3
+    >>> round(float(p[0]), 4), scorer.version
+    (0.9526, 3)
+    """
+
+    def __init__(
+        self,
+        intercept: float,
+        names: Sequence[str],
+        weights: np.ndarray,
+        latents: np.ndarray,
+        version: int = 0,
+    ) -> None:
+        self.intercept = float(intercept)
+        self.name_to_index = {name: i for i, name in enumerate(names)}
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.latents = np.asarray(latents, dtype=np.float64)
+        self.version = version
+
+    @classmethod
+    def from_export(cls, d: Mapping[str, Any]) -> FMScorer:
+        """Build a scorer from :meth:`OnlineFM.export` (or its JSON round trip)."""
+        try:
+            n_factors = int(d["n_factors"])
+            weights_in = d["weights"]
+            latents_in = d["latents"]
+            intercept = float(d["intercept"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an FM export: {exc!r}") from exc
+        names = sorted(set(weights_in) | set(latents_in))
+        weights = np.array([float(weights_in.get(n, 0.0)) for n in names])
+        latents = np.zeros((len(names), n_factors))
+        for i, name in enumerate(names):
+            if name in latents_in:
+                vec = latents_in[name]
+                if len(vec) != n_factors:
+                    raise ValueError(
+                        f"FM export latent of {name!r} has {len(vec)} factors, "
+                        f"expected {n_factors}"
+                    )
+                latents[i] = vec
+        return cls(intercept, names, weights, latents, int(d.get("version", 0)))
+
+    def logits(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Raw model output for each feature dict (unknown features ignored)."""
+        rows, cols, vals = [], [], []
+        for r, x in enumerate(xs):
+            for name, value in _check_features(x).items():
+                j = self.name_to_index.get(name)
+                if j is not None:
+                    rows.append(r)
+                    cols.append(j)
+                    vals.append(value)
+        n = len(xs)
+        r_ = np.asarray(rows, dtype=np.intp)
+        c_ = np.asarray(cols, dtype=np.intp)
+        v_ = np.asarray(vals, dtype=np.float64)
+        linear = np.bincount(r_, weights=self.weights[c_] * v_, minlength=n)
+        vx = self.latents[c_] * v_[:, None]
+        summed = np.zeros((n, self.latents.shape[1]))
+        np.add.at(summed, r_, vx)
+        squares = np.zeros((n, self.latents.shape[1]))
+        np.add.at(squares, r_, vx * vx)
+        pairwise = 0.5 * (summed * summed - squares).sum(axis=1)
+        return self.intercept + linear + pairwise
+
+    def predict_proba(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Click probability for each feature dict, shape ``(len(xs),)``."""
+        z = self.logits(xs)
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
