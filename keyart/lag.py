@@ -1,0 +1,344 @@
+"""Consumer lag per group, topic and partition, in messages and in seconds.
+
+For each consumer group the broker knows (or the ones asked for):
+
+1. the committed offsets come from the group coordinator (an OffsetFetch
+   through confluent-kafka's admin client);
+2. the log end of each partition is the high watermark of a Fetch response.
+   ListOffsets "latest" is not used: the local tansu broker answers the base
+   offset of the last record batch plus one there, which under-reports the end
+   by up to a batch when producers batch;
+3. the lag in seconds is the age of the oldest unprocessed event: the time since
+   the Kafka timestamp of the record at the committed offset. A partition that
+   is caught up has lag 0 s.
+
+A partition of a topic the group commits to, but for which it has no committed
+offset yet, counts from the partition's first offset (what a consumer with
+``auto.offset.reset=earliest`` would read).
+
+Examples
+--------
+>>> rows = measure_lag("127.0.0.1:9092", groups=["keyart-learner"])  # doctest: +SKIP
+>>> rows[0].lag_messages  # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "LagCollector",
+    "LagError",
+    "PartitionLag",
+    "check_caught_up",
+    "committed_offsets",
+    "measure_lag",
+]
+
+logger = logging.getLogger("keyart")
+
+# librdkafka's "no offset" marker (OFFSET_INVALID).
+_NO_OFFSET = -1001
+
+
+class LagError(RuntimeError):
+    """The broker could not be asked for lag; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """The lag of one consumer group on one partition."""
+
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    """Next offset the group will read; None when it never committed here."""
+    log_end: int
+    """Offset the next produced record will get (the high watermark)."""
+    lag_messages: int
+    lag_seconds: float | None
+    """Age of the oldest unprocessed event; None when it could not be read."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _admin(bootstrap: str) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    # Connection failures reach the caller as LagError naming the setting;
+    # librdkafka's own log lines about them would only repeat it.
+    config = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000}
+    return AdminClient({**config, "log_level": 2})
+
+
+def committed_offsets(
+    bootstrap: str,
+    groups: Sequence[str] | None = None,
+    timeout: float = 10.0,
+    admin: Any = None,
+) -> dict[str, dict[tuple[str, int], int | None]]:
+    """Committed offsets per group, from the group coordinator.
+
+    ``groups`` None means every group the broker lists.
+    """
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+
+    admin = admin or _admin(bootstrap)
+    try:
+        if groups is None:
+            listed = admin.list_consumer_groups(request_timeout=timeout).result()
+            groups = sorted(g.group_id for g in listed.valid)
+        out: dict[str, dict[tuple[str, int], int | None]] = {}
+        for group in groups:
+            # confluent-kafka answers one group per request.
+            request = [ConsumerGroupTopicPartitions(group)]
+            futures = admin.list_consumer_group_offsets(
+                request, request_timeout=timeout
+            )
+            answer = futures[group].result(timeout=timeout)
+            out[group] = {
+                (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                for tp in answer.topic_partitions or []
+            }
+    except KafkaException as error:
+        raise LagError(
+            f"cannot read consumer groups from the broker at {bootstrap} "
+            f"(KEYART_KAFKA_BOOTSTRAP): {error}"
+        ) from None
+    return out
+
+
+def _probe(
+    bootstrap: str,
+    starts: dict[tuple[str, int], int | None],
+    timeout: float,
+) -> tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], int]]:
+    """Fetch once from each partition at its start offset.
+
+    Returns the (low, high) watermarks the Fetch responses carried and, for each
+    partition with a record at or after its start, that record's timestamp (ms).
+    The probe assigns partitions directly: it joins no group and commits nothing.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "keyart-lag-probe-" + uuid.uuid4().hex[:8],
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 100,
+            "fetch.max.bytes": 1 << 20,
+            "max.partition.fetch.bytes": 64 << 10,
+            "log_level": 2,
+        }
+    )
+    tps = {
+        key: TopicPartition(key[0], key[1], OFFSET_BEGINNING if s is None else s)
+        for key, s in starts.items()
+    }
+    watermarks: dict[tuple[str, int], tuple[int, int]] = {}
+    first_ms: dict[tuple[str, int], int] = {}
+    try:
+        consumer.assign(list(tps.values()))
+        deadline = time.monotonic() + timeout
+        waiting = set(tps)
+        while waiting and time.monotonic() < deadline:
+            message = consumer.poll(0.05)
+            if message is not None and not message.error():
+                key = (message.topic(), message.partition())
+                if key not in first_ms:
+                    kind, stamp = message.timestamp()
+                    first_ms[key] = stamp if kind and stamp >= 0 else -1
+                    consumer.pause([tps[key]])
+            for key in list(waiting):
+                low, high = consumer.get_watermark_offsets(tps[key], cached=True)
+                if high < 0:
+                    continue
+                start = low if starts[key] is None else starts[key]
+                if high <= start or key in first_ms:
+                    # Read the watermark again: the fetch that brought the first
+                    # record may be newer than the one seen before it.
+                    watermarks[key] = (low, high)
+                    waiting.discard(key)
+    finally:
+        consumer.close()
+    if len(watermarks) < len(tps):
+        missing = sorted(set(tps) - set(watermarks))
+        raise LagError(
+            f"no fetch answer within {timeout:g} s from the broker at {bootstrap} "
+            f"for {', '.join(f'{t}[{p}]' for t, p in missing[:5])}"
+        )
+    return watermarks, first_ms
+
+
+def measure_lag(
+    bootstrap: str,
+    groups: Sequence[str] | None = None,
+    topic_prefixes: Sequence[str] = (),
+    timeout: float = 10.0,
+    now: float | None = None,
+) -> list[PartitionLag]:
+    """Measure the lag of ``groups`` (all groups when None), sorted.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers.
+    groups
+        Consumer groups to report; None lists every group on the broker.
+    topic_prefixes
+        Keep only topics starting with one of these (all topics when empty).
+    timeout
+        Seconds each step may take before :class:`LagError`.
+    now
+        Wall-clock time (seconds) the ages are measured against; the current
+        time when None.
+    """
+    from confluent_kafka import KafkaException
+
+    admin = _admin(bootstrap)
+    group_to_offsets = committed_offsets(bootstrap, groups, timeout, admin)
+    try:
+        topics = admin.list_topics(timeout=timeout).topics
+    except KafkaException as error:
+        raise LagError(
+            f"cannot list topics on the broker at {bootstrap} "
+            f"(KEYART_KAFKA_BOOTSTRAP): {error}"
+        ) from None
+
+    # Step 1: what each group has committed, widened to every partition of the
+    # topics it commits to.
+    wanted: dict[str, dict[tuple[str, int], int | None]] = {}
+    for group, offsets in group_to_offsets.items():
+        names = {
+            t
+            for t, _ in offsets
+            if not topic_prefixes or t.startswith(tuple(topic_prefixes))
+        }
+        rows: dict[tuple[str, int], int | None] = {}
+        for topic in names:
+            partitions = topics[topic].partitions if topic in topics else {}
+            for partition in sorted(
+                set(partitions) | {p for t, p in offsets if t == topic}
+            ):
+                rows[(topic, partition)] = offsets.get((topic, partition))
+        if rows:
+            wanted[group] = rows
+
+    # Steps 2 and 3: one probe per group, since groups may stand at different
+    # offsets of the same partition.
+    stamp = time.time() if now is None else now
+    out = []
+    for group, starts in sorted(wanted.items()):
+        watermarks, first_ms = _probe(bootstrap, starts, timeout)
+        for (topic, partition), committed in sorted(starts.items()):
+            low, high = watermarks[(topic, partition)]
+            start = low if committed is None else committed
+            lag = max(0, high - start)
+            seconds: float | None = 0.0
+            if lag:
+                ms = first_ms.get((topic, partition), -1)
+                seconds = max(0.0, stamp - ms / 1000.0) if ms >= 0 else None
+            out.append(
+                PartitionLag(group, topic, partition, committed, high, lag, seconds)
+            )
+    return out
+
+
+def check_caught_up(
+    bootstrap: str, group: str, bound_s: float, topic_prefixes: Sequence[str] = ()
+) -> Any:
+    """A readiness check (see :mod:`keyart.health`): ``group`` lags at most
+    ``bound_s`` seconds on every partition."""
+
+    def caught_up() -> tuple[bool, str]:
+        rows = measure_lag(bootstrap, [group], topic_prefixes, timeout=1.5)
+        if not rows:
+            return True, f"group {group} has committed nothing yet"
+        worst = max(rows, key=lambda r: r.lag_seconds or 0.0)
+        seconds = worst.lag_seconds or 0.0
+        where = f"{worst.topic}[{worst.partition}]"
+        ok = seconds <= bound_s
+        return ok, f"group {group}: worst lag {seconds:.1f} s at {where}"
+
+    return caught_up
+
+
+class LagCollector:
+    """A Prometheus collector that measures lag on every scrape.
+
+    Gauges, each labelled ``group``, ``topic``, ``partition``:
+    ``keyart_consumer_lag_messages``, ``keyart_consumer_lag_seconds``,
+    ``keyart_consumer_committed_offset``, ``keyart_consumer_log_end_offset``;
+    and ``keyart_lag_up`` (1 when the last measurement worked).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        groups: Sequence[str] | None = None,
+        topic_prefixes: Sequence[str] = (),
+        timeout: float = 10.0,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.groups = groups
+        self.topic_prefixes = tuple(topic_prefixes)
+        self.timeout = timeout
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        labels = ["group", "topic", "partition"]
+        families = {
+            "lag_messages": GaugeMetricFamily(
+                "keyart_consumer_lag_messages",
+                "Records after the group's committed offset.",
+                labels=labels,
+            ),
+            "lag_seconds": GaugeMetricFamily(
+                "keyart_consumer_lag_seconds",
+                "Age of the oldest record the group has not processed.",
+                labels=labels,
+            ),
+            "committed": GaugeMetricFamily(
+                "keyart_consumer_committed_offset",
+                "Next offset the group will read (its committed offset).",
+                labels=labels,
+            ),
+            "log_end": GaugeMetricFamily(
+                "keyart_consumer_log_end_offset",
+                "Offset the next record on the partition will get.",
+                labels=labels,
+            ),
+        }
+        up = GaugeMetricFamily(
+            "keyart_lag_up", "1 when the last lag measurement reached the broker."
+        )
+        try:
+            rows: Iterable[PartitionLag] = measure_lag(
+                self.bootstrap, self.groups, self.topic_prefixes, self.timeout
+            )
+            up.add_metric([], 1.0)
+        except LagError as error:
+            logger.warning("lag measurement failed: %s", error)
+            rows = []
+            up.add_metric([], 0.0)
+        for row in rows:
+            values = [row.group, row.topic, str(row.partition)]
+            families["lag_messages"].add_metric(values, row.lag_messages)
+            families["log_end"].add_metric(values, row.log_end)
+            if row.committed is not None:
+                families["committed"].add_metric(values, row.committed)
+            if row.lag_seconds is not None:
+                families["lag_seconds"].add_metric(values, row.lag_seconds)
+        yield from families.values()
+        yield up
