@@ -38,6 +38,7 @@ __all__ = [
     "PartitionLag",
     "check_caught_up",
     "committed_offsets",
+    "log_ends",
     "measure_lag",
 ]
 
@@ -120,14 +121,17 @@ def _probe(
     bootstrap: str,
     starts: dict[tuple[str, int], int | None],
     timeout: float,
+    at_end: bool = False,
 ) -> tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], int]]:
     """Fetch once from each partition at its start offset.
 
     Returns the (low, high) watermarks the Fetch responses carried and, for each
     partition with a record at or after its start, that record's timestamp (ms).
     The probe assigns partitions directly: it joins no group and commits nothing.
+    With ``at_end`` it starts every partition at its end and only wants the
+    watermarks.
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
     consumer = Consumer(
         {
@@ -145,6 +149,8 @@ def _probe(
         key: TopicPartition(key[0], key[1], OFFSET_BEGINNING if s is None else s)
         for key, s in starts.items()
     }
+    if at_end:
+        tps = {key: TopicPartition(key[0], key[1], OFFSET_END) for key in starts}
     watermarks: dict[tuple[str, int], tuple[int, int]] = {}
     first_ms: dict[tuple[str, int], int] = {}
     try:
@@ -164,7 +170,7 @@ def _probe(
                 if high < 0:
                     continue
                 start = low if starts[key] is None else starts[key]
-                if high <= start or key in first_ms:
+                if at_end or high <= start or key in first_ms:
                     # Read the watermark again: the fetch that brought the first
                     # record may be newer than the one seen before it.
                     watermarks[key] = (low, high)
@@ -254,6 +260,34 @@ def measure_lag(
     return out
 
 
+def log_ends(
+    bootstrap: str, topic_prefixes: Sequence[str] = (), timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """The log end (fetch high watermark) of every partition of the topics that
+    start with one of ``topic_prefixes`` (every topic but the broker's internal
+    ones when empty)."""
+    from confluent_kafka import KafkaException
+
+    try:
+        topics = _admin(bootstrap).list_topics(timeout=timeout).topics
+    except KafkaException as error:
+        raise LagError(
+            f"cannot list topics on the broker at {bootstrap} "
+            f"(KEYART_KAFKA_BOOTSTRAP): {error}"
+        ) from None
+    keys: dict[tuple[str, int], int | None] = {
+        (name, partition): None
+        for name, meta in topics.items()
+        if not name.startswith("__")
+        and (not topic_prefixes or name.startswith(tuple(topic_prefixes)))
+        for partition in meta.partitions
+    }
+    if not keys:
+        return {}
+    watermarks, _ = _probe(bootstrap, keys, timeout, at_end=True)
+    return {key: high for key, (_, high) in sorted(watermarks.items())}
+
+
 def check_caught_up(
     bootstrap: str, group: str, bound_s: float, topic_prefixes: Sequence[str] = ()
 ) -> Any:
@@ -279,7 +313,9 @@ class LagCollector:
     Gauges, each labelled ``group``, ``topic``, ``partition``:
     ``keyart_consumer_lag_messages``, ``keyart_consumer_lag_seconds``,
     ``keyart_consumer_committed_offset``, ``keyart_consumer_log_end_offset``;
-    and ``keyart_lag_up`` (1 when the last measurement worked).
+    ``keyart_topic_log_end_offset`` (``topic``, ``partition``) for every topic
+    the prefixes select, consumed or not (the dead-letter topic); and
+    ``keyart_lag_up`` (1 when the last measurement worked).
     """
 
     def __init__(
@@ -323,15 +359,24 @@ class LagCollector:
         up = GaugeMetricFamily(
             "keyart_lag_up", "1 when the last lag measurement reached the broker."
         )
+        topic_end = GaugeMetricFamily(
+            "keyart_topic_log_end_offset",
+            "Offset the next record on the partition will get, for every topic "
+            "(dead letters, ingest rate).",
+            labels=["topic", "partition"],
+        )
         try:
             rows: Iterable[PartitionLag] = measure_lag(
                 self.bootstrap, self.groups, self.topic_prefixes, self.timeout
             )
+            ends = log_ends(self.bootstrap, self.topic_prefixes, self.timeout)
             up.add_metric([], 1.0)
         except LagError as error:
             logger.warning("lag measurement failed: %s", error)
-            rows = []
+            rows, ends = [], {}
             up.add_metric([], 0.0)
+        for (topic, partition), end in ends.items():
+            topic_end.add_metric([topic, str(partition)], end)
         for row in rows:
             values = [row.group, row.topic, str(row.partition)]
             families["lag_messages"].add_metric(values, row.lag_messages)
@@ -341,4 +386,5 @@ class LagCollector:
             if row.lag_seconds is not None:
                 families["lag_seconds"].add_metric(values, row.lag_seconds)
         yield from families.values()
+        yield topic_end
         yield up

@@ -244,6 +244,16 @@ def test_exporter_serves_the_same_figures(world: World, exporter) -> None:
     assert samples[("keyart_consumer_lag_messages", "3")] == STAMPED - COMMITS[3]
     assert samples[("keyart_consumer_lag_seconds", "3")] > 100 - COMMITS[3]
     assert ("keyart_consumer_committed_offset", "2") not in samples
+    ends = {
+        s.labels["partition"]: s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name == "keyart_topic_log_end_offset"
+        and s.labels["topic"] == world.settings.topic("impressions")
+    }
+    assert [ends[str(p)] for p in range(4)] == [SINGLE, BATCHED, 0, STAMPED]
+    deadletter = world.settings.topic("deadletter")
+    assert any(f'topic="{deadletter}"' in line for line in body.splitlines())
     ready = urllib.request.urlopen(url + "/readyz", timeout=10)  # noqa: S310
     assert json.loads(ready.read())["checks"]["broker"]["ok"] is True
     process.send_signal(signal.SIGTERM)
