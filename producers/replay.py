@@ -38,12 +38,14 @@ __all__ = [
     "OBD_VIDEO",
     "LoggedRound",
     "ObdLog",
+    "load_item_features",
     "load_obd",
     "poster_of_item",
     "round_events",
 ]
 
 OBD_ASSET = "obd_random_all.csv"
+OBD_ITEMS_ASSET = "obd_item_context.csv"
 OBD_VIDEO = "obd-slot"
 USER_FEATURES = ("user_feature_0", "user_feature_1", "user_feature_2", "user_feature_3")
 
@@ -153,6 +155,39 @@ def load_obd(path: Path | None = None, limit: int | None = None) -> ObdLog:
         )
     n_items = int(frame["item_id"].max()) + 1 if len(frame) else 0
     return ObdLog(rounds, n_items, feature_names, Path(path))
+
+
+def load_item_features(path: Path | None = None) -> dict[int, dict[str, float]]:
+    """Each Open Bandit item's features: ``item_feature_0`` as a number, the
+    three hashed categorical features one-hot (``if1_3``, ...).
+
+    Raises
+    ------
+    ValueError
+        When the file lacks ``item_id`` or an ``item_feature_*`` column.
+    """
+    import pandas as pd
+
+    if path is None:
+        from keyart.data import fetch
+
+        path = fetch(OBD_ITEMS_ASSET)
+    frame = pd.read_csv(path)
+    categorical = ("item_feature_1", "item_feature_2", "item_feature_3")
+    missing = sorted({"item_id", "item_feature_0", *categorical} - set(frame.columns))
+    if missing:
+        raise ValueError(f"{path}: Open Bandit item context lacks columns {missing}")
+    codes = {
+        col: {v: k for k, v in enumerate(sorted(frame[col].astype(str).unique()))}
+        for col in categorical
+    }
+    out: dict[int, dict[str, float]] = {}
+    for row in frame.itertuples(index=False):
+        features = {"if0": float(row.item_feature_0)}
+        for j, col in enumerate(categorical, start=1):
+            features[f"if{j}_{codes[col][str(getattr(row, col))]}"] = 1.0
+        out[int(row.item_id)] = features
+    return out
 
 
 def round_events(
