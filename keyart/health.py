@@ -63,6 +63,7 @@ __all__ = [
     "Check",
     "CheckResult",
     "HealthServer",
+    "ReadinessPoller",
     "check_broker",
     "check_database",
     "check_max_age",
@@ -182,6 +183,51 @@ async def run_checks_async(
     return list(await asyncio.gather(*(one(n, c) for n, c in checks.items())))
 
 
+class ReadinessPoller:
+    """Run readiness checks every ``interval`` seconds in a daemon thread.
+
+    Keeps ``keyart_ready_check`` current for Prometheus in hosts whose
+    ``/readyz`` is seldom asked (the FastAPI gateway may start one at start-up).
+    ``checks`` is read on every run, so it may grow while polling.
+    """
+
+    def __init__(
+        self,
+        checks: Mapping[str, Check],
+        interval: float = 15.0,
+        timeout: float = 2.0,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.checks = checks
+        self.interval = interval
+        self.timeout = timeout
+        self.loop = loop
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while True:
+            if self.checks:
+                run_checks(dict(self.checks), self.timeout, self.loop)
+            if self._stopping.wait(self.interval):
+                return
+
+    def start(self) -> ReadinessPoller:
+        if self.interval > 0 and self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="keyart-readiness", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout + 5)
+        self._thread = None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -237,6 +283,10 @@ class HealthServer:
         async check gets a fresh loop.
     timeout
         Seconds one readiness run may take before a check counts as failed.
+    interval
+        Seconds between readiness runs in the background, which keep the
+        ``keyart_ready_check`` gauge current between probes; 0 runs the checks
+        only when ``/readyz`` is asked.
     """
 
     def __init__(
@@ -249,6 +299,7 @@ class HealthServer:
         registry: CollectorRegistry | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         timeout: float = 2.0,
+        interval: float = 15.0,
     ) -> None:
         self.checks: dict[str, Check] = dict(checks or {})
         self.name = name
@@ -258,6 +309,7 @@ class HealthServer:
         self._requested = (host, port)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._poller = ReadinessPoller(self.checks, interval, timeout, loop)
 
     @property
     def port(self) -> int:
@@ -295,6 +347,7 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
+        self._poller.start()
         logger.info(
             "%s serves /metrics, /healthz and /readyz at %s",
             self.name,
@@ -305,6 +358,7 @@ class HealthServer:
 
     def stop(self) -> None:
         """Stop serving and release the port."""
+        self._poller.stop()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

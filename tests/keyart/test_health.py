@@ -141,7 +141,7 @@ def test_async_checks_run_on_the_given_loop(stack: StackInfo) -> None:
         with HealthServer({"redis": redis_on_worker_loop}, port=0, loop=loop) as hs:
             status, body, _ = get(hs.url + "/readyz")
         assert status == 200, body
-        assert seen_loops == [loop]
+        assert seen_loops and all(seen is loop for seen in seen_loops)
     finally:
         asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
@@ -207,3 +207,22 @@ async def test_fastapi_router_serves_the_same_endpoints(real_checks: dict) -> No
         metrics = await client.get("/metrics")
         assert "keyart_test_requests_total 3.0" in metrics.text
         assert (await client.get("/healthz")).json()["alive"] is True
+
+
+def test_background_runs_keep_the_gauge_current(stack: StackInfo) -> None:
+    from prometheus_client import REGISTRY
+
+    calls = []
+
+    def counted() -> tuple[bool, str]:
+        calls.append(time.monotonic())
+        return len(calls) < 3, f"run {len(calls)}"
+
+    with HealthServer({"counted": counted}, port=0, interval=0.2):
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        value = REGISTRY.get_sample_value("keyart_ready_check", {"check": "counted"})
+    assert len(calls) >= 3
+    assert value == 0.0
