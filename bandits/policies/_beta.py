@@ -1,0 +1,107 @@
+"""Fast Beta posterior draws for Thompson sampling and its propensity.
+
+``numpy``'s Beta sampler costs about 0.15 us a draw, too slow for the 20,000
+draws a Monte Carlo propensity needs inside a request. Draws here come from
+standard normals ``z``:
+
+* an arm with at least 30 clicks and 30 misses (``min(a, b) >= 30``) is drawn
+  from the normal distribution with the Beta posterior's mean and variance;
+* any other arm is drawn exactly as ``Ga / (Ga + Gb)``, each Gamma variable
+  being the Gamma quantile of ``Phi(z)`` (shape < 30) or its Wilson-Hilferty
+  cube transform (shape >= 30).
+
+Choices and their propensities share this sampler, so a logged propensity is
+the probability of the distribution the choice really came from.
+
+Large requests take their normals from a fixed pool drawn once from a fixed
+seed, at an offset picked by the caller's generator, and reuse the Gamma
+quantiles of the whole pool, computed once per small shape (a few tens of
+shapes occur, since shapes are the prior plus small counts; each costs about
+256 KiB and tens of milliseconds the first time it is seen). Small requests
+draw fresh normals and use an interpolated quantile table. Results are
+reproducible for a seeded generator.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import gammaincinv, ndtr
+
+NORMAL_ABOVE = 30.0
+_POOL = np.random.default_rng(0x6B657961).standard_normal(1 << 16)
+_POOL.setflags(write=False)
+_FRESH_BELOW = 512
+_Z_LIMIT = 6.0
+_GRID = 1024
+_Z_GRID = np.linspace(-_Z_LIMIT, _Z_LIMIT, _GRID + 1)
+
+
+@lru_cache(maxsize=256)
+def _gamma_table(shape: float) -> np.ndarray:
+    table = gammaincinv(shape, ndtr(_Z_GRID))
+    table.setflags(write=False)
+    return table
+
+
+@lru_cache(maxsize=128)
+def _gamma_pool(shape: float) -> np.ndarray:
+    pool = gammaincinv(shape, ndtr(_POOL)).astype(np.float32)
+    pool.setflags(write=False)
+    return pool
+
+
+def _wilson_hilferty(shape: float, z: np.ndarray) -> np.ndarray:
+    root = 1.0 - 1.0 / (9.0 * shape) + z / (3.0 * np.sqrt(shape))
+    return shape * np.maximum(root, 0.0) ** 3
+
+
+def _gamma_from_table(shape: float, z: np.ndarray) -> np.ndarray:
+    if shape >= NORMAL_ABOVE:
+        return _wilson_hilferty(shape, z)
+    table = _gamma_table(shape)
+    pos = (np.clip(z, -_Z_LIMIT, _Z_LIMIT) + _Z_LIMIT) * (_GRID / (2 * _Z_LIMIT))
+    i = np.minimum(pos.astype(np.intp), _GRID - 1)
+    lo = table[i]
+    return lo + (pos - i) * (table[i + 1] - lo)
+
+
+def _ratio(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
+    total = ga + gb
+    return np.divide(ga, total, out=np.full(ga.shape, 0.5), where=total > 0)
+
+
+def beta_draws(
+    a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n: int
+) -> np.ndarray:
+    """``(n, k)`` draws of the Beta(a_j, b_j) posterior of each column ``j``."""
+    k = a.size
+    size = n * k
+    pooled = _FRESH_BELOW < 2 * size <= _POOL.size
+    offset = 0
+    if pooled:
+        offset = int(rng.integers(0, _POOL.size - 2 * size + 1))
+        z = _POOL[offset : offset + 2 * size].reshape(2, n, k)
+    else:
+        z = rng.standard_normal((2, n, k))
+
+    def _gamma_side(shape: float, j: int, side: int) -> np.ndarray:
+        if pooled and shape < NORMAL_ABOVE:
+            start = offset + side * size + j
+            return _gamma_pool(shape)[start : start + size : k]
+        if pooled:
+            return _wilson_hilferty(shape, z[side][:, j])
+        return _gamma_from_table(shape, z[side][:, j])
+
+    total = a + b
+    out = a / total + np.sqrt(a * b / (total * total * (total + 1.0))) * z[0]
+
+    small = np.flatnonzero(np.minimum(a, b) < NORMAL_ABOVE)
+    if small.size:
+        sides = [
+            np.stack([_gamma_side(float(shape[j]), j, side) for j in small], axis=1)
+            for side, shape in ((0, a), (1, b))
+        ]
+        out[:, small] = _ratio(sides[0], sides[1])
+    return out
