@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,7 @@ from bandits.evaluation.reward_models import cross_fit
 from bandits.evaluation.targets import TargetPolicy, check_probabilities
 
 __all__ = [
+    "DEFAULT_ESTIMATORS",
     "ESTIMATORS",
     "OpeEstimate",
     "direct_method",
@@ -63,6 +64,9 @@ __all__ = [
 ]
 
 ESTIMATORS = ("replay", "ips", "snips", "dm", "dr")
+# The direct method's interval ignores the reward model's own error, so it is
+# too narrow to judge a policy by; it is computed only when asked for.
+DEFAULT_ESTIMATORS = ("replay", "ips", "snips", "dr")
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,21 @@ def _normal(values: np.ndarray, estimate: float, confidence: float) -> Interval:
     return Interval(estimate, estimate - half, estimate + half, "normal", confidence)
 
 
+def _zero_click(log: LoggedBandit, w: np.ndarray, interval: Interval) -> Interval:
+    """A Wilson upper end when the weighted rewards are all zero.
+
+    With no rewarded decision of positive weight the normal interval collapses
+    to a point; the target is then bounded like ``0`` clicks out of the
+    effective sample size.
+    """
+    binary = bool(np.isin(log.rewards, (0.0, 1.0)).all())
+    if not binary or np.any((w > 0) & (log.rewards > 0)):
+        return interval
+    ess = max(1, round(effective_sample_size(w)))
+    high = wilson(0, ess, interval.confidence).high
+    return Interval(interval.estimate, 0.0, high, "wilson-zero", interval.confidence)
+
+
 def _mean_estimate(
     name: str,
     policy: str,
@@ -166,9 +185,10 @@ def ips(
 ) -> OpeEstimate:
     """Inverse propensity scoring: ``mean(min(w, clip) * r)``."""
     w, share = _weights(log, probs, clip)
-    return _mean_estimate(
+    found = _mean_estimate(
         "ips", policy, w * log.rewards, w, clip, share, confidence, bootstrap, seed
     )
+    return replace(found, interval=_zero_click(log, w, found.interval))
 
 
 def snips(
@@ -205,13 +225,7 @@ def snips(
     return OpeEstimate(
         policy,
         "snips",
-        Interval(
-            estimate,
-            normal.low + estimate - normal.estimate,
-            normal.high + estimate - normal.estimate,
-            "delta",
-            confidence,
-        ),
+        _zero_click(log, w, Interval(estimate, normal.low, normal.high, "delta")),
         boot,
         log.n,
         effective_sample_size(w),
@@ -230,12 +244,18 @@ def direct_method(
     seed: int = 0,
     policy: str = "target",
 ) -> OpeEstimate:
-    """Direct method: the reward model's value of the target policy."""
+    """Direct method: the reward model's value of the target policy.
+
+    The interval treats the reward model as known: it reflects only the spread
+    of contexts, not the model's estimation error, and is much too narrow
+    (method ``normal-given-model``). Use ``dr`` to judge a policy.
+    """
     dm = log.row_sum(probs * q_pairs)
     ones = np.ones(log.n)
-    return _mean_estimate(
+    found = _mean_estimate(
         "dm", policy, dm, ones, math.inf, 0.0, confidence, bootstrap, seed
     )
+    return replace(found, interval=replace(found.interval, method="normal-given-model"))
 
 
 def doubly_robust(
@@ -313,7 +333,7 @@ def observed_value(log: LoggedBandit, confidence: float = 0.95) -> Interval:
 def evaluate(
     log: LoggedBandit,
     policies: Sequence[TargetPolicy],
-    estimators: Sequence[str] = ESTIMATORS,
+    estimators: Sequence[str] = DEFAULT_ESTIMATORS,
     clip: float = math.inf,
     reward_model: str = "action_mean",
     folds: int = 2,

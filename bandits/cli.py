@@ -1,0 +1,417 @@
+"""``keyart report`` and ``keyart evaluate``: click-through reports and OPE.
+
+Both read keyart's own logs from Kafka (``--source kafka``, the topics under
+``KEYART_TOPIC_PREFIX`` at ``KEYART_KAFKA_BOOTSTRAP``) or the Open Bandit
+Dataset sample (``--source obd``, fetched from the package registry).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["register"]
+
+SLICE_ALIASES = {"video": "video_id", "poster": "poster_id", "user": "user_id"}
+POLICY_NAMES = ("uniform", "logging", "greedy", "epsilon-greedy")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(message, fg="red", err=True)
+    return typer.Exit(code)
+
+
+def _parse_time(value: str | None, option: str) -> int | None:
+    """Milliseconds since the epoch from an ISO 8601 time or a number of ms."""
+    if value is None:
+        return None
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(
+            f"{option}: expected ISO 8601 time or epoch ms, got {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _parse_mapping(value: str | None, option: str) -> dict[str, float] | None:
+    """``name=number,name=number`` into a dict."""
+    if not value:
+        return None
+    out: dict[str, float] = {}
+    for part in value.split(","):
+        name, _, number = part.partition("=")
+        try:
+            out[name.strip()] = float(number)
+        except ValueError:
+            raise _fail(f"{option}: expected name=number[,...], got {part!r}") from None
+    return out
+
+
+def _load(source: str, obd: str, since: str | None, until: str | None) -> Any:
+    """Impressions (with clicked) and decisions of the chosen source."""
+    from bandits.evaluation.logs import (
+        EventLogs,
+        load_kafka_logs,
+        load_obd,
+        time_filter,
+    )
+
+    since_ms = _parse_time(since, "--since")
+    until_ms = _parse_time(until, "--until")
+    if source == "obd":
+        from keyart.cli import settings_for_cli
+        from keyart.data import FetchError, fetch
+
+        if obd not in ("random", "bts", "both"):
+            raise _fail(f"--obd: expected random, bts or both, got {obd!r}")
+        import pandas as pd
+
+        names = ["random", "bts"] if obd == "both" else [obd]
+        try:
+            paths = [
+                fetch(f"obd_{n}_all.csv", settings_for_cli().data_cache) for n in names
+            ]
+        except FetchError as error:
+            raise _fail(f"--source obd: {error}", 1) from None
+        impressions = pd.concat(
+            [load_obd(p, n) for p, n in zip(paths, names, strict=True)],
+            ignore_index=True,
+        )
+        impressions = time_filter(impressions, since_ms, until_ms)
+        return EventLogs(pd.DataFrame(), impressions, pd.DataFrame(), {}, f"obd-{obd}")
+    if source != "kafka":
+        raise _fail(f"--source: expected kafka or obd, got {source!r}")
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from bandits.evaluation.logs import LogReadError
+    from keyart.cli import settings_for_cli
+
+    settings = settings_for_cli()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("reading {task.completed} events from Kafka"),
+        transient=True,
+        console=_stderr_console(),
+    ) as progress:
+        task = progress.add_task("read", total=None)
+        try:
+            logs = load_kafka_logs(
+                settings,
+                since_ms,
+                until_ms,
+                on_progress=lambda n: progress.advance(task, n),
+            )
+        except LogReadError as error:
+            raise _fail(str(error), 1) from None
+    for kind, bad in logs.undecodable.items():
+        if bad:
+            typer.secho(
+                f"{bad} undecodable {kind} records left out", fg="yellow", err=True
+            )
+    return logs
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _print_table(frame: Any, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(
+            str(column), justify="left" if frame[column].dtype == object else "right"
+        )
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(v) for v in row))
+    Console(width=max(120, 12 * len(frame.columns))).print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+    return str(value)
+
+
+def _write_csv(frame: Any, target: Path) -> None:
+    if str(target) == "-":
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        frame.to_csv(target, index=False)
+        typer.echo(f"wrote {target}", err=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _clean(obj: Any) -> Any:
+    """Replace NaN and infinities by null so that the JSON is standard."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item"):
+        return _clean(obj.item())
+    return obj
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report`` and ``evaluate`` to the keyart command."""
+
+    @app.command("report")
+    def report(
+        source: str = typer.Option("kafka", help="kafka (keyart's topics) or obd."),
+        obd: str = typer.Option(
+            "random", help="Open Bandit file: random, bts or both."
+        ),
+        by: str = typer.Option(
+            "variant",
+            help="Slices, comma separated: variant, placement, video, poster, "
+            "policy, segment.",
+        ),
+        since: str = typer.Option(
+            None, help="Start (ISO 8601 or epoch ms), inclusive."
+        ),
+        until: str = typer.Option(None, help="End (ISO 8601 or epoch ms), exclusive."),
+        ctr_interval: str = typer.Option(
+            "wilson", help="CTR interval: wilson, delta or bootstrap (by user)."
+        ),
+        uctr_interval: str = typer.Option(
+            "wilson", help="UCTR interval: wilson, delta or bootstrap."
+        ),
+        ab: bool = typer.Option(False, "--ab", help="Add the A/B comparison."),
+        control: str = typer.Option(None, help="Control variant (else all pairs)."),
+        metric: str = typer.Option("ctr", help="A/B metric: ctr or uctr."),
+        split: str = typer.Option(
+            None, help="Configured split for the SRM check, e.g. A=0.5,B=0.5."
+        ),
+        latency_p99: str = typer.Option(
+            None, help="Measured p99 latency per variant in ms, e.g. A=12,B=15."
+        ),
+        csv: Path = typer.Option(None, help="Write the table as CSV ('-': stdout)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        seed: int = typer.Option(0, help="Seed of bootstraps and Monte Carlo."),
+    ) -> None:
+        """Impressions, clicks, CTR and UCTR with 95% intervals, by slice.
+
+        Examples: ``keyart report --by variant,placement --since 2026-01-01``,
+        ``keyart report --ab --control control --split control=0.1,ts=0.9``,
+        ``keyart report --source obd --by placement --json``.
+        """
+        from bandits.evaluation.reports import ab_report, slice_table
+
+        columns = [
+            SLICE_ALIASES.get(c.strip(), c.strip()) for c in by.split(",") if c.strip()
+        ]
+        logs = _load(source, obd, since, until)
+        impressions = logs.impressions
+        if not len(impressions):
+            raise _fail(f"no impressions in {logs.source} for the chosen time range", 1)
+        try:
+            table = slice_table(
+                impressions,
+                columns,
+                ctr_method=ctr_interval,
+                uctr_method=uctr_interval,
+                seed=seed,
+            )
+            result = (
+                ab_report(
+                    impressions,
+                    logs.decisions,
+                    control,
+                    metric,
+                    _parse_mapping(split, "--split"),
+                    _parse_mapping(latency_p99, "--latency-p99"),
+                    seed=seed,
+                )
+                if ab
+                else None
+            )
+        except ValueError as error:
+            raise _fail(str(error)) from None
+        if csv is not None:
+            _write_csv(table, csv)
+        if as_json:
+            payload = {
+                "source": logs.source,
+                "by": columns,
+                "rows": table.to_dict("records"),
+            }
+            if result is not None:
+                payload["ab"] = result.to_dict()
+            typer.echo(json.dumps(_clean(payload), default=_json_default))
+            return
+        if csv is not None and str(csv) == "-":
+            return
+        _print_table(
+            table, f"{logs.source}: clicks by {', '.join(columns)} (95% intervals)"
+        )
+        if result is not None:
+            keep = [
+                "a",
+                "b",
+                "rate_a",
+                "rate_b",
+                "difference",
+                "difference_low",
+                "difference_high",
+                "lift",
+                "lift_low",
+                "lift_high",
+                "p_value",
+                "prob_b_better",
+                "always_valid_p",
+            ]
+            if len(result.comparisons):
+                _print_table(result.comparisons[keep], f"A/B on {metric}: b against a")
+            else:
+                typer.echo("A/B: only one variant in the log, nothing to compare")
+            if result.srm is not None:
+                typer.echo(result.srm.message())
+            for guard in result.guardrails:
+                state = "ok" if guard.ok else "BREACHED"
+                typer.echo(
+                    f"guardrail {guard.variant} {guard.name} = {guard.value:.4g}"
+                    f" (limit {guard.limit:.4g}) {state}"
+                )
+            for line in result.warnings:
+                typer.secho("warning: " + line, fg="yellow")
+            for line in result.notes:
+                typer.echo("note: " + line)
+
+    @app.command("evaluate")
+    def evaluate(
+        source: str = typer.Option("kafka", help="kafka (keyart's topics) or obd."),
+        obd: str = typer.Option(
+            "random", help="Open Bandit file: random, bts or both."
+        ),
+        policies: str = typer.Option(
+            ",".join(POLICY_NAMES), help="Target policies, comma separated."
+        ),
+        estimators: str = typer.Option(
+            "replay,ips,snips,dr",
+            help="Estimators, comma separated: replay, ips, snips, dm, dr.",
+        ),
+        epsilon: float = typer.Option(0.1, help="Exploration of epsilon-greedy."),
+        clip: float = typer.Option(math.inf, help="Largest importance weight."),
+        reward_model: str = typer.Option(
+            "action_mean", help="DR reward model: action_mean or logistic."
+        ),
+        folds: int = typer.Option(2, help="Cross-fitting folds of the reward model."),
+        bootstrap: int = typer.Option(200, help="Bootstrap resamples (0: none)."),
+        train_share: float = typer.Option(
+            0.5, help="Earliest share of the log that fits greedy policies."
+        ),
+        since: str = typer.Option(None, help="Start (ISO 8601 or epoch ms)."),
+        until: str = typer.Option(None, help="End (ISO 8601 or epoch ms)."),
+        csv: Path = typer.Option(None, help="Write the table as CSV ('-': stdout)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        seed: int = typer.Option(0, help="Seed of folds, replay draws, bootstraps."),
+    ) -> None:
+        """Off-policy estimates of target policies' CTR from logged propensities.
+
+        Greedy policies are fitted on the earliest ``--train-share`` of the log;
+        every policy is evaluated on the rest.
+        Examples: ``keyart evaluate --source obd --clip 50``,
+        ``keyart evaluate --policies uniform,greedy --estimators ips,dr --json``.
+        """
+        import numpy as np
+
+        from bandits.evaluation.feedback import impressions_to_bandit
+        from bandits.evaluation.ope import evaluate as run_ope
+        from bandits.evaluation.ope import observed_value
+        from bandits.evaluation.targets import (
+            EpsilonGreedyPolicy,
+            GreedyPolicy,
+            LoggingPolicy,
+            UniformPolicy,
+        )
+
+        names = [p.strip() for p in policies.split(",") if p.strip()]
+        unknown = set(names) - set(POLICY_NAMES)
+        if unknown:
+            raise _fail(f"--policies: unknown {sorted(unknown)}; known {POLICY_NAMES}")
+        if not 0 < train_share < 1:
+            raise _fail(f"--train-share must lie in (0, 1), got {train_share}")
+        logs = _load(source, obd, since, until)
+        impressions = logs.impressions.sort_values("event_time", kind="stable")
+        if len(impressions) < 4:
+            raise _fail(f"too few impressions in {logs.source} to evaluate", 1)
+        candidates = [str(i) for i in range(80)] if source == "obd" else None
+        try:
+            log = impressions_to_bandit(
+                impressions.reset_index(drop=True),
+                logs.decisions,
+                candidates,
+                logs.source,
+            )
+        except ValueError as error:
+            raise _fail(f"{logs.source}: {error}", 1) from None
+        cut = int(log.n * train_share)
+        train = log.subset(np.arange(log.n) < cut)
+        test = log.subset(np.arange(log.n) >= cut)
+        greedy = GreedyPolicy.fit(train)
+        catalogue = {
+            "uniform": UniformPolicy(),
+            "logging": LoggingPolicy(),
+            "greedy": greedy,
+            "epsilon-greedy": EpsilonGreedyPolicy(greedy, epsilon),
+        }
+        try:
+            table = run_ope(
+                test,
+                [catalogue[n] for n in names],
+                [e.strip() for e in estimators.split(",") if e.strip()],
+                clip=clip,
+                reward_model=reward_model,
+                folds=folds,
+                bootstrap=bootstrap,
+                seed=seed,
+            )
+        except ValueError as error:
+            raise _fail(str(error)) from None
+        seen = observed_value(test)
+        if csv is not None:
+            _write_csv(table, csv)
+        if as_json:
+            payload = {
+                "source": logs.source,
+                "train": train.n,
+                "evaluated": test.n,
+                "observed": seen.as_dict(),
+                "estimates": table.to_dict("records"),
+            }
+            typer.echo(json.dumps(_clean(payload), default=_json_default))
+            return
+        if csv is not None and str(csv) == "-":
+            return
+        typer.echo(
+            f"{logs.source}: fitted on {train.n} decisions, evaluated on {test.n};"
+            f" observed CTR {seen.estimate:.5f} [{seen.low:.5f}, {seen.high:.5f}]"
+        )
+        _print_table(table, "off-policy estimates (95% intervals)")
