@@ -147,6 +147,20 @@ class Settings(BaseSettings):
         "poster metadata in memory before checking Redis again.",
     )
 
+    # Offline ranker ---------------------------------------------------------
+    ranker_path: Path | None = Field(
+        None,
+        description="ONNX click model from `keyart train` that scores the "
+        "recalled candidates (unset: no ranker; missing or broken file: served "
+        "without it, keyart_ranker_unavailable=1).",
+    )
+    ranker_prior_strength: float = Field(
+        20.0,
+        gt=0,
+        description="Impressions the ranker's click probability is worth as a "
+        "Beta prior of an arm (pseudo-counts p*m and (1-p)*m).",
+    )
+
     # Poster production --------------------------------------------------------
     poster_store: Path = Field(
         Path("var/posters"), description="Folder the poster images are written to."
