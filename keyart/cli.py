@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "producers.cli",
     "keyart.ops_cli",
     "bandits.cli",
+    "ranking.cli",
 )
 
 
