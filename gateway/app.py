@@ -1,0 +1,307 @@
+"""The gateway's FastAPI application: select, collect, administer, observe.
+
+=================  ======  ==================================================
+path               method  what
+=================  ======  ==================================================
+/v1/select         POST    a poster per video of a row, with impression tokens
+/v1/events         POST    a batch of impressions and clicks (the collector)
+/v1/placements     GET     placements with their aspect ratio and size
+/admin/rules       GET/PUT business rules (admin token)
+/admin/experiments GET/PUT experiment split (admin token)
+/admin/review/...          poster review, when ``workers.review_api`` exists
+/metrics, /healthz, /readyz  operations
+{poster_url_base}  GET     poster images, when the store is a local folder
+=================  ======  ==================================================
+
+Examples
+--------
+>>> from keyart.settings import Settings
+>>> app = create_app(Settings(token_secret="s"))
+>>> "/v1/select" in {route.path for route in app.routes}
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from gateway.admin import require_admin
+from gateway.admin import router as admin_router
+from gateway.collector import BatchError, Collector
+from gateway.models import (
+    EVENT_EXAMPLE,
+    ClickIn,
+    EventsResponse,
+    ImpressionIn,
+    SelectRequest,
+    SelectResponse,
+)
+from gateway.placements import PLACEMENTS
+from gateway.service import Gateway
+from keyart.settings import Settings, get_settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("gateway")
+
+
+class BodyLimit:
+    """Refuse request bodies above ``limit`` bytes with 413, before parsing."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and int(value or 0) > self.limit:
+                await _too_large(send, self.limit)
+                return
+        received = 0
+
+        async def limited() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = orjson.dumps(
+        {"detail": f"body: larger than {limit} bytes (KEYART_MAX_REQUEST_BYTES)"}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def _optional_router(app: FastAPI, module: str, **options: Any) -> None:
+    """Include ``module.router`` when that module exists (other packages)."""
+    try:
+        router = importlib.import_module(module).router
+    except ImportError as error:
+        logger.info("%s not included: %s", module, error)
+        return
+    app.include_router(router, **options)
+    logger.info("included %s", module)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the gateway application for ``settings`` (the process's by default)."""
+    settings = settings or get_settings()
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        assert gateway.producer is not None
+        app.state.collector = Collector(
+            settings,
+            gateway.keys,
+            gateway.redis,
+            gateway.producer,
+            gateway.signer,
+            gateway.posters,
+        )
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="keyart gateway",
+        summary="Per-user posters chosen by streaming bandits, and the event "
+        "collector that feeds them.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        details = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item["loc"] if p != "body")
+            details.append({"field": where or "body", "message": item["msg"]})
+        first = details[0] if details else {"field": "body", "message": "invalid"}
+        return _json(
+            {"detail": f"{first['field']}: {first['message']}", "errors": details},
+            422,
+        )
+
+    @app.post(
+        "/v1/select",
+        response_model=SelectResponse,
+        tags=["serving"],
+        responses={422: {"description": "A field is invalid; detail names it."}},
+    )
+    async def select(body: SelectRequest) -> Response:
+        """Choose a poster for every title of a row.
+
+        Each slot's token goes back with the impression and click events of
+        that poster. A slot with ``fallback: true`` was answered without live
+        state; ``poster_id: null`` means show the title's default art.
+        """
+        if len(body.video_ids) > settings.max_row_length:
+            return _json(
+                {
+                    "detail": f"video_ids: {len(body.video_ids)} videos, at most "
+                    f"{settings.max_row_length} (KEYART_MAX_ROW_LENGTH)"
+                },
+                422,
+            )
+        return _json(await gateway.select(body))
+
+    @app.post(
+        "/v1/events",
+        response_model=EventsResponse,
+        tags=["collector"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "maxItems": settings.max_events_per_batch,
+                                    "items": {
+                                        "oneOf": [
+                                            ImpressionIn.model_json_schema(),
+                                            ClickIn.model_json_schema(),
+                                        ]
+                                    },
+                                }
+                            },
+                        },
+                        "example": EVENT_EXAMPLE,
+                    }
+                },
+            }
+        },
+        responses={
+            503: {"description": "No event reached the broker; resend them."},
+            422: {"description": "The batch itself is malformed."},
+        },
+    )
+    async def events(request: Request) -> Response:
+        """Take a batch of impression and click events.
+
+        Each event is checked on its own; the answer lists the ones not taken
+        with their index and reason. Resending an event id already taken is
+        harmless (counted as a duplicate).
+        """
+        try:
+            status, answer = await app.state.collector.collect(await request.body())
+        except BatchError as error:
+            return _json({"detail": str(error)}, 422)
+        return _json(answer, status)
+
+    @app.get("/v1/placements", tags=["serving"])
+    async def placements() -> Response:
+        """Placements with their aspect ratio and reference size."""
+        return _json(
+            [
+                {
+                    "name": p.name,
+                    "aspect": p.aspect,
+                    "width": p.width,
+                    "height": p.height,
+                    "description": p.description,
+                }
+                for p in PLACEMENTS.values()
+            ]
+        )
+
+    @app.post("/v1/ping", include_in_schema=False)
+    async def ping(request: Request) -> Response:
+        """An empty endpoint on the same stack, the benchmarks' ceiling."""
+        await request.body()
+        return _json({})
+
+    app.include_router(admin_router)
+    _mount_operations(app, gateway)
+    _optional_router(
+        app,
+        "workers.review_api",
+        prefix="/admin/review",
+        dependencies=[_admin_dependency()],
+    )
+    _optional_router(app, "gateway.dashboard")
+    _mount_posters(app, settings)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    return app
+
+
+def _admin_dependency() -> Any:
+    from fastapi import Depends
+
+    return Depends(require_admin)
+
+
+def _mount_operations(app: FastAPI, gateway: Gateway) -> None:
+    from keyart.health import check_broker, health_router
+
+    async def redis_ping() -> tuple[bool, str]:
+        try:
+            await gateway.redis.ping()
+        except Exception as error:  # any failure means not ready
+            return False, f"redis (KEYART_REDIS_URL): {error!r}"
+        return True, "redis answers"
+
+    checks = {
+        "redis": redis_ping,
+        "broker": check_broker(gateway.settings.kafka_bootstrap),
+    }
+    # Not in the OpenAPI document: the shared router annotates its handlers with
+    # a type imported inside a function, which schema generation cannot resolve.
+    app.include_router(health_router(checks, name="gateway"), include_in_schema=False)
+
+
+def _mount_posters(app: FastAPI, settings: Settings) -> None:
+    base = settings.poster_url_base
+    if not base.startswith("/"):
+        return  # a CDN URL: the images are served elsewhere
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(
+        base.rstrip("/") or "/posters",
+        StaticFiles(directory=settings.poster_store, check_dir=False),
+        name="posters",
+    )

@@ -1,0 +1,148 @@
+"""The gateway's Kafka producer: never blocks the event loop.
+
+One confluent-kafka producer serves the collector (which waits for the
+broker's acknowledgement, so a client learns which events to resend) and the
+decision log (fire and forget: a decision that cannot be logged is counted,
+never waited for). A daemon thread serves delivery callbacks; it spends its
+time in librdkafka's poll, outside the GIL, and hands each outcome to the
+event loop.
+
+A full local queue (the broker is gone for long) makes ``produce`` refuse at
+once instead of waiting, and librdkafka gives up on a record after
+``message.timeout.ms``, so memory stays bounded while the broker is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.metrics import DECISION_LOG_FAILURES
+from keyart.settings import Settings
+from producers.events import KIND_TO_TOPIC
+from schemas.codec import Codec, get_codec
+
+__all__ = ["GatewayProducer"]
+
+logger = logging.getLogger("gateway")
+
+
+class GatewayProducer:
+    """Produce keyart events from an asyncio program.
+
+    Parameters
+    ----------
+    settings
+        Broker address and topic prefix.
+    timeout_s
+        How long librdkafka tries to deliver one record before failing it.
+    """
+
+    def __init__(
+        self, settings: Settings, timeout_s: float = 10.0, codec: Codec | None = None
+    ) -> None:
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        self.codec = codec or get_codec()
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "linger.ms": 5,
+                "acks": "all",
+                "enable.idempotence": False,
+                "partitioner": "murmur2_random",
+                "message.timeout.ms": int(timeout_s * 1000),
+                "queue.buffering.max.messages": 200_000,
+                "socket.connection.setup.timeout.ms": 3000,
+            }
+        )
+        self._topics = {k: settings.topic(v) for k, v in KIND_TO_TOPIC.items()}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve delivery callbacks for ``loop`` from a daemon thread."""
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._serve, name="gateway-producer", daemon=True
+        )
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (up to ``timeout``) and stop the thread."""
+        left = self._producer.flush(timeout)
+        if left:
+            logger.error("%s records undelivered at shutdown", left)
+            DECISION_LOG_FAILURES.labels(reason="shutdown").inc(left)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def produce(
+        self, kind: str, value: bytes, key: str
+    ) -> asyncio.Future[str | None] | None:
+        """Queue one encoded record; the future gets None or the error text.
+
+        Returns None (nothing queued) when the local queue is full.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("GatewayProducer.start was not called")
+        future: asyncio.Future[str | None] = loop.create_future()
+
+        def delivered(error: Any, message: Any) -> None:
+            outcome = None if error is None else str(error)
+            loop.call_soon_threadsafe(_settle, future, outcome)
+
+        try:
+            self._producer.produce(
+                self._topics[kind],
+                value=value,
+                key=key.encode() if key else None,
+                on_delivery=delivered,
+            )
+        except BufferError:
+            return None
+        return future
+
+    def log(self, kind: str, record: Mapping[str, Any]) -> None:
+        """Encode and queue a record without waiting; failures are counted."""
+        try:
+            value = self.codec.encode(kind, record)
+        except ValueError:
+            logger.exception("cannot encode a %s record", kind)
+            DECISION_LOG_FAILURES.labels(reason="encode").inc()
+            return
+        try:
+            self._producer.produce(
+                self._topics[kind],
+                value=value,
+                key=str(record.get("video_id", "")).encode() or None,
+                on_delivery=_count_failure,
+            )
+        except BufferError:
+            DECISION_LOG_FAILURES.labels(reason="queue_full").inc()
+
+    def queued(self) -> int:
+        """Records waiting in the local queue."""
+        return len(self._producer)
+
+
+def _settle(future: asyncio.Future[str | None], outcome: str | None) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def _count_failure(error: Any, message: Any) -> None:
+    if error is not None:
+        DECISION_LOG_FAILURES.labels(reason="broker").inc()
+        logger.warning("a %s record was not delivered: %s", message.topic(), error)

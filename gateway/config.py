@@ -1,0 +1,292 @@
+"""Business-rule and experiment configuration, versioned in Redis.
+
+Both live in a hash ``{p}:config:{name}`` (``rules``, ``experiments``) with the
+fields ``version`` (an integer that only grows), ``data`` (the JSON document)
+and ``updated_ms``. An update is a compare-and-set on ``version`` inside a
+Redis transaction, so two administrators cannot silently overwrite each other:
+the loser gets a conflict and re-reads. Each gateway process re-reads the
+version every ``gateway_cache_s`` seconds, never per request.
+
+Rules have defaults in code for every placement; the stored document holds
+only overrides (``{"default": {...}, "placements": {"search": {...}}}``), so a
+field added in a later release gets its default where nobody overrode it.
+
+Examples
+--------
+>>> rules = RulesDocument()
+>>> rules.for_placement("search").exposure_cap_share
+0.6
+>>> RulesDocument(placements={"search": {"mmr_lambda": 0.0}}).for_placement(
+...     "search").mmr_lambda
+0.0
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ConfigConflict",
+    "ExperimentsDocument",
+    "RuleConfig",
+    "RulesDocument",
+    "Variant",
+    "load_document",
+    "store_document",
+]
+
+
+class RuleConfig(BaseModel):
+    """The business rules of one placement; each rule turns off at its neutral
+    value (a share or factor of 1, a lambda or share of 0)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exposure_cap_share: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Most share of a video's impressions one poster may take "
+        "in the window; a poster above it is not served (1: off).",
+    )
+    exposure_window_s: float = Field(
+        3600.0, gt=0, le=86_400, description="Window of the exposure cap."
+    )
+    exposure_min_impressions: int = Field(
+        100,
+        ge=0,
+        description="The cap applies once the video has this many impressions "
+        "in the window (too few to judge a share before).",
+    )
+    deweight_factor: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Score multiplier of posters this user saw recently for "
+        "this video (1: off).",
+    )
+    deweight_recency_s: float = Field(
+        3 * 86_400.0, gt=0, description="How long a seen poster stays deweighted."
+    )
+    mmr_lambda: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Weight of dissimilarity to posters already placed in the "
+        "row (maximal marginal relevance; 0: off).",
+    )
+    ramp_min_impressions: int = Field(
+        200,
+        ge=0,
+        description="A poster with fewer all-time impressions is new and gets "
+        "the ramp-up share.",
+    )
+    ramp_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of decisions that pick uniformly among new posters "
+        "(0: off).",
+    )
+    retire_min_impressions: int = Field(
+        1000, ge=1, description="Impressions before a poster can be demoted."
+    )
+    retire_confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="Posterior probability that the poster's click-through "
+        "rate is below the video's best needed to demote it.",
+    )
+    retire_after_impressions: int = Field(
+        3000,
+        ge=1,
+        description="Impressions after which a still-demoted poster is retired.",
+    )
+    demote_factor: float = Field(
+        0.5, gt=0, le=1, description="Score multiplier of a demoted poster."
+    )
+    scene_boost: float = Field(
+        1.5,
+        ge=1,
+        le=100,
+        description="Score multiplier of posters whose tags match a UI text cue "
+        "shown near the slot (1: off).",
+    )
+
+    @model_validator(mode="after")
+    def _check_retirement(self) -> RuleConfig:
+        if self.retire_after_impressions < self.retire_min_impressions:
+            raise ValueError(
+                "retire_after_impressions must be at least retire_min_impressions"
+            )
+        return self
+
+
+class RulesDocument(BaseModel):
+    """Overrides of the rule defaults, for every placement and per placement."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: ClassVar[str] = "rules"
+
+    default: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides for every placement.",
+        examples=[{"mmr_lambda": 0.2}],
+    )
+    placements: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Overrides per placement id, applied after ``default``.",
+        examples=[{"search": {"exposure_cap_share": 0.5}}],
+    )
+
+    @model_validator(mode="after")
+    def _check_each(self) -> RulesDocument:
+        from gateway.placements import PLACEMENTS
+
+        RuleConfig(**self.default)
+        for placement, overrides in self.placements.items():
+            if placement not in PLACEMENTS:
+                raise ValueError(
+                    f"placements.{placement}: unknown placement; "
+                    f"known: {', '.join(PLACEMENTS)}"
+                )
+            RuleConfig(**{**self.default, **overrides})
+        return self
+
+    def for_placement(self, placement: str) -> RuleConfig:
+        """The effective rules of ``placement``: defaults, then overrides."""
+        return RuleConfig(**{**self.default, **self.placements.get(placement, {})})
+
+
+class Variant(BaseModel):
+    """One arm of the experiment: a policy and the share of users it serves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="Variant id.",
+        examples=["ts"],
+    )
+    policy: str = Field(
+        ...,
+        description="Policy name: thompson, thompson_alltime, ucb1, "
+        "epsilon_greedy, linucb, fm or random.",
+        examples=["thompson"],
+    )
+    weight: float = Field(
+        ..., gt=0, description="Relative traffic share.", examples=[0.4]
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {value!r}; known: {POLICY_NAMES}")
+        return value
+
+
+POLICY_NAMES = (
+    "thompson",
+    "thompson_alltime",
+    "ucb1",
+    "epsilon_greedy",
+    "linucb",
+    "fm",
+    "random",
+)
+
+
+class ExperimentsDocument(BaseModel):
+    """The traffic split: users hash into variants by ``salt`` and weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: ClassVar[str] = "experiments"
+
+    salt: str = Field(
+        "keyart-1",
+        min_length=1,
+        max_length=64,
+        description="Mixed into the user hash; a new salt reshuffles everyone.",
+    )
+    variants: list[Variant] = Field(
+        default_factory=lambda: [
+            Variant(name="control", policy="random", weight=0.1),
+            Variant(name="ts", policy="thompson", weight=0.6),
+            Variant(name="linucb", policy="linucb", weight=0.3),
+        ],
+        min_length=1,
+        max_length=32,
+        description="Variants in bucket order; changing only the last weights "
+        "moves the fewest users.",
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, value: list[Variant]) -> list[Variant]:
+        names = [v.name for v in value]
+        if len(set(names)) != len(names):
+            raise ValueError("variant names must be unique")
+        return value
+
+
+class ConfigConflict(RuntimeError):
+    """The stored version moved since the caller read it."""
+
+
+async def load_document(
+    redis: Any, key: str, model: type[BaseModel]
+) -> tuple[BaseModel, int]:
+    """Read a versioned document; the defaults at version 0 when none is stored.
+
+    A stored document that no longer validates (written by a newer release)
+    raises ``ValueError`` naming the key, and the caller keeps what it had.
+    """
+    raw = await redis.hmget(key, "version", "data")
+    if raw[0] is None or raw[1] is None:
+        return model(), 0
+    try:
+        return model.model_validate(orjson.loads(raw[1])), int(raw[0])
+    except ValueError as error:
+        raise ValueError(f"{key} holds an invalid document: {error}") from None
+
+
+async def store_document(
+    redis: Any, key: str, document: BaseModel, expected_version: int | None
+) -> int:
+    """Store ``document`` as the next version and return it.
+
+    Raises
+    ------
+    ConfigConflict
+        When ``expected_version`` is given and the stored one differs.
+    """
+    from redis.exceptions import WatchError
+
+    async with redis.pipeline(transaction=True) as pipe:
+        try:
+            await pipe.watch(key)
+            current = int(await pipe.hget(key, "version") or 0)
+            if expected_version is not None and current != expected_version:
+                raise ConfigConflict(
+                    f"version is {current}, not {expected_version}: re-read and retry"
+                )
+            pipe.multi()
+            pipe.hset(
+                key,
+                mapping={
+                    "version": current + 1,
+                    "data": orjson.dumps(document.model_dump(mode="json")),
+                    "updated_ms": int(time.time() * 1000),
+                },
+            )
+            await pipe.execute()
+        except WatchError:
+            raise ConfigConflict("changed while storing: re-read and retry") from None
+    return current + 1

@@ -1,0 +1,381 @@
+"""The select service: a row request in, one poster per video out, all logged.
+
+:class:`Gateway` owns the process's Redis pool, caches, generator, token
+signer and producer. A request costs one Redis round trip (two when poster
+metadata is not cached yet) under the ``redis_budget_ms`` budget. When Redis
+fails or overruns, the row is answered from the process's last view of each
+video (see :mod:`gateway.fallback`); after three failures in a row Redis is
+skipped for a second, so a dead Redis costs no waiting at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from gateway import metrics
+from gateway._ratelimit import RateLimitedLog
+from gateway.broker import GatewayProducer
+from gateway.config import (
+    ExperimentsDocument,
+    RuleConfig,
+    RulesDocument,
+    load_document,
+)
+from gateway.decide import RowDecider, VideoDecision
+from gateway.experiments import Assigner
+from gateway.fallback import FallbackCache
+from gateway.models import SelectRequest
+from gateway.placements import PLACEMENTS
+from gateway.retirement import Retirement
+from gateway.rules import cue_text
+from gateway.scoring import ModelCache, PolicyBook
+from gateway.state import PosterCache, RowReader
+from gateway.token import ImpressionToken, TokenSigner
+from keyart.keys import Keys
+from keyart.settings import Settings
+
+__all__ = ["Gateway"]
+
+logger = logging.getLogger("gateway")
+
+CIRCUIT_FAILURES = 3
+CIRCUIT_OPEN_S = 1.0
+
+
+class Gateway:
+    """Everything one gateway process needs to answer select requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        secret = settings.token_secret.encode()
+        if not secret:
+            logger.warning(
+                "KEYART_TOKEN_SECRET is empty: tokens verify only in this process"
+            )
+            secret = secrets.token_bytes(32)
+        self.signer = TokenSigner(secret)
+        self.posters = PosterCache(ttl_s=max(30.0, settings.gateway_cache_s))
+        self.models = ModelCache(self.keys, settings)
+        self.rng = np.random.default_rng(settings.seed)
+        self.book = PolicyBook(settings, self.models)
+        self.decider = RowDecider(
+            self.book,
+            Retirement(),
+            self.posters,
+            self.rng,
+            settings.split_by_placement,
+            settings.split_by_segment,
+        )
+        self.fallback = FallbackCache(self.posters)
+        self.rules = RulesDocument()
+        self.rules_version = 0
+        self._placement_rules: dict[str, RuleConfig] = {}
+        self.experiments = ExperimentsDocument()
+        self.experiments_version = 0
+        self.assigner = Assigner(self.experiments)
+        self.redis: Any = None
+        self.reader: RowReader | None = None
+        self.producer: GatewayProducer | None = None
+        self._failures = 0
+        self._skip_until = 0.0
+        self._refresher: asyncio.Task[None] | None = None
+        self._pending: list[dict[str, Any]] = []
+        self._warn = RateLimitedLog(logger, every_s=10.0)
+
+    # Lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, read the configuration once and start the refresher."""
+        import redis.asyncio as aioredis
+
+        budget = self.settings.redis_budget_ms / 1000
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.settings.redis_url,
+            max_connections=64,
+            timeout=budget,
+            socket_connect_timeout=max(budget, 0.2),
+            socket_timeout=2.0,
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self.reader = RowReader(self.redis, self.keys, self.posters)
+        self.producer = GatewayProducer(self.settings)
+        self.producer.start(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(self.refresh(), 2.0)
+        except Exception as error:  # Redis down at start: serve defaults, retry
+            logger.warning("cannot read configuration at start: %r", error)
+        self._refresher = asyncio.create_task(self._refresh_forever())
+        logger.info(
+            "gateway ready: rules v%s, experiments v%s",
+            self.rules_version,
+            self.experiments_version,
+        )
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+        self._drain()
+        if self.producer is not None:
+            await asyncio.to_thread(self.producer.close)
+        if self.redis is not None:
+            await self.redis.aclose()
+            await self.redis.connection_pool.disconnect()
+
+    async def refresh(self) -> None:
+        """Re-read rules, experiments and models when their versions moved."""
+        rules, version = await load_document(
+            self.redis, self.keys.config("rules"), RulesDocument
+        )
+        if version != self.rules_version:
+            self.set_rules(rules, version)  # type: ignore[arg-type]
+        experiments, version = await load_document(
+            self.redis, self.keys.config("experiments"), ExperimentsDocument
+        )
+        if version != self.experiments_version:
+            self.set_experiments(experiments, version)  # type: ignore[arg-type]
+        await self.models.refresh(self.redis)
+
+    def set_rules(self, rules: RulesDocument, version: int) -> None:
+        self.rules, self.rules_version = rules, version
+        self._placement_rules = {p: rules.for_placement(p) for p in PLACEMENTS}
+        logger.info("rules version %s in use", version)
+
+    def set_experiments(self, experiments: ExperimentsDocument, version: int) -> None:
+        self.experiments, self.experiments_version = experiments, version
+        self.assigner = Assigner(experiments)
+        logger.info("experiments version %s in use", version)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gateway_cache_s)
+            if time.monotonic() < self._skip_until:
+                continue
+            try:
+                await asyncio.wait_for(self.refresh(), 2.0)
+            except Exception as error:  # keep serving what is cached
+                self._warn.warning("refresh", "cannot refresh configuration: %r", error)
+
+    # Select ---------------------------------------------------------------------
+
+    def rules_for(self, placement: str) -> RuleConfig:
+        found = self._placement_rules.get(placement)
+        if found is None:
+            found = self._placement_rules[placement] = self.rules.for_placement(
+                placement
+            )
+        return found
+
+    async def select(self, request: SelectRequest) -> dict[str, Any]:
+        """Answer one row (see the module docstring)."""
+        started = time.perf_counter()
+        variant = self.assigner.assign(request.user_id)
+        placement = PLACEMENTS[request.placement]
+        rules = self.rules_for(request.placement)
+        states, reason = await self._read(request, rules)
+        if states is None:
+            decisions = self.fallback.decide(request.video_ids, placement, reason)
+            metrics.FALLBACKS.labels(reason=reason).inc(len(decisions))
+        else:
+            self.fallback.remember(states)
+            decisions = self.decider.decide_row(
+                variant.policy,
+                placement,
+                rules,
+                states,
+                request.context,
+                cue_text(request.cues),
+                request.segment,
+            )
+        response = self._answer(request, variant.name, variant.policy, decisions)
+        metrics.ROW_SECONDS.observe(time.perf_counter() - started)
+        return response
+
+    async def _read(
+        self, request: SelectRequest, rules: RuleConfig
+    ) -> tuple[list[Any] | None, str]:
+        assert self.reader is not None
+        now = time.monotonic()
+        if now < self._skip_until:
+            return None, "circuit_open"
+        started = time.perf_counter()
+        try:
+            states = await asyncio.wait_for(
+                self.reader.read(
+                    request.user_id,
+                    request.video_ids,
+                    rules.exposure_window_s,
+                    rules.deweight_recency_s,
+                ),
+                self.settings.redis_budget_ms / 1000,
+            )
+        except TimeoutError:
+            return None, self._failed("redis_timeout")
+        except Exception as error:  # RedisError, OSError: serve the fallback
+            self._warn.warning("redis", "redis read failed: %r", error)
+            return None, self._failed("redis_error")
+        metrics.REDIS_SECONDS.observe(time.perf_counter() - started)
+        if self._failures:
+            logger.info("redis answers again; live state is back")
+            metrics.CIRCUIT_OPEN.set(0)
+        self._failures = 0
+        return states, ""
+
+    def _failed(self, reason: str) -> str:
+        self._failures += 1
+        if self._failures >= CIRCUIT_FAILURES:
+            self._skip_until = time.monotonic() + CIRCUIT_OPEN_S
+            metrics.CIRCUIT_OPEN.set(1)
+            self._warn.warning(
+                "circuit",
+                "redis failed %s times (%s): skipping it for %.1f s",
+                self._failures,
+                reason,
+                CIRCUIT_OPEN_S,
+            )
+        return reason
+
+    def _answer(
+        self,
+        request: SelectRequest,
+        variant: str,
+        policy: str,
+        decisions: list[VideoDecision],
+    ) -> dict[str, Any]:
+        now_ms = int(time.time() * 1000)
+        request_id = request.request_id or secrets.token_hex(8)
+        prefix = secrets.token_hex(8)
+        slots = []
+        rule_hits: Counter[str] = Counter()
+        policies: Counter[str] = Counter()
+        experiment_version = self.experiments_version
+        base = self.settings.poster_url_base.rstrip("/")
+        for i, d in enumerate(decisions):
+            decision_id = f"d{prefix}{i:03x}"
+            poster = d.poster
+            token = None
+            image_url = None
+            if poster is not None:
+                token = self.signer.sign(
+                    ImpressionToken(
+                        decision_id,
+                        request.user_id,
+                        d.video_id,
+                        poster.poster_id,
+                        request.placement,
+                        d.policy,
+                        variant,
+                        d.model_version,
+                        d.propensity,
+                        now_ms,
+                        experiment_version,
+                        request.segment,
+                    )
+                )
+                image_url = poster.image_url
+                if image_url and not image_url.startswith(("http://", "https://", "/")):
+                    image_url = f"{base}/{image_url}"
+                policies[d.policy] += 1
+            slots.append(
+                {
+                    "video_id": d.video_id,
+                    "poster_id": poster.poster_id if poster else None,
+                    "image_url": image_url,
+                    "token": token,
+                    "propensity": d.propensity,
+                    "fallback": d.fallback,
+                    "reason": d.reason,
+                }
+            )
+            rule_hits.update(d.rules)
+            self._pending.append(
+                {
+                    "event_id": decision_id,
+                    "event_time": now_ms,
+                    "request_id": request_id,
+                    "user_id": request.user_id,
+                    "video_id": d.video_id,
+                    "poster_id": poster.poster_id if poster else "",
+                    "placement": request.placement,
+                    "variant": variant,
+                    "policy": d.policy,
+                    "propensity": d.propensity,
+                    "model_version": d.model_version,
+                    "experiment_version": experiment_version,
+                    "candidates": d.candidates,
+                    "scores": d.scores,
+                    "rules": d.rules + ([d.reason] if d.reason else []),
+                    "fallback": d.fallback,
+                    "context": request.context,
+                }
+            )
+            if d.retired:
+                asyncio.get_running_loop().create_task(self._retire(d))
+        if len(self._pending) == len(decisions):
+            asyncio.get_running_loop().call_soon(self._drain)
+        for rule, hits in rule_hits.items():
+            metrics.RULE_HITS.labels(rule=rule).inc(hits)
+        for used, count in policies.items():
+            metrics.DECISIONS.labels(variant=variant, policy=used).inc(count)
+        return {
+            "request_id": request_id,
+            "variant": variant,
+            "policy": policy,
+            "experiment_version": experiment_version,
+            "slots": slots,
+        }
+
+    def _drain(self) -> None:
+        """Log the pending decisions (runs after the response is written)."""
+        pending, self._pending = self._pending, []
+        if self.producer is None:
+            return
+        for record in pending:
+            self.producer.log("decision", record)
+
+    async def _retire(self, decision: VideoDecision) -> None:
+        """Record posters the retirement rule retired, once across processes."""
+        now_ms = int(time.time() * 1000)
+        for poster_id, reason in decision.retired:
+            try:
+                created = await self.redis.hsetnx(
+                    self.keys.retired(decision.video_id), poster_id, reason
+                )
+            except Exception as error:  # the next request will try again
+                self._warn.warning("retire", "cannot record a retirement: %r", error)
+                return
+            if not created:
+                continue
+            metrics.RETIREMENTS.inc()
+            logger.info(
+                "retired poster %s of video %s: %s",
+                poster_id,
+                decision.video_id,
+                reason,
+                extra={"poster_id": poster_id, "video_id": decision.video_id},
+            )
+            meta = self.posters.peek(poster_id)
+            if self.producer is not None and meta is not None:
+                self.producer.log(
+                    "poster_published",
+                    {
+                        "event_id": f"retire-{poster_id}-{now_ms}",
+                        "event_time": now_ms,
+                        "video_id": decision.video_id,
+                        "poster_id": poster_id,
+                        "image_url": meta.image_url,
+                        "aspect": meta.aspect,
+                        "placements": list(meta.placements),
+                        "features": meta.features,
+                        "tags": sorted(meta.tags),
+                        "reviewer": f"gateway:retirement:{reason}",
+                        "retired": True,
+                    },
+                )

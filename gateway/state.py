@@ -1,0 +1,260 @@
+"""Read one row's live state from Redis in a single round trip.
+
+A Lua script takes, for every video of the row, its arms hash, approved
+poster set, retired posters, exposure hash and the user's seen set, and
+answers all of them in one reply: the gateway pays one network round trip per
+row, and the exposure window is summed next to the data. Poster metadata
+(image URL, aspect, features, tags, embedding) changes rarely and is cached
+in process memory; only posters not in the cache cost a second round trip.
+
+The script addresses several keys of different hash slots, so it needs a
+single Redis (or a replica of one), not Redis Cluster.
+
+Exposure fields are ``{poster}|{bucket}`` with ``bucket = event_ms // 600000``
+(10-minute buckets); the collector increments them from impressions. A window
+is rounded up to whole buckets, and buckets older than a day are deleted by
+the script as it meets them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from keyart.keys import Keys
+
+__all__ = [
+    "EXPOSURE_BUCKET_MS",
+    "PosterCache",
+    "PosterMeta",
+    "VideoState",
+    "exposure_field",
+    "parse_poster",
+    "RowReader",
+]
+
+EXPOSURE_BUCKET_MS = 600_000
+EXPOSURE_KEEP_BUCKETS = 24 * 6  # a day
+
+_ROW_SCRIPT = """
+local out = {}
+local min_bucket = tonumber(ARGV[1])
+local stale_bucket = tonumber(ARGV[2])
+local seen_min = ARGV[3]
+for i = 1, #KEYS, 5 do
+  out[#out + 1] = redis.call('HGETALL', KEYS[i])
+  out[#out + 1] = redis.call('SMEMBERS', KEYS[i + 1])
+  out[#out + 1] = redis.call('HKEYS', KEYS[i + 2])
+  local expo = redis.call('HGETALL', KEYS[i + 3])
+  local sums = {}
+  local order = {}
+  local stale = {}
+  for j = 1, #expo, 2 do
+    local field = expo[j]
+    local sep = string.find(field, '|', 1, true)
+    if sep then
+      local bucket = tonumber(string.sub(field, sep + 1))
+      local poster = string.sub(field, 1, sep - 1)
+      if bucket and bucket >= min_bucket then
+        if not sums[poster] then
+          sums[poster] = 0
+          order[#order + 1] = poster
+        end
+        sums[poster] = sums[poster] + tonumber(expo[j + 1])
+      elseif bucket and bucket < stale_bucket then
+        stale[#stale + 1] = field
+      end
+    end
+  end
+  if #stale > 0 then
+    redis.call('HDEL', KEYS[i + 3], unpack(stale))
+  end
+  local flat = {}
+  for _, poster in ipairs(order) do
+    flat[#flat + 1] = poster
+    flat[#flat + 1] = tostring(sums[poster])
+  end
+  out[#out + 1] = flat
+  out[#out + 1] = redis.call('ZRANGEBYSCORE', KEYS[i + 4], seen_min, '+inf')
+end
+return out
+"""
+
+
+def exposure_field(escaped_poster: str, event_ms: int) -> str:
+    """The exposure hash field of a poster (already escaped) at ``event_ms``."""
+    return f"{escaped_poster}|{event_ms // EXPOSURE_BUCKET_MS}"
+
+
+@dataclass(slots=True)
+class PosterMeta:
+    """What the gateway needs to know about one poster."""
+
+    poster_id: str
+    video_id: str
+    image_url: str
+    aspect: str
+    placements: tuple[str, ...]
+    features: dict[str, float]
+    tags: frozenset[str]
+    embedding: np.ndarray | None
+    status: str
+    created_ms: int
+
+
+def _text(value: Any, default: str = "") -> str:
+    if value is None:
+        return default
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_poster(poster_id: str, raw: dict[bytes, bytes]) -> PosterMeta | None:
+    """Parse a ``{p}:poster:{id}`` hash; None when it is absent or unreadable."""
+    if not raw:
+        return None
+    try:
+        embedding_raw = raw.get(b"embedding") or b""
+        embedding = None
+        if embedding_raw and len(embedding_raw) % 4 == 0:
+            vector = np.frombuffer(embedding_raw, dtype="<f4").astype(np.float64)
+            norm = float(np.linalg.norm(vector))
+            embedding = vector / norm if norm > 0 else None
+        features = orjson.loads(raw.get(b"features") or b"{}")
+        return PosterMeta(
+            poster_id=poster_id,
+            video_id=_text(raw.get(b"video_id")),
+            image_url=_text(raw.get(b"image_url")),
+            aspect=_text(raw.get(b"aspect")),
+            placements=tuple(orjson.loads(raw.get(b"placements") or b"[]")),
+            features={str(k): float(v) for k, v in features.items()},
+            tags=frozenset(
+                str(t).casefold() for t in orjson.loads(raw.get(b"tags") or b"[]")
+            ),
+            embedding=embedding,
+            status=_text(raw.get(b"status"), "approved"),
+            created_ms=int(_text(raw.get(b"created_ms"), "0") or 0),
+        )
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+@dataclass(slots=True)
+class VideoState:
+    """One video's live state as read for one request."""
+
+    video_id: str
+    arms: dict[bytes, bytes]
+    poster_ids: list[str]
+    retired: frozenset[str]
+    exposure: dict[str, int]
+    """Escaped poster id -> impressions inside the exposure window."""
+    seen: frozenset[str]
+    """Poster ids this user was shown recently."""
+
+    @classmethod
+    def empty(cls, video_id: str) -> VideoState:
+        return cls(video_id, {}, [], frozenset(), {}, frozenset())
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class PosterCache:
+    """Poster metadata by id, each entry kept for ``ttl_s`` seconds."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 200_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, PosterMeta | None]] = {}
+
+    def get(self, poster_id: str, now: float) -> tuple[bool, PosterMeta | None]:
+        """``(found, meta)``; a found None means the poster hash is absent."""
+        entry = self._entries.get(poster_id)
+        if entry is None or entry[0] < now:
+            return False, None
+        return True, entry[1]
+
+    def peek(self, poster_id: str) -> PosterMeta | None:
+        """The cached metadata however old (for the fallback path)."""
+        entry = self._entries.get(poster_id)
+        return entry[1] if entry else None
+
+    def put(self, poster_id: str, meta: PosterMeta | None, now: float) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # rare; cheaper than tracking recency per hit
+        self._entries[poster_id] = (now + self.ttl_s, meta)
+
+
+class RowReader:
+    """Read rows with one script call, plus poster metadata not yet cached."""
+
+    def __init__(self, redis: Any, keys: Keys, posters: PosterCache) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.posters = posters
+        self._script = redis.register_script(_ROW_SCRIPT)
+
+    async def read(
+        self,
+        user_id: str,
+        video_ids: list[str],
+        exposure_window_s: float,
+        seen_recency_s: float,
+    ) -> list[VideoState]:
+        """Every video's state, in the order asked."""
+        now_ms = int(time.time() * 1000)
+        keys = self.keys
+        script_keys: list[str] = []
+        for video in video_ids:
+            script_keys += (
+                keys.arms(video),
+                keys.posters(video),
+                keys.retired(video),
+                keys.exposure(video),
+                keys.seen(user_id, video),
+            )
+        window_buckets = int(np.ceil(exposure_window_s * 1000 / EXPOSURE_BUCKET_MS))
+        current = now_ms // EXPOSURE_BUCKET_MS
+        args = (
+            current - window_buckets + 1,
+            current - EXPOSURE_KEEP_BUCKETS,
+            now_ms - int(seen_recency_s * 1000),
+        )
+        reply = await self._script(keys=script_keys, args=args)
+        states = []
+        for i, video in enumerate(video_ids):
+            arms, members, retired, expo, seen = reply[5 * i : 5 * i + 5]
+            states.append(
+                VideoState(
+                    video_id=video,
+                    arms=_pairs(arms),
+                    poster_ids=sorted(m.decode() for m in members),
+                    retired=frozenset(r.decode() for r in retired),
+                    exposure={k.decode(): int(v) for k, v in _pairs(expo).items()},
+                    seen=frozenset(s.decode() for s in seen),
+                )
+            )
+        await self._fill_posters(states)
+        return states
+
+    async def _fill_posters(self, states: list[VideoState]) -> None:
+        now = time.monotonic()
+        missing = []
+        for state in states:
+            for poster_id in state.poster_ids:
+                found, _ = self.posters.get(poster_id, now)
+                if not found:
+                    missing.append(poster_id)
+        if not missing:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for poster_id in missing:
+                pipe.hgetall(self.keys.poster(poster_id))
+            replies = await pipe.execute()
+        for poster_id, raw in zip(missing, replies, strict=True):
+            self.posters.put(poster_id, parse_poster(poster_id, raw), now)
