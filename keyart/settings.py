@@ -172,6 +172,32 @@ class Settings(BaseSettings):
         None,
         description="Approve candidates scoring at least this (off when unset).",
     )
+    poster_aspects: str = Field(
+        "2:3,16:9,1:1",
+        pattern=r"^\d+:\d+(,\d+:\d+)*$",
+        description="Placement aspect ratios posters are cropped to, comma separated.",
+    )
+    poster_max_frames: int = Field(
+        12, ge=1, le=500, description="Most frames of one video taken to cropping."
+    )
+    poster_crops_per_aspect: int = Field(
+        2, ge=1, le=10, description="Best crops kept per frame and aspect ratio."
+    )
+    poster_group_id: str = Field(
+        "keyart-posters", description="Kafka consumer group of the poster workers."
+    )
+    poster_max_attempts: int = Field(
+        3, ge=1, le=20, description="Tries of one video job before it is failed."
+    )
+    video_max_seconds: float = Field(
+        14_400.0, gt=0, description="Longest video accepted (longer: job failed)."
+    )
+    video_max_pixels: int = Field(
+        8192 * 4320, ge=1, description="Largest frame accepted, width x height."
+    )
+    video_min_side: int = Field(
+        64, ge=1, description="Smallest frame side accepted, in pixels."
+    )
     data_cache: Path = Field(
         Path(".cache/keyart"),
         description="Folder for real inputs fetched from the package registry.",

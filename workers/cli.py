@@ -1,0 +1,229 @@
+"""``keyart posters``: make posters from video, and review them.
+
+Commands::
+
+    keyart posters worker            consume video-published events (a group)
+    keyart posters run FILE          make one local video's (or photo's) posters
+    keyart posters migrate           bring the catalog database to the newest schema
+    keyart posters review list       pending candidates, best first
+    keyart posters review approve ID...
+    keyart posters review reject ID... --reason TEXT
+    keyart posters review bulk-approve [--video-id V] [--min-score S]
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from workers.review import ReviewService
+
+__all__ = ["register"]
+
+posters = typer.Typer(
+    name="posters",
+    help="Make poster candidates from video and review them.",
+    no_args_is_help=True,
+)
+review = typer.Typer(
+    name="review", help="List, approve and reject candidates.", no_args_is_help=True
+)
+posters.add_typer(review, name="review")
+
+
+def _service() -> ReviewService:
+    from keyart.cli import settings_for_cli
+    from workers.catalog import Catalog
+    from workers.review import ReviewService
+
+    settings = settings_for_cli()
+    return ReviewService(Catalog(settings.database_url), settings)
+
+
+@posters.command("worker")
+def worker(
+    max_messages: int = typer.Option(
+        None, min=1, help="Stop after this many messages (default: run until Ctrl-C)."
+    ),
+) -> None:
+    """Consume the videos topic in the poster workers' consumer group.
+
+    Example: ``keyart posters worker`` (start one per core; they share the
+    topic's partitions). The catalog is migrated at start.
+    """
+    import signal
+
+    from keyart.cli import settings_for_cli
+    from workers.worker import PosterWorker
+
+    settings = settings_for_cli()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    counts = PosterWorker(settings).run(stop=stop, max_messages=max_messages)
+    typer.echo(json.dumps(counts))
+
+
+@posters.command("run")
+def run(
+    path: str = typer.Argument(..., help="A local video (or photo) file."),
+    video_id: str = typer.Option(None, help="Video id (default: the file name)."),
+    kind: str = typer.Option(
+        "other", help="trailer, feature, episode or other (sets the sampling)."
+    ),
+    title: str = typer.Option(None, help="Title stored with the video."),
+) -> None:
+    """Make the posters of one local file, without Kafka, into the catalog.
+
+    Example: ``keyart posters run trailer.mp4 --kind trailer``; then
+    ``keyart posters review list``.
+    """
+    from tqdm import tqdm
+
+    from keyart.cli import settings_for_cli
+    from workers.runner import JobRunner, video_event
+
+    if kind not in ("trailer", "feature", "episode", "other"):
+        typer.secho(f"--kind: unknown kind {kind!r}", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = settings_for_cli()
+    event = video_event(
+        path, video_id, kind=kind, **({"title": title} if title else {})
+    )
+    bar = tqdm(unit="frame", desc=event["video_id"], leave=True)
+
+    def on_start(total: int) -> None:
+        bar.reset(total=total)
+
+    outcome = JobRunner(settings).run(
+        event, worker="cli", progress=bar.update, on_start=on_start
+    )
+    bar.close()
+    if outcome.status != "done":
+        typer.secho(
+            f"job {outcome.job_id} {outcome.status}: {outcome.reason}",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(
+        f"job {outcome.job_id}: {len(outcome.rows)} candidates pending review "
+        f"in {settings.database_url}, images in {settings.poster_store}"
+    )
+
+
+@posters.command("migrate")
+def migrate(
+    revision: str = typer.Option("head", help="Alembic revision to upgrade to."),
+) -> None:
+    """Bring the catalog database (KEYART_DATABASE_URL) to the newest schema.
+
+    Example: ``KEYART_DATABASE_URL=postgresql+psycopg://u@db/keyart
+    keyart posters migrate``.
+    """
+    from keyart.cli import settings_for_cli
+    from workers.catalog import make_engine, upgrade
+
+    settings = settings_for_cli()
+    engine = make_engine(settings.database_url)
+    upgrade(engine, revision)
+    engine.dispose()
+    typer.echo(f"catalog at {revision}: {settings.database_url}")
+
+
+@review.command("list")
+def review_list(
+    video_id: str = typer.Option(None, help="Only this video's candidates."),
+    status: str = typer.Option(
+        "pending_review", help="pending_review, approved, rejected."
+    ),
+    limit: int = typer.Option(20, min=1, max=500, help="How many to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON with features."),
+) -> None:
+    """List candidates, best score first.
+
+    Example: ``keyart posters review list --video-id bikes --json``.
+    """
+    items, total = _service().list_candidates(status, video_id, None, limit, 0)
+    if as_json:
+        typer.echo(json.dumps({"total": total, "candidates": items}, indent=1))
+        return
+    typer.echo(f"{total} {status} candidates")
+    for item in items:
+        typer.echo(
+            f"{item['poster_id']}  {item['video_id']:<16} {item['aspect']:>5} "
+            f"{item['width']}x{item['height']:<5} score {item['score']:.3f}  "
+            f"{','.join(item['tags'])}  {item['thumbnail_url']}"
+        )
+
+
+def _decide(action: str, poster_ids: list[str], reviewer: str, reason: str) -> None:
+    from workers.review import ReviewError
+
+    service = _service()
+    try:
+        done = getattr(service, action)(poster_ids, reviewer, reason)
+    except ReviewError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
+    verb = {"approve": "approved", "reject": "rejected"}[action]
+    typer.echo(f"{verb} {len(done)}: {' '.join(c['poster_id'] for c in done)}")
+
+
+@review.command("approve")
+def review_approve(
+    poster_ids: list[str] = typer.Argument(..., help="Poster ids to approve."),
+    reviewer: str = typer.Option(..., help="Who approves."),
+    reason: str = typer.Option("", help="Why (optional)."),
+) -> None:
+    """Approve candidates: each is published as an arm of its video.
+
+    Example: ``keyart posters review approve 3f2a9c... --reviewer ana``.
+    """
+    _decide("approve", poster_ids, reviewer, reason)
+
+
+@review.command("reject")
+def review_reject(
+    poster_ids: list[str] = typer.Argument(..., help="Poster ids to reject."),
+    reviewer: str = typer.Option(..., help="Who rejects."),
+    reason: str = typer.Option(..., help="Why (required)."),
+) -> None:
+    """Reject candidates; nothing is published.
+
+    Example: ``keyart posters review reject 3f2a9c... --reviewer ana --reason blurry``.
+    """
+    _decide("reject", poster_ids, reviewer, reason)
+
+
+@review.command("bulk-approve")
+def review_bulk_approve(
+    reviewer: str = typer.Option(..., help="Who approves."),
+    reason: str = typer.Option("", help="Why (optional)."),
+    video_id: str = typer.Option(None, help="Only this video's candidates."),
+    min_score: float = typer.Option(
+        None, help="Only candidates scoring at least this."
+    ),
+    limit: int = typer.Option(100, min=1, max=1000, help="At most this many."),
+) -> None:
+    """Approve the best pending candidates matching the filters.
+
+    Example: ``keyart posters review bulk-approve --reviewer ana --min-score 0.7``.
+    """
+    from workers.review import ReviewError
+
+    try:
+        done = _service().bulk_approve(reviewer, reason, video_id, min_score, limit)
+    except ReviewError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"approved {len(done)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``posters`` command group to the ``keyart`` command."""
+    app.add_typer(posters, name="posters")

@@ -1,0 +1,219 @@
+"""The poster worker: a Kafka consumer group on the video-published topic.
+
+Start several (``keyart posters worker`` on each core or machine): the group
+spreads the topic's partitions over them. For each message:
+
+1. decode it with the schemas codec; a record that does not decode goes to
+   the dead-letter topic with the reason and its original bytes;
+2. run the job (:class:`workers.runner.JobRunner`): the job row keyed by
+   (video id, event id) makes a redelivered or retried message count once;
+3. on success send one ``poster_candidate`` event per candidate, flush, and
+   record ``events_sent``; with ``auto_approve_score`` set, candidates at or
+   above it are approved (and published) at once;
+4. on a refused input, or after ``poster_max_attempts`` unexpected errors,
+   the job is ``failed`` with the reason and a ``dead_letter`` record (source,
+   reason, original payload) is sent;
+5. commit the message's offset, only now: a worker that dies before this
+   point leaves the message to the next owner of its partition, whose claim
+   finds the job and resumes, resends or skips it.
+
+Examples
+--------
+>>> PosterWorker(settings).run(stop=threading.Event())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from keyart.settings import Settings
+from schemas.codec import DecodeError, get_codec
+from workers.catalog import CandidateRow, Catalog
+from workers.jobs import mark_events_sent
+from workers.runner import JobOutcome, JobRunner, candidate_record
+
+__all__ = ["PosterWorker"]
+
+logger = logging.getLogger("workers")
+
+
+class PosterWorker:
+    """Consume video-published events and produce poster candidates.
+
+    Parameters
+    ----------
+    settings
+        Broker, topics, catalog, store and ``poster_*`` settings.
+    runner
+        The job runner (made from ``settings`` when omitted).
+    producer
+        An :class:`producers.events.EventProducer` (made when omitted).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        runner: JobRunner | None = None,
+        producer: Any | None = None,
+    ) -> None:
+        from producers.events import EventProducer
+
+        self.settings = settings
+        self.runner = runner or JobRunner(settings)
+        self.catalog: Catalog = self.runner.catalog
+        self.producer = producer or EventProducer(settings)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.topic = settings.topic("videos")
+        self.counts: dict[str, int] = {}
+
+    def _consumer(self) -> Any:
+        from confluent_kafka import Consumer
+
+        return Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": self.settings.poster_group_id,
+                "client.id": self.worker_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # A long video may take minutes between two polls.
+                "max.poll.interval.ms": 1_800_000,
+                "session.timeout.ms": 30_000,
+            }
+        )
+
+    def dead_letter(
+        self,
+        reason: str,
+        payload: bytes,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Send a ``dead_letter`` record for an input keyart could not use."""
+        self.producer.send(
+            "dead_letter",
+            {
+                "event_id": uuid.uuid4().hex,
+                "event_time": int(time.time() * 1000),
+                "source": self.topic,
+                "partition": partition,
+                "offset": offset,
+                "reason": reason,
+                "key": key,
+                "payload": payload,
+            },
+            key=key.decode(errors="replace") if key else self.topic,
+        )
+        self.producer.flush()
+
+    def _rows_of(self, job_id: int) -> list[dict[str, Any]]:
+        with self.catalog.session() as session:
+            rows = session.scalars(
+                sa.select(CandidateRow).where(CandidateRow.job_id == job_id)
+            ).all()
+            return [
+                {c.name: getattr(r, c.name) for c in CandidateRow.__table__.columns}
+                for r in rows
+            ]
+
+    def _publish(self, outcome: JobOutcome, video_id: str) -> None:
+        rows = (
+            outcome.rows if outcome.status == "done" else self._rows_of(outcome.job_id)
+        )
+        for row in rows:
+            self.producer.send("poster_candidate", candidate_record(row, video_id))
+        self.producer.flush()
+        mark_events_sent(self.catalog, outcome.job_id)
+        threshold = self.settings.auto_approve_score
+        if threshold is not None:
+            from workers.review import ReviewService
+
+            chosen = [r["poster_id"] for r in rows if r["score"] >= threshold]
+            if chosen:
+                ReviewService(self.catalog, self.settings, self.producer).approve(
+                    chosen, reviewer="auto", reason=f"score >= {threshold}"
+                )
+
+    def handle(
+        self,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int = -1,
+        offset: int = -1,
+    ) -> str:
+        """Process one message's bytes; return what happened (never raises)."""
+        # Step 1: decode.
+        try:
+            event = get_codec().decode("video_published", value)
+        except DecodeError as error:
+            self.dead_letter(
+                f"undecodable video_published: {error}", value, key, partition, offset
+            )
+            return "dead_letter"
+
+        # Steps 2 to 4: run (retrying unexpected errors), publish or dead-letter.
+        outcome = self.runner.run(event, self.worker_id)
+        while outcome.status == "retry":
+            time.sleep(min(5.0, 0.5 * outcome.attempts))
+            outcome = self.runner.run(event, self.worker_id)
+        if outcome.status in ("done", "resend"):
+            self._publish(outcome, event["video_id"])
+        elif outcome.status == "failed":
+            self.dead_letter(
+                f"job {outcome.job_id} failed: {outcome.reason}",
+                value,
+                key,
+                partition,
+                offset,
+            )
+        return outcome.status
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        max_messages: int | None = None,
+        poll_s: float = 0.5,
+    ) -> dict[str, int]:
+        """Consume until ``stop`` is set or ``max_messages`` were handled.
+
+        Returns the count of each outcome.
+        """
+        stop = stop or threading.Event()
+        consumer = self._consumer()
+        consumer.subscribe([self.topic])
+        logger.info("poster worker %s consuming %s", self.worker_id, self.topic)
+        handled = 0
+        try:
+            while not stop.is_set() and (
+                max_messages is None or handled < max_messages
+            ):
+                message = consumer.poll(poll_s)
+                if message is None:
+                    continue
+                if message.error():
+                    logger.warning("consumer error: %s", message.error())
+                    continue
+                status = self.handle(
+                    message.value() or b"",
+                    message.key(),
+                    message.partition(),
+                    message.offset(),
+                )
+                # Step 5: the offset moves only once the job is recorded.
+                consumer.commit(message=message, asynchronous=False)
+                self.counts[status] = self.counts.get(status, 0) + 1
+                handled += 1
+        finally:
+            consumer.close()
+            self.producer.flush()
+            logger.info("poster worker %s stopped: %s", self.worker_id, self.counts)
+        return dict(self.counts)
