@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/keyart demo
 
 test: $(STAMP)
+	bash infra/system-packages.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
