@@ -37,8 +37,9 @@ def check_broker(bootstrap: str, timeout: float = 1.5) -> Check:
     from confluent_kafka.admin import AdminClient
 
     # log_level 2: the detail carries the failure; no librdkafka line per retry.
-    config = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000}
-    admin = AdminClient({**config, "log_level": 2})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    config.update({"socket.timeout.ms": 2000, "log_level": 2})
+    admin = AdminClient(config)
 
     def broker_metadata() -> tuple[bool, str]:
         try:

@@ -237,8 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._send(200, generate_latest(owner.registry), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
-            body = {"alive": True, "process": owner.name}
-            self._send(200, orjson.dumps(body), "application/json")
+            alive = {"alive": True, "process": owner.name}
+            self._send(200, orjson.dumps(alive), "application/json")
         elif path == "/readyz":
             status, body = _report(owner.check_now())
             self._send(status, body, "application/json")
@@ -402,19 +402,21 @@ def health_router(
     source = checks if checks is not None else {}
     metrics_registry = registry if registry is not None else REGISTRY
 
+    # No return annotations: Response is imported here, and FastAPI resolves
+    # annotations when it builds the OpenAPI document.
     @router.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics():
         return Response(
             generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST
         )
 
     @router.get("/healthz")
-    async def healthz() -> Response:
+    async def healthz():
         body = orjson.dumps({"alive": True, "process": name})
         return Response(body, media_type="application/json")
 
     @router.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz():
         status, body = _report(await run_checks_async(dict(source), timeout))
         return Response(body, status_code=status, media_type="application/json")
 

@@ -76,8 +76,9 @@ def _admin(bootstrap: str) -> Any:
 
     # Connection failures reach the caller as LagError naming the setting;
     # librdkafka's own log lines about them would only repeat it.
-    config = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000}
-    return AdminClient({**config, "log_level": 2})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    config.update({"socket.timeout.ms": 5000, "log_level": 2})
+    return AdminClient(config)
 
 
 def committed_offsets(
@@ -160,7 +161,7 @@ def _probe(
         while waiting and time.monotonic() < deadline:
             message = consumer.poll(0.05)
             if message is not None and not message.error():
-                key = (message.topic(), message.partition())
+                key = (str(message.topic()), int(message.partition() or 0))
                 if key not in first_ms:
                     kind, stamp = message.timestamp()
                     first_ms[key] = stamp if kind and stamp >= 0 else -1
@@ -169,7 +170,9 @@ def _probe(
                 low, high = consumer.get_watermark_offsets(tps[key], cached=True)
                 if high < 0:
                     continue
-                start = low if starts[key] is None else starts[key]
+                start = starts[key]
+                if start is None:
+                    start = low
                 if at_end or high <= start or key in first_ms:
                     # Read the watermark again: the fetch that brought the first
                     # record may be newer than the one seen before it.

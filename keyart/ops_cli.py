@@ -1,4 +1,4 @@
-"""Operations commands: ``keyart lag``."""
+"""Operations commands: ``keyart lag`` and ``keyart topics``."""
 
 from __future__ import annotations
 
@@ -79,7 +79,8 @@ def _wait_for_signal() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``keyart lag`` to the command."""
+    """Add ``keyart lag`` and ``keyart topics`` to the command."""
+    _register_topics(app)
 
     @app.command("lag", help=LAG_HELP)
     def lag(
@@ -135,6 +136,50 @@ def register(app: typer.Typer) -> None:
                 console.print(render_table(rows, bootstrap))
             return
         _watch(measure, bootstrap, watch, as_json)
+
+
+def _register_topics(app: typer.Typer) -> None:
+    @app.command("topics")
+    def topics(
+        wait: float = typer.Option(
+            60.0, "--wait", help="Seconds to wait for the broker to answer.", min=0
+        ),
+    ) -> None:
+        """Create keyart's topics that do not exist yet, with their partitions.
+
+        Waits for the broker first, so it can run as an init step beside a
+        starting Kafka (the `topics` service of docker-compose.yml).
+
+        \b
+        Examples:
+          keyart topics
+          KEYART_KAFKA_BOOTSTRAP=kafka:9092 KEYART_TOPIC_PARTITIONS=16 keyart topics
+        """
+        from keyart.cli import settings_for_cli
+        from keyart.stack import create_topics
+        from schemas.topics import topic_specs
+
+        settings = settings_for_cli()
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                created = create_topics(settings)
+                break
+            except Exception as error:  # StackError; KafkaException while it starts
+                if time.monotonic() >= deadline:
+                    typer.secho(
+                        f"keyart topics: broker at {settings.kafka_bootstrap} "
+                        f"(KEYART_KAFKA_BOOTSTRAP) did not answer within {wait:g} s: "
+                        f"{error}",
+                        fg="red",
+                        err=True,
+                    )
+                    raise typer.Exit(1) from None
+                time.sleep(1.0)
+        specs = topic_specs(settings.topic_prefix, settings.topic_partitions)
+        for name, (partitions, schema) in sorted(specs.items()):
+            state = "created" if name in created else "exists"
+            typer.echo(f"{name:40} {partitions:4d} partitions  {schema:18} {state}")
 
 
 def _watch(measure: Any, bootstrap: str, every: float, as_json: bool) -> None:

@@ -207,6 +207,8 @@ async def test_fastapi_router_serves_the_same_endpoints(real_checks: dict) -> No
         metrics = await client.get("/metrics")
         assert "keyart_test_requests_total 3.0" in metrics.text
         assert (await client.get("/healthz")).json()["alive"] is True
+        schema = (await client.get("/openapi.json")).json()
+        assert {"/healthz", "/readyz"} <= set(schema["paths"])
 
 
 def test_background_runs_keep_the_gauge_current(stack: StackInfo) -> None:
