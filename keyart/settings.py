@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     linucb_alpha: float = Field(1.0, ge=0, description="LinUCB exploration width.")
     epsilon: float = Field(0.1, ge=0, le=1, description="Epsilon-greedy rate.")
     ucb_c: float = Field(2.0, ge=0, description="UCB1 exploration constant.")
+    streams_session_timeout_s: float = Field(
+        10.0,
+        ge=1.0,
+        le=300.0,
+        description="Learner's consumer-group session timeout: how soon a dead "
+        "worker's partitions move to the others.",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus port of a process (0: any free)."
     )

@@ -1,0 +1,364 @@
+"""Everything the learner knows about one partition, and how it is saved.
+
+A :class:`PartitionLearner` owns the arms of the videos on one partition of
+the impression and click topics: their all-time and sliding-window counts,
+the dedupe memory, pending impressions and waiting clicks, the partition's
+LinUCB shard and the next offset to apply on each topic. Applying a batch
+never talks to Redis; :meth:`PartitionLearner.write` queues the changes since
+the last flush on a Redis ``MULTI/EXEC`` pipeline, offsets included, and
+:meth:`PartitionLearner.restore` rebuilds the learner from what was written.
+Because offsets and state move together, replaying events the worker had
+already applied (after a crash, or a rebalance) is a no-op: records below the
+stored offset are skipped.
+
+Known limitation: impressions and clicks are separate topics, so the order
+in which a worker sees them depends on fetch timing. The attribution rules
+make the final counts independent of that order, except for clicks that sit
+right at a window's edge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from bandits.window import SlidingWindow
+from keyart.keys import arm_field, escape
+from keyart.settings import Settings
+from schemas.codec import Codec, DecodeError
+from streams.attribution import Attribution, Pending, WaitingClick
+from streams.dedupe import DedupeWindow
+from streams.shards import LinUCBShard, feature_rows
+from streams.state_keys import StreamKeys
+from streams.validate import check_event
+
+__all__ = ["DeadLetter", "PartitionLearner", "Record"]
+
+logger = logging.getLogger("streams")
+
+Arm = tuple[str, str]
+"""(video id, arm field)."""
+
+DeadLetter = tuple[str, int, int, bytes | None, bytes, str]
+"""(topic, partition, offset, key, payload, reason)."""
+
+
+class Record(Protocol):
+    """What the learner needs of a consumed message."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _number(text: str) -> float | int:
+    return float(text) if ("." in text or "e" in text or "n" in text) else int(text)
+
+
+class PartitionLearner:
+    """Learner state of one partition.
+
+    Parameters
+    ----------
+    partition
+        Partition number (the same on the impression and click topics).
+    settings
+        Windows, splits, priors and model sizes.
+    codec
+        The schemas codec.
+    dim
+        Length of LinUCB's crossed feature vectors.
+    """
+
+    def __init__(
+        self, partition: int, settings: Settings, codec: Codec, dim: int
+    ) -> None:
+        self.partition = partition
+        self.settings = settings
+        self.codec = codec
+        self.dim = dim
+        self.time_window = settings.window_kind == "time"
+        length = settings.window_s if self.time_window else settings.window_impressions
+        self.window = SlidingWindow(
+            settings.window_kind, length, settings.window_buckets
+        )
+        self.alltime: dict[Arm, list[int]] = {}
+        self.dirty: set[Arm] = set()
+        dedupe_ms = round(settings.dedupe_window_s * 1000)
+        self.dedupe = {
+            "impression": DedupeWindow(dedupe_ms),
+            "click": DedupeWindow(dedupe_ms),
+        }
+        self.attribution = Attribution(round(settings.attribution_window_s * 1000))
+        self.linucb = LinUCBShard(dim)
+        self.offsets: dict[str, int] = {}
+        self.dirty_offsets = False
+        self.counts: Counter[str] = Counter()
+
+    # -- applying events -----------------------------------------------------------
+
+    def _arm(self, record: Mapping[str, Any]) -> Arm:
+        field = arm_field(
+            record["poster_id"],
+            record.get("placement", "") if self.settings.split_by_placement else "",
+            record.get("segment", "") if self.settings.split_by_segment else "",
+        )
+        return record["video_id"], field
+
+    def _decoded(
+        self, topic: str, kind: str, records: Sequence[Record], dead: list[DeadLetter]
+    ) -> list[tuple[dict[str, Any], bytes]]:
+        """Decode and check records not yet applied; bad ones become dead letters."""
+        start = self.offsets.get(topic, 0)
+        out = []
+        for record in records:
+            if record.offset < start:
+                self.counts["skipped_replay"] += 1
+                continue
+            try:
+                event = self.codec.decode(kind, record.value)  # type: ignore[arg-type]
+                reason = check_event(kind, event, record.key)
+            except DecodeError as error:
+                reason = f"undecodable {kind}: {error}"
+            if reason is not None:
+                dead.append(
+                    (
+                        topic,
+                        self.partition,
+                        record.offset,
+                        record.key,
+                        record.value or b"",
+                        reason,
+                    )
+                )
+                continue
+            out.append((event, record.value))  # type: ignore[arg-type]
+        if records and records[-1].offset + 1 > start:
+            self.offsets[topic] = records[-1].offset + 1
+            self.dirty_offsets = True
+        return out
+
+    def _count(self, arm: Arm, t_ms: int, impressions: int, clicks: int) -> None:
+        self.window.add(arm, t_ms / 1000.0, impressions, clicks)
+        totals = self.alltime.get(arm)
+        if totals is None:
+            totals = self.alltime[arm] = [0, 0]
+        totals[0] += impressions
+        totals[1] += clicks
+        self.dirty.add(arm)
+
+    def _credit(self, pending: Pending, click_pairs: list) -> None:
+        self._count(pending.arm, pending.time_ms, 0, 1)
+        impression = self.codec.decode("impression", pending.payload)
+        click_pairs.append((impression["context"], impression["poster_features"]))
+
+    def apply_impressions(
+        self, topic: str, records: Sequence[Record], dead: list[DeadLetter]
+    ) -> None:
+        """Count new impressions; credit the clicks that waited for them."""
+        dedupe = self.dedupe["impression"]
+        attribution = self.attribution
+        impression_pairs = []
+        click_pairs: list = []
+        for event, payload in self._decoded(topic, "impression", records, dead):
+            t_ms = event["event_time"]
+            if dedupe.seen(event["event_id"], t_ms):
+                self.counts["dedupe_impression"] += 1
+                continue
+            arm = self._arm(event)
+            self._count(arm, t_ms, 1, 0)
+            impression_pairs.append((event["context"], event["poster_features"]))
+            judged = attribution.add_impression(
+                event["event_id"], t_ms, arm, event["poster_id"], payload
+            )
+            for outcome, pending, _click in judged:
+                self.counts[outcome] += 1
+                if outcome == "credited_after_wait":
+                    self._credit(pending, click_pairs)
+            self.counts["impressions"] += 1
+        if impression_pairs:
+            self.linucb.add_impressions(feature_rows(impression_pairs, self.dim))
+        if click_pairs:
+            self.linucb.add_clicks(feature_rows(click_pairs, self.dim))
+
+    def apply_clicks(
+        self, topic: str, records: Sequence[Record], dead: list[DeadLetter]
+    ) -> None:
+        """Judge and credit new clicks by the attribution rules."""
+        dedupe = self.dedupe["click"]
+        seen_impressions = self.dedupe["impression"]
+        attribution = self.attribution
+        click_pairs: list = []
+        for event, payload in self._decoded(topic, "click", records, dead):
+            if dedupe.seen(event["event_id"], event["event_time"]):
+                self.counts["dedupe_click"] += 1
+                continue
+            impression_id = event["impression_id"]
+            if (
+                impression_id not in attribution.pending
+                and impression_id in seen_impressions
+            ):
+                self.counts["after_window"] += 1  # its impression has expired
+                continue
+            outcome, pending = attribution.add_click(
+                event["event_id"],
+                impression_id,
+                event["event_time"],
+                event["poster_id"],
+                payload,
+            )
+            self.counts[outcome] += 1
+            if outcome == "credited" and pending is not None:
+                self._credit(pending, click_pairs)
+            self.counts["clicks"] += 1
+        if click_pairs:
+            self.linucb.add_clicks(feature_rows(click_pairs, self.dim))
+
+    def advance(self) -> None:
+        """Slide windows and forget what the partition clock has passed."""
+        clock = self.attribution.clock
+        if self.time_window:
+            self.dirty.update(self.window.expire(clock / 1000.0))
+        _unclicked, given_up = self.attribution.expire()
+        if given_up:
+            self.counts["no_impression"] += given_up
+        for dedupe in self.dedupe.values():
+            dedupe.expire(clock)
+
+    # -- persistence -------------------------------------------------------------
+
+    def _wstate_field(self, arm: Arm) -> str:
+        return f"{escape(arm[0])}/{arm[1]}"
+
+    def _wstate_value(self, arm: Arm) -> bytes:
+        n, c = self.alltime[arm]
+        buckets = ",".join(str(v) for v in self.window.state(arm))
+        return f"{n},{c}|{buckets}".encode()
+
+    def write(self, pipe: Any, keys: StreamKeys, group: str, now_ms: int) -> int:
+        """Queue every change since the last write on ``pipe``; return arms written.
+
+        The caller runs ``pipe`` as one ``MULTI/EXEC`` transaction, so the
+        arm statistics, the learner state and the offsets land together.
+        """
+        p = self.partition
+        clock_s = self.attribution.clock / 1000.0
+        video_to_fields: dict[str, dict[str, bytes]] = {}
+        wstate: dict[str, bytes] = {}
+        for arm in self.dirty:
+            n, c = self.alltime[arm]
+            wn, wc = self.window.totals(arm, clock_s)
+            video_to_fields.setdefault(arm[0], {})[arm[1]] = (
+                f"{n},{c},{wn},{min(wc, wn) if wn else 0}".encode()
+            )
+            wstate[self._wstate_field(arm)] = self._wstate_value(arm)
+        written = len(self.dirty)
+        self.dirty = set()
+        stamp = str(now_ms).encode()
+        for video, fields in video_to_fields.items():
+            fields["_updated_ms"] = stamp
+            pipe.hset(keys.arms(video), mapping=fields)
+        if wstate:
+            pipe.hset(keys.wstate(p), mapping=wstate)
+        for kind, dedupe in self.dedupe.items():
+            added = dedupe.take_changes()
+            key = keys.dedupe(kind, p)
+            if added:
+                pipe.zadd(key, {i: t / 1000.0 for i, t in added.items()})
+            cutoff = dedupe.cutoff(self.attribution.clock) / 1000.0
+            pipe.zremrangebyscore(key, "-inf", f"({cutoff}")
+        pending, waiting = self.attribution.take_changes()
+        self._write_changes(pipe, keys.pending(p), pending, _pending_value)
+        self._write_changes(pipe, keys.waiting(p), waiting, lambda w: w.payload)
+        if self.linucb.version != self.linucb.written_version:
+            pipe.hset(keys.model_shard("linucb", p), mapping=self.linucb.to_mapping())
+            self.linucb.written_version = self.linucb.version
+        pipe.hset(
+            keys.learner(p),
+            mapping={"clock_ms": self.attribution.clock, "updated_ms": now_ms},
+        )
+        if self.offsets:
+            pipe.hset(
+                keys.offsets(group),
+                mapping={f"{t}:{p}": o for t, o in self.offsets.items()},
+            )
+        self.dirty_offsets = False
+        return written
+
+    @staticmethod
+    def _write_changes(pipe: Any, key: str, changes: dict, value: Any) -> None:
+        gone = [i for i, item in changes.items() if item is None]
+        kept = {i: value(item) for i, item in changes.items() if item is not None}
+        if gone:
+            pipe.hdel(key, *gone)
+        if kept:
+            pipe.hset(key, mapping=kept)
+
+    @staticmethod
+    def queue_load(pipe: Any, keys: StreamKeys, group: str, partition: int) -> None:
+        """Queue the reads :meth:`restore` needs, in its order."""
+        pipe.hgetall(keys.wstate(partition))
+        pipe.hgetall(keys.pending(partition))
+        pipe.hgetall(keys.waiting(partition))
+        pipe.hgetall(keys.learner(partition))
+        pipe.hgetall(keys.model_shard("linucb", partition))
+        for kind in ("impression", "click"):
+            pipe.zrange(keys.dedupe(kind, partition), 0, -1, withscores=True)
+        pipe.hgetall(keys.offsets(group))
+
+    LOAD_STEPS = 8
+
+    def restore(self, results: Sequence[Any], topics: Sequence[str]) -> None:
+        """Rebuild from the results of :meth:`queue_load` (one partition)."""
+        wstate, pending, waiting, learner, shard, d_imp, d_click, offsets = results
+        for field, value in wstate.items():
+            video_part, _, arm_part = field.decode().partition("/")
+            arm = (unquote(video_part), arm_part)
+            counts, _, buckets = value.decode().partition("|")
+            n, c = (int(x) for x in counts.split(","))
+            self.alltime[arm] = [n, c]
+            if buckets:
+                self.window.restore(arm, [_number(x) for x in buckets.split(",")])
+        clock = int(learner.get(b"clock_ms", 0))
+        restored_pending = []
+        for impression_id, value in pending.items():
+            event = self.codec.decode("impression", value[1:])
+            item = Pending(
+                event["event_time"],
+                self._arm(event),
+                event["poster_id"],
+                value[1:],
+                credited=value[:1] == b"1",
+            )
+            restored_pending.append((impression_id.decode(), item))
+        restored_waiting = []
+        for click_id, value in waiting.items():
+            event = self.codec.decode("click", value)
+            restored_waiting.append(
+                WaitingClick(
+                    click_id.decode(),
+                    event["impression_id"],
+                    event["event_time"],
+                    event["poster_id"],
+                    value,
+                )
+            )
+        self.attribution.restore(restored_pending, restored_waiting, clock)
+        if self.time_window and clock:
+            self.window.expire(clock / 1000.0)
+        self.linucb = LinUCBShard.from_mapping(shard, self.dim)
+        for kind, items in (("impression", d_imp), ("click", d_click)):
+            self.dedupe[kind].restore(
+                (i.decode(), round(score * 1000)) for i, score in items
+            )
+        for topic in topics:
+            stored = offsets.get(f"{topic}:{self.partition}".encode())
+            if stored is not None:
+                self.offsets[topic] = int(stored)
+
+
+def _pending_value(item: Pending) -> bytes:
+    return (b"1" if item.credited else b"0") + item.payload

@@ -1,0 +1,50 @@
+"""Redis keys the learner writes beyond :mod:`keyart.keys`.
+
+Per-partition learner state lives under the partition number of the event
+topics (impressions and clicks are co-partitioned: partition ``n`` of both
+belongs to one worker):
+
+=======================================  ======  ================================
+key                                      type    what it holds
+=======================================  ======  ================================
+``{p}:wstate:{partition}``               hash    ``{video}/{arm field}`` ->
+                                                 ``"n,c|key,n,c,key,n,c..."``:
+                                                 all-time counts and window
+                                                 buckets
+``{p}:pending:{partition}``              hash    impression id -> credited flag
+                                                 byte + Avro impression
+``{p}:waiting:{partition}``              hash    click id -> Avro click waiting
+                                                 for its impression
+``{p}:learner:{partition}``              hash    ``clock_ms`` (partition clock),
+                                                 ``updated_ms``
+``{p}:model:linucb:{partition}``         hash    LinUCB shard: ``a``, ``b``
+                                                 (float64 bytes), ``n``, ``dim``
+=======================================  ======  ================================
+"""
+
+from __future__ import annotations
+
+from keyart.keys import Keys, escape
+
+__all__ = ["StreamKeys"]
+
+
+class StreamKeys(Keys):
+    """:class:`keyart.keys.Keys` plus the learner's per-partition state."""
+
+    __slots__ = ()
+
+    def wstate(self, partition: int) -> str:
+        return f"{self.prefix}:wstate:{partition}"
+
+    def pending(self, partition: int) -> str:
+        return f"{self.prefix}:pending:{partition}"
+
+    def waiting(self, partition: int) -> str:
+        return f"{self.prefix}:waiting:{partition}"
+
+    def learner(self, partition: int) -> str:
+        return f"{self.prefix}:learner:{partition}"
+
+    def model_shard(self, name: str, partition: int) -> str:
+        return f"{self.prefix}:model:{escape(name)}:{partition}"

@@ -1,0 +1,50 @@
+"""Run the learner app in a Faust worker, with metrics and health endpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from keyart.settings import Settings
+
+__all__ = ["run_worker"]
+
+logger = logging.getLogger("streams")
+
+
+def run_worker(settings: Settings) -> None:
+    """Start the worker and block until it stops (SIGTERM / SIGINT)."""
+    from faust.worker import Worker
+
+    from keyart.health import check_broker, check_max_age, check_redis, serve_health
+    from streams.app import create_app
+
+    app = create_app(settings)
+    worker = Worker(app, loglevel="WARNING", quiet=True, override_logging=False)
+    max_age = max(30.0, settings.flush_interval_ms / 1000 * 20)
+    checks = {
+        "redis": check_redis(settings.redis_url),
+        "broker": check_broker(settings.kafka_bootstrap),
+        "state_fresh": check_max_age(
+            "learner state",
+            lambda: (
+                time.time() - app.learner.last_flush_wall
+                if hasattr(app, "learner")
+                else None
+            ),
+            max_age,
+        ),
+    }
+    server = serve_health(settings, "streams", checks)
+    logger.info(
+        "learner %s reading %s and %s; metrics on port %s",
+        settings.streams_app_id,
+        settings.topic("impressions"),
+        settings.topic("clicks"),
+        server.port,
+        extra={"metrics_port": server.port, "app_id": settings.streams_app_id},
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        server.stop()

@@ -1,0 +1,190 @@
+"""Pure pieces of the learner: dedupe, attribution, checks, model shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bandits.features import cross_features
+from streams.attribution import CLOCK_SKEW_MS, GRACE_MS, Attribution
+from streams.dedupe import DedupeWindow
+from streams.shards import LinUCBShard, feature_rows, merge_linucb
+from streams.validate import check_event
+
+ARM = ("v1", "p1")
+
+
+def click(**overrides):
+    record = {
+        "event_id": "c1",
+        "event_time": 1000,
+        "impression_id": "i1",
+        "user_id": "u",
+        "video_id": "v1",
+        "poster_id": "p1",
+        "placement": "",
+    }
+    record.update(overrides)
+    return record
+
+
+def test_dedupe_counts_a_repeat_once_and_forgets_after_the_window():
+    d = DedupeWindow(window_ms=1000)
+    assert d.seen("a", 0) is False
+    assert d.seen("a", 999) is True
+    assert d.hits == 1
+    assert d.expire(now_ms=999) == 0  # still inside the window
+    assert d.expire(now_ms=1001) == 1
+    assert "a" not in d
+    assert d.seen("a", 1002) is False
+
+
+def test_dedupe_changes_are_handed_out_once_and_restore_is_not_a_change():
+    d = DedupeWindow(window_ms=10_000)
+    d.seen("a", 5)
+    d.seen("b", 6)
+    assert d.take_changes() == {"a": 5, "b": 6}
+    assert d.take_changes() == {}
+    fresh = DedupeWindow(window_ms=10_000)
+    fresh.restore([("b", 6), ("a", 5)])
+    assert fresh.seen("a", 7) is True
+    assert fresh.take_changes() == {}
+
+
+def test_dedupe_memory_is_bounded_by_the_window():
+    d = DedupeWindow(window_ms=100)
+    for t in range(10_000):
+        d.seen(f"id{t}", t)
+        d.expire(t)
+    assert len(d) <= 101
+
+
+def test_click_within_the_window_is_credited_once():
+    a = Attribution(window_ms=60_000)
+    a.add_impression("i1", 0, ARM, "p1", b"x")
+    assert a.add_click("c1", "i1", 60_000, "p1", b"y")[0] == "credited"
+    assert a.add_click("c2", "i1", 61_000, "p1", b"y")[0] == "repeat"
+
+
+def test_click_after_the_window_or_on_another_poster_earns_nothing():
+    a = Attribution(window_ms=60_000)
+    a.add_impression("i1", 0, ARM, "p1", b"x")
+    assert a.add_click("c1", "i1", 60_001, "p1", b"y")[0] == "after_window"
+    assert a.add_click("c2", "i1", 1_000, "p2", b"y")[0] == "mismatch"
+    assert a.add_click("c3", "i1", -CLOCK_SKEW_MS - 1, "p1", b"y")[0] == (
+        "after_window"
+    )
+    assert a.add_click("c4", "i1", -CLOCK_SKEW_MS, "p1", b"y")[0] == "credited"
+
+
+def test_early_click_waits_and_is_credited_when_its_impression_arrives():
+    a = Attribution(window_ms=60_000)
+    assert a.add_click("c1", "i1", 5_000, "p1", b"y") == ("waiting", None)
+    judged = a.add_impression("i1", 1_000, ARM, "p1", b"x")
+    assert [outcome for outcome, _, _ in judged] == ["credited_after_wait"]
+    assert a.pending["i1"].credited
+    assert not a.waiting
+
+
+def test_waiting_click_is_given_up_once_the_clock_passes_it():
+    a = Attribution(window_ms=60_000)
+    a.add_click("c1", "i-never", 5_000, "p1", b"y")
+    a.add_impression("i2", 5_000 + GRACE_MS, ARM, "p1", b"x")
+    assert a.expire() == ([], 0)
+    a.add_impression("i3", 5_001 + GRACE_MS, ARM, "p1", b"x")
+    assert a.expire() == ([], 1)
+    assert not a.waiting
+
+
+def test_waiting_clicks_are_capped():
+    a = Attribution(window_ms=60_000, max_waiting=10)
+    for i in range(25):
+        a.add_click(f"c{i}", f"i{i}", 0, "p1", b"y")
+    _, given_up = a.expire()
+    assert given_up == 15
+    assert len(a.waiting) == 10
+
+
+def test_pending_impressions_expire_after_window_and_grace():
+    a = Attribution(window_ms=1_000)
+    a.add_impression("i1", 0, ARM, "p1", b"x")
+    a.add_impression("i2", 0, ARM, "p1", b"x")
+    a.add_click("c2", "i2", 10, "p1", b"y")
+    a.add_impression("i3", 1_000 + GRACE_MS, ARM, "p1", b"x")
+    assert a.expire()[0] == []
+    a.add_impression("i4", 1_001 + GRACE_MS, ARM, "p1", b"x")
+    unclicked, _ = a.expire()
+    assert [p.payload for p in unclicked] == [b"x"]  # i1; i2 was credited
+    assert set(a.pending) == {"i3", "i4"}
+    pending_changes, _ = a.take_changes()
+    assert pending_changes["i1"] is None and pending_changes["i2"] is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "reason"),
+    [
+        ({"event_id": ""}, b"v1", "empty event_id"),
+        ({"impression_id": ""}, b"v1", "empty impression_id"),
+        ({"video_id": ""}, None, "empty video_id"),
+        ({"event_time": -1}, b"v1", "negative event_time"),
+        ({}, b"other", "is not the video id"),
+    ],
+)
+def test_check_event_names_what_is_wrong(overrides, key, reason):
+    found = check_event("click", click(**overrides), key)
+    assert found is not None and reason in found
+
+
+def test_check_event_rejects_non_finite_features_and_passes_good_ones():
+    impression = {
+        "event_id": "i1",
+        "event_time": 0,
+        "video_id": "v",
+        "poster_id": "p",
+        "context": {"age": float("nan")},
+        "poster_features": {},
+    }
+    assert "not finite" in check_event("impression", impression, b"v")
+    impression["context"] = {"age": 0.5}
+    assert check_event("impression", impression, b"v") is None
+    assert check_event("click", click(), None) is None
+
+
+def test_feature_rows_equal_the_shared_cross_features():
+    pairs = [
+        ({"night": 1.0, "age": 0.5}, {"dark": 1.0}),
+        ({}, {}),
+        ({"age": 0.25, "night": 0.0}, {"dark": 0.5}),
+        ({"x": 2.0}, {"faces": 3.0, "dark": 1.0}),
+    ]
+    X = feature_rows(pairs, 32)
+    for row, (context, poster) in zip(X, pairs, strict=True):
+        assert np.allclose(row, cross_features(context, poster, 32))
+
+
+def test_linucb_shards_merge_to_the_model_learnt_in_one_place():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 8))
+    clicked = rng.random(40) < 0.3
+    shards = [LinUCBShard(8), LinUCBShard(8)]
+    for i, x in enumerate(X):
+        shard = shards[i % 2]
+        shard.add_impressions(x[None, :])
+        if clicked[i]:
+            shard.add_clicks(x[None, :])
+    merged = merge_linucb(shards, alpha=1.0, ridge=1.0)
+    from bandits.linucb import LinUCB
+
+    direct = LinUCB(dim=8, alpha=1.0, ridge=1.0)
+    direct.update_many(X, clicked.astype(float))
+    assert np.allclose(merged.a, direct.a)
+    assert np.allclose(merged.theta, direct.theta)
+    assert merged.n_updates == 40
+    round_trip = LinUCBShard.from_mapping(
+        {k.encode(): v for k, v in shards[0].to_mapping().items()}, 8
+    )
+    assert np.array_equal(round_trip.a, shards[0].a)
+    with pytest.raises(ValueError, match="dim"):
+        LinUCBShard.from_mapping(
+            {k.encode(): v for k, v in shards[0].to_mapping().items()}, 4
+        )
