@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 ALERTS = INFRA / "prometheus" / "alerts.yml"
 DASHBOARD = INFRA / "grafana" / "dashboards" / "keyart.json"
-PACKAGES = ("keyart", "gateway", "streams", "workers", "producers", "bandits")
+PACKAGES = (
+    "keyart", "gateway", "streams", "workers", "producers", "bandits", "ranking",
+)  # fmt: skip
 
 # Series Prometheus makes itself, not any exporter.
 PROMETHEUS_OWN = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -117,14 +119,20 @@ def test_metric_name_parser() -> None:
 
 @pytest.fixture(scope="module")
 def served_metrics() -> str:
-    """Real /metrics of a keyart process with the gateway's metrics in use."""
+    """Real /metrics of a keyart process with the gateway's and the learner's
+    metrics in use."""
     import gateway.metrics as gm
+    import streams.metrics as sm
 
     gm.ROW_SECONDS.observe(0.004)
     gm.REDIS_SECONDS.observe(0.001)
     gm.DECISIONS.labels(variant="control", policy="thompson").inc()
     gm.FALLBACKS.labels(reason="no_state").inc()
     gm.COLLECTED.labels(kind="click", outcome="produced").inc()
+    sm.EVENTS.labels(topic="impressions").inc(5)
+    sm.FLUSH_SECONDS.observe(0.002)
+    sm.STATE_AGE.set(0.4)
+    sm.DEAD_LETTERS.labels(topic="clicks").inc()
     with HealthServer({"always": lambda: (True, "ok")}, port=0) as server:
         urllib.request.urlopen(server.url + "/readyz", timeout=10).read()  # noqa: S310
         body = urllib.request.urlopen(server.url + "/metrics", timeout=10).read()  # noqa: S310
@@ -134,6 +142,7 @@ def served_metrics() -> str:
 def test_promtool_accepts_a_process_metrics(served_metrics: str) -> None:
     assert "keyart_gateway_decision_seconds_bucket" in served_metrics
     assert "keyart_ready_check" in served_metrics
+    assert "keyart_streams_state_age_seconds 0.4" in served_metrics
     result = promtool("check", "metrics", stdin=served_metrics.encode())
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
