@@ -33,7 +33,7 @@ __all__ = [
     "z_value",
 ]
 
-# Resamples per chunk in the bootstrap: bounds memory at chunk * units ints.
+# Cells of one bootstrap index matrix: bounds memory at about 32 MB.
 _CHUNK_CELLS = 4_000_000
 
 
@@ -171,9 +171,9 @@ def ratio_bootstrap(
 ) -> Interval:
     """Percentile bootstrap interval for ``sum(numerators) / sum(denominators)``.
 
-    Units (users) are resampled with replacement, ``resamples`` times, using
-    multinomial counts so that all resamples of a chunk are one matrix
-    product. Resamples whose denominator is zero are dropped.
+    Units (users) are resampled with replacement, ``resamples`` times, a chunk
+    of resamples at a time as one index matrix. Resamples whose denominator
+    is zero are dropped.
 
     Examples
     --------
@@ -194,8 +194,8 @@ def ratio_bootstrap(
     done = 0
     while done < resamples:
         size = min(chunk, resamples - done)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size)
-        num, den = counts @ y, counts @ x
+        rows = rng.integers(0, n, size=(size, n))
+        num, den = y[rows].sum(axis=1), x[rows].sum(axis=1)
         keep = den > 0
         ratios.append(num[keep] / den[keep])
         done += size
