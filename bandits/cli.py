@@ -349,6 +349,7 @@ def register(app: typer.Typer) -> None:
             EpsilonGreedyPolicy,
             GreedyPolicy,
             LoggingPolicy,
+            TargetPolicy,
             UniformPolicy,
         )
 
@@ -376,7 +377,7 @@ def register(app: typer.Typer) -> None:
         train = log.subset(np.arange(log.n) < cut)
         test = log.subset(np.arange(log.n) >= cut)
         greedy = GreedyPolicy.fit(train)
-        catalogue = {
+        catalogue: dict[str, TargetPolicy] = {
             "uniform": UniformPolicy(),
             "logging": LoggingPolicy(),
             "greedy": greedy,

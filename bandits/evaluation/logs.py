@@ -149,25 +149,26 @@ def read_topic(
             message = consumer.poll(0.5)
             if message is None:
                 continue
-            partition = message.partition()
+            partition = int(message.partition() or 0)
+            offset = int(message.offset() or 0)
             if partition in done:
                 continue
             if partition not in end:
                 _, high = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), cached=True
                 )
-                end[partition] = high if high >= 0 else message.offset() + 1
+                end[partition] = high if high >= 0 else offset + 1
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     done.add(partition)
                     continue
                 raise LogReadError(f"topic {topic!r}: {error}")
-            if message.offset() >= end[partition]:
+            if offset >= end[partition]:
                 done.add(partition)
                 continue
             try:
-                records.append(codec.decode(kind, message.value()))
+                records.append(codec.decode(kind, message.value() or b""))
             except DecodeError as decode_error:
                 bad += 1
                 logger.warning(
@@ -175,11 +176,11 @@ def read_topic(
                     kind,
                     topic,
                     partition,
-                    message.offset(),
+                    offset,
                     decode_error,
-                    extra={"topic": topic, "offset": message.offset()},
+                    extra={"topic": topic, "offset": offset},
                 )
-            if message.offset() + 1 >= end[partition]:
+            if offset + 1 >= end[partition]:
                 done.add(partition)
             if on_progress is not None:
                 on_progress(1)

@@ -361,23 +361,21 @@ def evaluate(
     for policy in policies:
         probs = np.asarray(policy.probabilities(log), dtype=float)
         check_probabilities(log, probs, policy.name)
-        common = {"confidence": confidence, "seed": seed, "policy": policy.name}
+        pol = policy.name
         for name in estimators:
             if name == "replay":
-                found = replay(log, probs, policy.deterministic, **common)
+                found = replay(log, probs, policy.deterministic, confidence, seed, pol)
             elif name == "ips":
-                found = ips(log, probs, clip, bootstrap=bootstrap, **common)
+                found = ips(log, probs, clip, confidence, bootstrap, seed, pol)
             elif name == "snips":
-                found = snips(log, probs, clip, bootstrap=bootstrap, **common)
-            elif name == "dm":
-                assert q_pairs is not None
+                found = snips(log, probs, clip, confidence, bootstrap, seed, pol)
+            elif name == "dm" and q_pairs is not None:
                 found = direct_method(
-                    log, probs, q_pairs, bootstrap=bootstrap, **common
+                    log, probs, q_pairs, confidence, bootstrap, seed, pol
                 )
-            else:
-                assert q_pairs is not None
+            elif q_pairs is not None:
                 found = doubly_robust(
-                    log, probs, q_pairs, clip, bootstrap=bootstrap, **common
+                    log, probs, q_pairs, clip, confidence, bootstrap, seed, pol
                 )
             rows.append(found.as_dict())
     return pd.DataFrame(rows)

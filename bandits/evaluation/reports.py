@@ -229,7 +229,7 @@ def ab_report(
     variants = sorted(map(str, impressions["variant"].unique()))
     rows = []
     for a, b in pairs(variants, control):
-        counts = []
+        counts: list[int] = []
         for name in (a, b):
             mine = impressions.loc[impressions["variant"] == name]
             if metric == "ctr":
@@ -244,7 +244,10 @@ def ab_report(
         found = compare(
             a,
             b,
-            *counts,
+            counts[0],
+            counts[1],
+            counts[2],
+            counts[3],
             metric=metric,
             confidence=confidence,
             seed=seed,

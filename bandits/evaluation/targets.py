@@ -41,8 +41,15 @@ __all__ = [
 class TargetPolicy(Protocol):
     """What an off-policy estimator needs from a policy."""
 
-    name: str
-    deterministic: bool
+    @property
+    def name(self) -> str:
+        """Name shown in reports."""
+        ...
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether every row puts probability 1 on one candidate."""
+        ...
 
     def probabilities(self, log: LoggedBandit) -> np.ndarray:
         """Probability of each candidate pair of ``log``; rows sum to 1."""
