@@ -104,7 +104,9 @@ def probe_video(path: str | Path, limits: VideoLimits) -> VideoInfo:
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
-            raise BadInput(f"not a video or unreadable container: {path.name}")
+            raise BadInput(
+                f"unreadable container (not a video, truncated or corrupt): {path.name}"
+            )
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)

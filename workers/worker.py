@@ -73,6 +73,7 @@ class PosterWorker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.topic = settings.topic("videos")
         self.counts: dict[str, int] = {}
+        self.assigned: set[int] = set()  # partitions this worker ever owned
 
     def _consumer(self) -> Any:
         from confluent_kafka import Consumer
@@ -189,7 +190,10 @@ class PosterWorker:
         """
         stop = stop or threading.Event()
         consumer = self._consumer()
-        consumer.subscribe([self.topic])
+        consumer.subscribe(
+            [self.topic],
+            on_assign=lambda _, parts: self.assigned.update(p.partition for p in parts),
+        )
         logger.info("poster worker %s consuming %s", self.worker_id, self.topic)
         handled = 0
         try:
