@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import gammaincinv, ndtr
 
 NORMAL_ABOVE = 30.0
-_POOL = np.random.default_rng(0x6B657961).standard_normal(1 << 16)
+_POOL = np.random.default_rng(0x6B657961).standard_normal(1 << 16, dtype=np.float32)
 _POOL.setflags(write=False)
 _FRESH_BELOW = 512
 _Z_LIMIT = 6.0
@@ -47,12 +47,12 @@ def _gamma_table(shape: float) -> np.ndarray:
 
 @lru_cache(maxsize=128)
 def _gamma_pool(shape: float) -> np.ndarray:
-    pool = gammaincinv(shape, ndtr(_POOL)).astype(np.float32)
+    pool = gammaincinv(shape, ndtr(_POOL.astype(np.float64))).astype(np.float32)
     pool.setflags(write=False)
     return pool
 
 
-def _wilson_hilferty(shape: float, z: np.ndarray) -> np.ndarray:
+def _wilson_hilferty(shape: float | np.ndarray, z: np.ndarray) -> np.ndarray:
     root = 1.0 - 1.0 / (9.0 * shape) + z / (3.0 * np.sqrt(shape))
     return shape * np.maximum(root, 0.0) ** 3
 
@@ -69,7 +69,9 @@ def _gamma_from_table(shape: float, z: np.ndarray) -> np.ndarray:
 
 def _ratio(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
     total = ga + gb
-    return np.divide(ga, total, out=np.full(ga.shape, 0.5), where=total > 0)
+    return np.divide(
+        ga, total, out=np.full(ga.shape, 0.5, dtype=total.dtype), where=total > 0
+    )
 
 
 def beta_draws(
@@ -86,22 +88,35 @@ def beta_draws(
     else:
         z = rng.standard_normal((2, n, k))
 
-    def _gamma_side(shape: float, j: int, side: int) -> np.ndarray:
-        if pooled and shape < NORMAL_ABOVE:
-            start = offset + side * size + j
-            return _gamma_pool(shape)[start : start + size : k]
-        if pooled:
-            return _wilson_hilferty(shape, z[side][:, j])
-        return _gamma_from_table(shape, z[side][:, j])
-
-    total = a + b
-    out = a / total + np.sqrt(a * b / (total * total * (total + 1.0))) * z[0]
-
     small = np.flatnonzero(np.minimum(a, b) < NORMAL_ABOVE)
-    if small.size:
-        sides = [
-            np.stack([_gamma_side(float(shape[j]), j, side) for j in small], axis=1)
-            for side, shape in ((0, a), (1, b))
-        ]
-        out[:, small] = _ratio(sides[0], sides[1])
+    if small.size < k:
+        total = a + b
+        sd = np.sqrt(a * b / (total * total * (total + 1.0)))
+        out = a / total + sd * z[0]
+    else:
+        out = np.empty((n, k))
+    if small.size == 0:
+        return out
+    sides = []
+    for side, shapes in ((0, a[small]), (1, b[small])):
+        g = np.empty((n, small.size), dtype=np.float32)
+        big = shapes >= NORMAL_ABOVE
+        if big.any():
+            g[:, big] = _wilson_hilferty(shapes[big], z[side][:, small[big]])
+        low = np.flatnonzero(~big)
+        if low.size and pooled:
+            base = offset + side * size
+            g[:, low] = np.stack(
+                [
+                    _gamma_pool(float(shapes[j]))[base + small[j] : base + size : k]
+                    for j in low
+                ],
+                axis=1,
+            )
+        for j in low if not pooled else ():
+            g[:, j] = _gamma_from_table(float(shapes[j]), z[side][:, small[j]])
+        sides.append(g)
+    if small.size == k:
+        return _ratio(sides[0], sides[1])
+    out[:, small] = _ratio(sides[0], sides[1])
     return out
