@@ -122,6 +122,25 @@ def _load(source: str, obd: str, since: str | None, until: str | None) -> Any:
     return logs
 
 
+def _split(value: str | None) -> dict[str, float] | None:
+    """Variant shares from ``--split``: explicit, ``stored`` in Redis, or none."""
+    if value != "stored":
+        return _parse_mapping(value, "--split")
+    from bandits.evaluation.logs import LogReadError, configured_split
+    from keyart.cli import settings_for_cli
+
+    try:
+        shares = configured_split(settings_for_cli())
+    except LogReadError as error:
+        raise _fail(f"--split stored: {error}", 1) from None
+    if shares is None:
+        # Nothing stored: the gateway serves its built-in split.
+        from gateway.config import ExperimentsDocument
+
+        shares = {v.name: v.weight for v in ExperimentsDocument().variants}
+    return shares
+
+
 def _stderr_console() -> Any:
     from rich.console import Console
 
@@ -207,7 +226,9 @@ def register(app: typer.Typer) -> None:
         control: str = typer.Option(None, help="Control variant (else all pairs)."),
         metric: str = typer.Option("ctr", help="A/B metric: ctr or uctr."),
         split: str = typer.Option(
-            None, help="Configured split for the SRM check, e.g. A=0.5,B=0.5."
+            None,
+            help="Configured split for the SRM check, e.g. A=0.5,B=0.5; 'stored'"
+            " reads the gateway's experiment document from Redis; default equal.",
         ),
         latency_p99: str = typer.Option(
             None, help="Measured p99 latency per variant in ms, e.g. A=12,B=15."
@@ -245,7 +266,7 @@ def register(app: typer.Typer) -> None:
                     logs.decisions,
                     control,
                     metric,
-                    _parse_mapping(split, "--split"),
+                    _split(split),
                     _parse_mapping(latency_p99, "--latency-p99"),
                     seed=seed,
                 )

@@ -42,6 +42,7 @@ __all__ = [
     "LogReadError",
     "join_clicks",
     "load_kafka_logs",
+    "configured_split",
     "load_obd",
     "read_topic",
     "time_filter",
@@ -188,6 +189,35 @@ def read_topic(
         consumer.close()
     logger.info("read %s %s records from %s", len(records), kind, topic)
     return records, bad
+
+
+def configured_split(settings: Settings) -> dict[str, float] | None:
+    """The experiment's variant weights as stored in Redis, or ``None``.
+
+    Reads the gateway's versioned experiments document
+    (``{KEYART_REDIS_PREFIX}:config:experiments``); ``None`` when none is
+    stored, in which case the gateway serves its built-in default split.
+    """
+    import json
+
+    import redis
+
+    from keyart.keys import Keys
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        raw = client.hget(Keys(settings.redis_prefix).config("experiments"), "data")
+    except redis.RedisError as error:
+        raise LogReadError(
+            f"cannot read the experiment split at KEYART_REDIS_URL="
+            f"{settings.redis_url}: {error}"
+        ) from None
+    finally:
+        client.close()
+    if raw is None:
+        return None
+    document = json.loads(raw)
+    return {str(v["name"]): float(v["weight"]) for v in document.get("variants", [])}
 
 
 def time_filter(

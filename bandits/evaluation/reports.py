@@ -257,11 +257,22 @@ def ab_report(
     comparisons = pd.DataFrame(rows)
     warnings: list[str] = []
     srm = None
-    if len(variants) >= 2:
-        users = impressions.groupby("variant")["user_id"].nunique()
-        srm = srm_check({str(k): int(v) for k, v in users.items()}, expected_share)
-        if srm.mismatch:
-            warnings.append(srm.message())
+    users = {
+        str(k): int(v)
+        for k, v in impressions.groupby("variant")["user_id"].nunique().items()
+    }
+    if expected_share:
+        # A configured variant that served nobody is the strongest mismatch.
+        users = {name: users.get(name, 0) for name in {*users, *expected_share}}
+        users = dict(sorted(users.items()))
+    if len(users) >= 2:
+        try:
+            srm = srm_check(users, expected_share)
+        except ValueError as error:
+            warnings.append(f"SRM check skipped: {error} (was the split changed?)")
+        else:
+            if srm.mismatch:
+                warnings.append(srm.message())
     metrics: dict[str, dict[str, float]] = {v: {} for v in variants}
     for name, rate in fallback_rates(decisions).items():
         metrics.setdefault(name, {})["fallback_rate"] = rate

@@ -174,6 +174,8 @@ def _run(settings: Settings, tmp_path: Any, *args: str) -> Any:
     env = {
         "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "KEYART_TOPIC_PREFIX": settings.topic_prefix,
+        "KEYART_REDIS_URL": settings.redis_url,
+        "KEYART_REDIS_PREFIX": settings.redis_prefix,
         "KEYART_ATTRIBUTION_WINDOW_S": "60",
         "KEYART_STATE_DIR": str(tmp_path),
     }
@@ -263,3 +265,32 @@ def test_bad_inputs_name_the_option(kafka_settings: Settings, tmp_path: Any) -> 
         kafka_settings.model_copy(update={"topic_prefix": "nosuch"}), tmp_path, "report"
     )
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_split_stored_in_redis(kafka_settings: Settings, tmp_path: Any) -> None:
+    import redis
+
+    from keyart.keys import Keys
+
+    client = redis.Redis.from_url(kafka_settings.redis_url)
+    key = Keys(kafka_settings.redis_prefix).config("experiments")
+    document = {"salt": "s", "variants": [{"name": "A", "weight": 0.6}]}
+    document["variants"].append({"name": "B", "weight": 0.4})
+    client.hset(key, mapping={"version": 1, "data": json.dumps(document)})
+    env_extra = ("--ab", "--split", "stored", "--json")
+    try:
+        result = _run(kafka_settings, tmp_path, "report", *env_extra)
+        assert result.exit_code == 0, result.output
+        srm = json.loads(result.stdout)["ab"]["srm"]
+        assert srm["expected_share"] == {"A": 0.6, "B": 0.4}
+        assert srm["observed"] == {"A": 30, "B": 20} and not srm["mismatch"]
+        # A configured variant that served nobody is a mismatch.
+        document["variants"].append({"name": "C", "weight": 0.5})
+        client.hset(key, mapping={"version": 2, "data": json.dumps(document)})
+        result = _run(kafka_settings, tmp_path, "report", *env_extra)
+        ab = json.loads(result.stdout)["ab"]
+        assert ab["srm"]["observed"]["C"] == 0 and ab["srm"]["mismatch"]
+        assert any("SRM" in w for w in ab["warnings"])
+    finally:
+        client.delete(key)
+        client.close()
