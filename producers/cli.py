@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 __all__ = ["register"]
@@ -13,29 +15,55 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         short: bool = typer.Option(
-            False, "--short", help="A quick run for CI (fewer rounds, less traffic)."
+            False, "--short", help="A quick run for CI (40 s of traffic, 3,000 rounds)."
         ),
+        seconds: float = typer.Option(
+            None, help="Seconds of simulated traffic (default: KEYART_DEMO_SECONDS)."
+        ),
+        drift: bool = typer.Option(
+            False,
+            "--drift",
+            help="Each video's best poster loses appeal half-way; adds an "
+            "all-time Thompson variant to compare with the sliding window.",
+        ),
+        out: Path = typer.Option(Path("var/demo"), help="Folder of the report."),
     ) -> None:
-        """Run the whole loop on real input and print what arrived.
+        """Run the whole loop on real input and report each policy's lift.
 
-        Starts the local stack when none is up, streams the Open Bandit
-        Dataset's real logged clicks through the broker into Redis, and prints
-        the arms. Examples: ``keyart demo``, ``keyart demo --short``.
+        Starts the local stack when none is up, makes posters from two real
+        videos, runs simulated MovieLens users through the gateway with an
+        experiment split, replays the Open Bandit Dataset's real clicks, and
+        ends with a table and an HTML report. Examples: ``keyart demo``,
+        ``keyart demo --short``, ``KEYART_DEMO_SECONDS=300 keyart demo --drift``.
         """
+        import logging
+
         from rich.console import Console
 
         from keyart.cli import settings_for_cli
         from keyart.stack import StackError
-        from producers.demo import run_demo
+        from producers.demo import DemoOptions, run_demo
+        from producers.processes import ChildFailed
 
-        console = Console()
+        # One line per HTTP request would bury the progress bars.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        settings = settings_for_cli()
+        options = DemoOptions(
+            seconds=seconds or (40.0 if short else settings.demo_seconds),
+            short=short,
+            drift=drift,
+            seed=settings.seed,
+            out_dir=out,
+            obd_rounds=3000 if short else None,
+        )
+        console = Console(width=max(Console().width, 132))
         try:
-            run_demo(settings_for_cli(), short=short, console=console)
-        except StackError as error:
-            console.print(f"[red]keyart demo: the local stack did not start: {error}")
+            run_demo(settings, options, console)
+        except (StackError, ChildFailed) as error:
+            console.print(f"[red]keyart demo failed: {error}")
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            console.print("[yellow]keyart demo: interrupted; everything stopped")
+            console.print("[yellow]keyart demo: interrupted; every process stopped")
             raise typer.Exit(130) from None
 
     @app.command("replay")

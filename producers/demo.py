@@ -1,85 +1,78 @@
-"""``keyart demo``: real logged clicks through the real broker into Redis.
+"""``keyart demo``: the whole loop on real input, ending with evidence.
 
 Steps of :func:`run_demo`:
 
 1. use the local stack that ``keyart up`` left running, or start one on free
-   ports (and stop it at the end);
-2. fetch the Open Bandit Dataset sample (real logged clicks) from the package
-   registry;
-3. stream its rounds as impression and click events through the broker;
-4. read them back, count impressions and clicks per arm (deduplicated by event
-   id) and write the counts into Redis in the layout the gateway reads;
-5. print what arrived.
+   ports; give this run its own topic and Redis key prefix;
+2. start the learner (``keyart streams``) and the gateway (``keyart gateway``)
+   as child processes, and set the experiment split: uniform random control,
+   sliding-window Thompson sampling, LinUCB and the factorization machine;
+3. make posters from the real test videos with the poster worker
+   (``keyart posters worker``), with automatic approval on; the learner turns
+   the approved posters into arms in Redis;
+4. run simulated MovieLens users through the gateway for ``demo_seconds``
+   while sampling the learner's consumer lag;
+5. stream the Open Bandit Dataset's real logged clicks through the broker and
+   learner, and replay the four policies on it offline;
+6. read the events back from Kafka, check them against the learner's state
+   in Redis, print the table and write the HTML report.
 
-The counting consumer of step 4 is interim: the streaming learner
-(``keyart streams``) replaces it once it lands, and the demo then also makes
-posters from real video and runs simulated traffic through the gateway.
+Every child process is stopped at the end, also on Ctrl-C or an error, and a
+stack started here is stopped too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
+import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
-from bandits.state import ArmStats
-from keyart.keys import Keys, arm_field
 from keyart.settings import Settings, load_settings
-from producers.events import EventProducer
-from producers.replay import OBD_VIDEO, LoggedRound, load_obd, round_events
+from producers.processes import ProcessGroup, sigterm_as_interrupt
 
-__all__ = ["ArmTally", "DemoResult", "local_stack", "run_demo", "tally_events"]
+__all__ = ["DEMO_VIDEOS", "DemoOptions", "child_env", "local_stack", "run_demo"]
 
 logger = logging.getLogger("producers")
 
-SHORT_ROUNDS = 2_000
+DEMO_VIDEOS = {"bikes": "bikes.mp4", "bigbuckbunny": "bigbuckbunny.mp4"}
+PLACEMENT = "home_row"
+VARIANTS = (
+    ("control", "random"),
+    ("ts", "thompson"),
+    ("linucb", "linucb"),
+    ("fm", "fm"),
+)
+DRIFT_VARIANT = ("ts_alltime", "thompson_alltime")
 
 
 @dataclass
-class ArmTally:
-    """Deduplicated impressions and clicks per (video, poster) read from Kafka."""
+class DemoOptions:
+    """How one demo run goes; every field is logged in the report."""
 
-    impression_ids: set[str] = field(default_factory=set)
-    click_ids: set[str] = field(default_factory=set)
-    arm_to_impressions: dict[tuple[str, str], int] = field(default_factory=dict)
-    arm_to_clicks: dict[tuple[str, str], int] = field(default_factory=dict)
-    duplicates: int = 0
-    undecodable: int = 0
+    seconds: float = 180.0
+    short: bool = False
+    drift: bool = False
+    seed: int = 7
+    out_dir: Path = Path("var/demo")
+    auto_approve_score: float = 0.5
+    attribution_window_s: float = 60.0
+    window_s: float = 60.0
+    concurrency: int = 4
+    rate: float | None = 60.0
+    obd_rounds: int | None = None
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
 
-    def add_impression(self, record: dict) -> None:
-        if record["event_id"] in self.impression_ids:
-            self.duplicates += 1
-            return
-        self.impression_ids.add(record["event_id"])
-        arm = (record["video_id"], record["poster_id"])
-        self.arm_to_impressions[arm] = self.arm_to_impressions.get(arm, 0) + 1
-
-    def add_click(self, record: dict) -> None:
-        if record["event_id"] in self.click_ids:
-            self.duplicates += 1
-            return
-        self.click_ids.add(record["event_id"])
-        arm = (record["video_id"], record["poster_id"])
-        self.arm_to_clicks[arm] = self.arm_to_clicks.get(arm, 0) + 1
-
-
-@dataclass
-class DemoResult:
-    """What one demo run sent and what arrived in Redis."""
-
-    sent_impressions: int
-    sent_clicks: int
-    tally: ArmTally
-    poster_to_stats: dict[str, ArmStats]
-    seconds: float
+    @property
+    def variants(self) -> list[tuple[str, str]]:
+        return [*VARIANTS, DRIFT_VARIANT] if self.drift else list(VARIANTS)
 
 
 @contextlib.contextmanager
@@ -88,253 +81,123 @@ def local_stack(settings: Settings, console: Console) -> Iterator[Settings]:
 
     A stack started here is stopped on the way out, also on Ctrl-C or an error.
     """
-    from keyart.stack import LocalStack, create_topics, read_state
+    from keyart.stack import LocalStack, read_state
 
     running = read_state(settings.state_dir)
     if running is not None:
-        console.print(
-            f"using the local stack that is up: broker {running.kafka_bootstrap}"
+        console.print(f"using the local stack that is up: {running.kafka_bootstrap}")
+        yield _with(
+            settings,
+            kafka_bootstrap=running.kafka_bootstrap,
+            redis_url=running.redis_url,
         )
-        pointed = load_settings(
-            **{
-                **settings.model_dump(),
-                "kafka_bootstrap": running.kafka_bootstrap,
-                "redis_url": running.redis_url,
-            }
-        )
-        create_topics(pointed)
-        yield pointed
         return
     stack = LocalStack(settings, die_with_parent=True)
     with console.status("starting the local broker and Redis"):
         info = stack.start()
-    console.print(
-        f"local stack up: broker {info.kafka_bootstrap}, redis {info.redis_url}"
-    )
+    console.print(f"local stack up: broker {info.kafka_bootstrap}, {info.redis_url}")
     try:
-        yield load_settings(
-            **{
-                **settings.model_dump(),
-                "kafka_bootstrap": info.kafka_bootstrap,
-                "redis_url": info.redis_url,
-            }
+        yield _with(
+            settings, kafka_bootstrap=info.kafka_bootstrap, redis_url=info.redis_url
         )
     finally:
         stack.stop()
         console.print("local stack stopped")
 
 
-def tally_events(
-    settings: Settings,
-    expect_impressions: set[str],
-    expect_clicks: set[str],
-    timeout: float = 60.0,
-    progress: Progress | None = None,
-) -> ArmTally:
-    """Read the impression and click topics from the start until every expected
-    event id arrived (or ``timeout`` passed); count per arm, deduplicated.
+def _with(settings: Settings, **changes: Any) -> Settings:
+    return load_settings(**{**settings.model_dump(), **changes})
 
-    The partitions are assigned directly, without a consumer group, so there is
-    no group join to wait for.
-    """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    from schemas.codec import DecodeError, get_codec
+def run_settings(settings: Settings, options: DemoOptions) -> Settings:
+    """The settings every process of this run shares (its own prefixes)."""
+    from keyart.stack import free_port
 
-    codec = get_codec()
-    topic_to_kind = {
-        settings.topic("impressions"): "impression",
-        settings.topic("clicks"): "click",
-    }
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": "keyart-demo-" + uuid.uuid4().hex[:8],
-            "enable.auto.commit": False,
-        }
+    prefix = f"demo{options.run_id}"
+    out = options.out_dir.resolve()
+    return _with(
+        settings,
+        topic_prefix=prefix,
+        redis_prefix=prefix,
+        streams_app_id=f"keyart-learner-{prefix}",
+        database_url=f"sqlite:///{out / 'catalog.db'}",
+        poster_store=out / "posters",
+        auto_approve_score=options.auto_approve_score,
+        attribution_window_s=options.attribution_window_s,
+        window_kind="time",
+        window_s=options.window_s,
+        window_buckets=12,
+        gateway_port=free_port(0),
+        token_secret=secrets.token_hex(32),
+        admin_token=secrets.token_hex(16),
+        metrics_port=0,
+        seed=options.seed,
+        data_cache=Path(settings.data_cache).resolve(),
     )
-    tally = ArmTally()
-    task = None
-    if progress is not None:
-        total = len(expect_impressions) + len(expect_clicks)
-        task = progress.add_task("reading events back from Kafka", total=total)
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        assignment = [
-            TopicPartition(topic, p, OFFSET_BEGINNING)
-            for topic in topic_to_kind
-            for p in metadata.topics[topic].partitions
-        ]
-        consumer.assign(assignment)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if expect_impressions <= tally.impression_ids and (
-                expect_clicks <= tally.click_ids
-            ):
-                break
-            messages = consumer.consume(num_messages=1000, timeout=0.5)
-            for message in messages:
-                if message.error():
-                    continue
-                kind = topic_to_kind[message.topic()]
-                try:
-                    record = codec.decode(kind, message.value())
-                except DecodeError as error:
-                    tally.undecodable += 1
-                    logger.warning("undecodable %s record: %s", kind, error)
-                    continue
-                if kind == "impression":
-                    tally.add_impression(record)
-                else:
-                    tally.add_click(record)
-            if task is not None and progress is not None:
-                done = len(tally.impression_ids & expect_impressions) + len(
-                    tally.click_ids & expect_clicks
-                )
-                progress.update(task, completed=done)
-        else:
-            logger.warning(
-                "not every event came back within %.0f s: %s of %s impressions",
-                timeout,
-                len(tally.impression_ids & expect_impressions),
-                len(expect_impressions),
-            )
-    finally:
-        consumer.close()
-    return tally
 
 
-def write_arm_counts(settings: Settings, tally: ArmTally) -> int:
-    """Write every arm's counts to ``{p}:arms:{video}`` as packed ArmStats.
-
-    The interim counter has no sliding window, so the window counts equal the
-    all-time counts. Returns the number of arms written.
-    """
-    import redis
-
-    keys = Keys(settings.redis_prefix)
-    client = redis.Redis.from_url(settings.redis_url)
-    arms = set(tally.arm_to_impressions) | set(tally.arm_to_clicks)
-    now_ms = int(time.time() * 1000)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for video, poster in arms:
-            n = tally.arm_to_impressions.get((video, poster), 0)
-            c = tally.arm_to_clicks.get((video, poster), 0)
-            pipe.hset(keys.arms(video), arm_field(poster), ArmStats(n, c, n, c).pack())
-        for video in {video for video, _ in arms}:
-            pipe.hset(keys.arms(video), "_updated_ms", now_ms)
-        pipe.execute()
-    finally:
-        client.close()
-    return len(arms)
-
-
-def read_arm_counts(settings: Settings, video_id: str) -> dict[str, ArmStats]:
-    """The arm statistics of one video as they are in Redis."""
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        raw = client.hgetall(Keys(settings.redis_prefix).arms(video_id))
-    finally:
-        client.close()
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment that gives a child process exactly these settings."""
     return {
-        name.decode(): ArmStats.unpack(value)
-        for name, value in raw.items()
-        if not name.startswith(b"_")
+        f"KEYART_{name.upper()}": str(value)
+        for name, value in settings.model_dump(mode="json").items()
+        if value is not None
     }
-
-
-def arms_table(poster_to_stats: dict[str, ArmStats], top: int = 15) -> Table:
-    """The arms with the most clicks, then a line with the totals."""
-    table = Table(title=f"arms of {OBD_VIDEO} in Redis (Open Bandit Dataset clicks)")
-    for name in ("poster", "impressions", "clicks", "CTR"):
-        table.add_column(name, justify="left" if name == "poster" else "right")
-    ranked = sorted(
-        poster_to_stats.items(),
-        key=lambda kv: (-kv[1].clicks, -kv[1].impressions, kv[0]),
-    )
-    for poster, stats in ranked[:top]:
-        ctr = stats.clicks / stats.impressions if stats.impressions else 0.0
-        table.add_row(poster, str(stats.impressions), str(stats.clicks), f"{ctr:.2%}")
-    n = sum(s.impressions for s in poster_to_stats.values())
-    c = sum(s.clicks for s in poster_to_stats.values())
-    if len(ranked) > top:
-        table.add_row(f"... {len(ranked) - top} more arms", "", "", "")
-    table.add_row(
-        f"all {len(ranked)} arms", str(n), str(c), f"{c / n:.2%}" if n else "-"
-    )
-    return table
-
-
-def stream_rounds(
-    settings: Settings, rounds: list[LoggedRound], progress: Progress | None = None
-) -> tuple[set[str], set[str]]:
-    """Produce the events of logged rounds; return the impression and click ids.
-
-    The producer is closed on return, before anyone stops the broker.
-    """
-    producer = EventProducer(settings)
-    impression_ids: set[str] = set()
-    click_ids: set[str] = set()
-    task = None
-    if progress is not None:
-        task = progress.add_task("streaming logged rounds", total=len(rounds))
-    for i, item in enumerate(rounds):
-        for kind, record in round_events(item):
-            producer.send(kind, record)
-            (impression_ids if kind == "impression" else click_ids).add(
-                record["event_id"]
-            )
-        if progress is not None and task is not None and i % 500 == 499:
-            progress.update(task, completed=i + 1)
-    producer.flush()
-    if progress is not None and task is not None:
-        progress.update(task, completed=len(rounds))
-    return impression_ids, click_ids
 
 
 def run_demo(
     settings: Settings,
-    *,
-    short: bool = False,
+    options: DemoOptions,
     console: Console | None = None,
-    obd_path: Path | None = None,
-) -> DemoResult:
-    """Run the demo end to end; see the module's steps."""
+    *,
+    start_stack: bool = True,
+) -> dict[str, Any]:
+    """Run the demo end to end (see the module's steps); return the summary.
+
+    With ``start_stack=False`` the settings must already point at a running
+    broker and Redis (the tests' stack).
+    """
+    from producers import demo_steps as steps
+
     console = console or Console()
     started = time.monotonic()
-    with local_stack(settings, console) as live:  # Step 1
-        with console.status("fetching the Open Bandit Dataset sample"):  # Step 2
-            log = load_obd(obd_path, limit=SHORT_ROUNDS if short else None)
-        console.print(
-            f"Open Bandit Dataset: {len(log.rounds)} logged rounds, "
-            f"{log.clicks} real clicks, {log.n_items} items as arms of '{OBD_VIDEO}'"
-        )
+    out = options.out_dir
+    if out.exists():
+        for name in ("catalog.db", "posters", "logs"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    stack = local_stack(settings, console) if start_stack else _given(settings)
+    with sigterm_as_interrupt(), stack as live:
+        run = run_settings(live, options)  # Step 1
+        env = child_env(run)
+        from keyart.stack import create_topics
 
-        with Progress(console=console, transient=False) as progress:
-            impression_ids, click_ids = stream_rounds(  # Step 3
-                live, log.rounds, progress
-            )
-            tally = tally_events(  # Step 4
-                live, impression_ids, click_ids, progress=progress
-            )
-        written = write_arm_counts(live, tally)
-        poster_to_stats = read_arm_counts(live, OBD_VIDEO)
-
-        console.print(arms_table(poster_to_stats))  # Step 5
+        create_topics(run)
         console.print(
-            f"sent {len(impression_ids)} impressions and {len(click_ids)} clicks; "
-            f"read back {len(tally.impression_ids)} impressions and "
-            f"{len(tally.click_ids)} clicks ({tally.duplicates} duplicates dropped); "
-            f"{written} arms written to Redis under "
-            f"{Keys(live.redis_prefix).arms(OBD_VIDEO)}"
+            f"run {options.run_id}: topics {run.topic_prefix}.*, Redis keys "
+            f"{run.redis_prefix}:*, output in {out}"
         )
-    return DemoResult(
-        sent_impressions=len(impression_ids),
-        sent_clicks=len(click_ids),
-        tally=tally,
-        poster_to_stats=poster_to_stats,
-        seconds=time.monotonic() - started,
-    )
+        with ProcessGroup(out / "logs") as group:
+            base_url = steps.start_services(group, run, env, console)  # Step 2
+            steps.configure_gateway(base_url, run, options, console)
+            catalog = steps.make_posters(group, run, env, options, console)  # Step 3
+            traffic, lag = steps.simulate(  # Step 4
+                group, run, catalog, base_url, options, console
+            )
+            replay = steps.replay_obd(group, run, options, console)  # Step 5
+            steps.wait_caught_up(run, console)
+            summary = steps.report(  # Step 6
+                run, options, catalog, traffic, lag, replay, console
+            )
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    console.print(f"demo finished in {summary['seconds']:.0f} s")
+    return summary
+
+
+@contextlib.contextmanager
+def _given(settings: Settings) -> Iterator[Settings]:
+    yield settings

@@ -26,12 +26,15 @@ Examples
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from keyart.settings import Settings
 
 __all__ = [
     "OBD_ASSET",
@@ -42,6 +45,7 @@ __all__ = [
     "load_obd",
     "poster_of_item",
     "round_events",
+    "stream_log",
 ]
 
 OBD_ASSET = "obd_random_all.csv"
@@ -234,3 +238,29 @@ def round_events(
                 "placement": placement,
             },
         )
+
+
+def stream_log(
+    settings: Settings,
+    rounds: list[LoggedRound],
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Produce the impression and click events of logged rounds to the broker.
+
+    Returns the numbers of impressions and clicks sent. The producer is closed
+    on return, before anyone stops the broker.
+    """
+    from producers.events import EventProducer
+
+    producer = EventProducer(settings)
+    sent = {"impression": 0, "click": 0}
+    for i, item in enumerate(rounds):
+        for kind, record in round_events(item):
+            producer.send(kind, record)
+            sent[kind] += 1
+        if on_progress is not None and i % 500 == 499:
+            on_progress(i + 1)
+    producer.flush()
+    if on_progress is not None:
+        on_progress(len(rounds))
+    return sent["impression"], sent["click"]

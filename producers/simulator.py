@@ -10,7 +10,7 @@ in it was fitted to real viewers.
 The model, on the logit scale, for user ``u`` and poster ``p`` of a video::
 
     logit P(click) = logit(base_ctr) + appeal[p] + drift[p](t)
-                     + sum_k  w_k(u) * z_k(p)
+                     + 2 tanh( sum_k w_k(u) * z_k(p) / 2 )
 
 ``z_k(p)`` are the poster's traits standardised over the catalog (so that the
 model has the same spread whatever scale the workers' features use), and
@@ -27,7 +27,7 @@ at any time, from which the demo computes regret.
 Examples
 --------
 >>> from producers.users import SimUser
->>> catalog = {"p1": {"faces": 1.0}, "p2": {"faces": 0.0}}
+>>> catalog = {"p1": {"face_count": 1.0}, "p2": {"face_count": 0.0}}
 >>> model = ClickModel(catalog, ClickParams(seed=1))
 >>> young = SimUser("u", 22, "F", "student")
 >>> model.ctr(young, "p1", 0.0) > model.ctr(young, "p2", 0.0)
@@ -60,13 +60,14 @@ TRAITS = ("faces", "closeup", "warmth", "brightness", "text", "quality")
 
 # Feature names the workers may use for each trait, first match wins.
 _TRAIT_SOURCES: dict[str, tuple[str, ...]] = {
-    "faces": ("faces", "face_count", "n_faces", "has_face"),
-    "closeup": ("closeup", "close_up", "face_area", "largest_face_area"),
-    "warmth": ("warmth", "warm", "colour_warmth", "color_warmth", "hue_warmth"),
-    "brightness": ("brightness", "luminance", "mean_luma", "exposure"),
-    "text": ("text", "text_area", "text_boxes", "text_coverage"),
-    "quality": ("quality", "sharpness", "aesthetic", "brisque_quality"),
+    "faces": ("face_count",),
+    "closeup": ("largest_face_share",),
+    "warmth": ("warmth",),
+    "brightness": ("brightness",),
+    "text": ("text_share",),
+    "quality": ("quality",),
 }
+"""Which feature of :mod:`workers.features` each trait reads."""
 
 # Synthetic weights (logit per standard deviation of a trait) by user trait.
 TRAIT_WEIGHTS: dict[str, dict[str, float]] = {
@@ -82,7 +83,7 @@ TRAIT_WEIGHTS: dict[str, dict[str, float]] = {
 def poster_traits(features: Mapping[str, float]) -> dict[str, float]:
     """The click model's traits of a poster from its catalog features.
 
-    Unknown or missing features give a neutral 0.
+    A missing feature gives a neutral 0.
     """
     out = {}
     for trait, names in _TRAIT_SOURCES.items():
@@ -111,8 +112,8 @@ class ClickParams:
 
     seed: int = 7
     base_ctr: float = 0.03
-    appeal_sd: float = 0.45
-    trait_scale: float = 1.0
+    appeal_sd: float = 0.2
+    trait_scale: float = 1.5
     position_decay: float = 0.15
     delay_median_s: float = 6.0
     delay_sigma: float = 1.5
@@ -177,7 +178,9 @@ class ClickModel:
 
     def logit(self, user: SimUser, poster: str, t_s: float) -> float:
         value = _logit(self.params.base_ctr) + self.appeal[poster]
-        value += float(self._weights(user) @ self._z[poster])
+        # The user x poster term is squashed to at most +-2 logits, so no pair
+        # reaches an implausible rate.
+        value += 2.0 * math.tanh(float(self._weights(user) @ self._z[poster]) / 2.0)
         drift_at = self.params.drift_at_s
         if drift_at is not None and t_s >= drift_at:
             value += self.drifted.get(poster, 0.0)

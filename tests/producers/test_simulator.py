@@ -18,12 +18,12 @@ def catalog(n_posters: int = 8, seed: int = 0) -> dict[str, dict[str, float]]:
     rng = np.random.default_rng(seed)
     return {
         f"p{i}": {
-            "faces": float(rng.integers(0, 3)),
-            "closeup": float(rng.random()),
-            "warmth": float(rng.random()),
+            "face_count": float(rng.integers(0, 3)),
+            "largest_face_share": float(rng.random() * 0.3),
+            "warmth": float(rng.random() * 0.2),
             "brightness": float(rng.random()),
-            "text_area": float(rng.random() * 0.2),
-            "sharpness": float(rng.random()),
+            "text_share": float(rng.random() * 0.05),
+            "quality": float(rng.random()),
         }
         for i in range(n_posters)
     }

@@ -1,0 +1,419 @@
+"""The demo's results: the printed table, the verdicts and the HTML report.
+
+Numbers come from the events in Kafka (impressions joined with their clicks
+within the attribution window, by :mod:`bandits.evaluation.logs`), never from
+the simulator's own bookkeeping; the simulator only adds what Kafka cannot
+know, the oracle's expected click-through rates, from which regret follows.
+
+Intervals are 95%: Wilson for CTR (impressions treated as independent) and
+UCTR (users independent), a log-ratio delta interval for the lift over the
+control. A policy whose lift interval includes zero is reported as not beating
+random, in the table and in the report.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from bandits.evaluation.intervals import Interval, lift_log_ratio, wilson
+
+__all__ = [
+    "DemoReport",
+    "VariantSummary",
+    "render_html",
+    "summarize_variants",
+    "variant_rich_table",
+    "verdicts",
+]
+
+
+@dataclass
+class VariantSummary:
+    """One variant's row of the results table."""
+
+    variant: str
+    policy: str
+    impressions: int
+    clicks: int
+    ctr: Interval
+    users: int
+    clickers: int
+    uctr: Interval
+    lift: Interval | None
+    regret: float
+    """Expected clicks lost against the oracle, summed over impressions."""
+    expected_ctr: float
+    """The oracle's expected CTR of what was shown (noise-free)."""
+
+    @property
+    def regret_per_1k(self) -> float:
+        return 1000.0 * self.regret / self.impressions if self.impressions else 0.0
+
+
+def summarize_variants(
+    impressions: pd.DataFrame,
+    shown: pd.DataFrame,
+    control: str = "control",
+    variant_order: Sequence[str] = (),
+) -> list[VariantSummary]:
+    """Rows per variant from joined impressions (Kafka) and the simulator's log.
+
+    ``impressions`` has ``event_id, variant, policy, user_id, clicked``;
+    ``shown`` has ``impression_id, expected_ctr, best_ctr``.
+    """
+    from bandits.evaluation.reports import variant_table
+
+    table = variant_table(impressions).set_index("variant")
+    oracle = impressions[["event_id", "variant"]].merge(
+        shown[["impression_id", "expected_ctr", "best_ctr"]],
+        left_on="event_id",
+        right_on="impression_id",
+        how="left",
+    )
+    oracle["regret"] = oracle["best_ctr"] - oracle["expected_ctr"]
+    per_variant = oracle.groupby("variant")[["regret", "expected_ctr"]].agg(
+        {"regret": "sum", "expected_ctr": "mean"}
+    )
+    policy_of = impressions.groupby("variant")["policy"].agg(
+        lambda s: s.mode().iat[0] if len(s) else ""
+    )
+    names = [v for v in variant_order if v in table.index]
+    names += sorted(v for v in table.index if v not in names)
+    base = table.loc[control] if control in table.index else None
+    rows = []
+    for name in names:
+        row = table.loc[name]
+        lift = None
+        if base is not None and name != control:
+            lift = lift_log_ratio(
+                int(base["clicks"]),
+                int(base["impressions"]),
+                int(row["clicks"]),
+                int(row["impressions"]),
+            )
+        rows.append(
+            VariantSummary(
+                variant=name,
+                policy=str(policy_of.get(name, "")),
+                impressions=int(row["impressions"]),
+                clicks=int(row["clicks"]),
+                ctr=Interval(row["ctr"], row["ctr_low"], row["ctr_high"], "wilson"),
+                users=int(row["users"]),
+                clickers=int(row["clickers"]),
+                uctr=Interval(row["uctr"], row["uctr_low"], row["uctr_high"], "wilson"),
+                lift=lift,
+                regret=float(per_variant["regret"].get(name, math.nan)),
+                expected_ctr=float(per_variant["expected_ctr"].get(name, math.nan)),
+            )
+        )
+    return rows
+
+
+def _pct(value: float, digits: int = 2) -> str:
+    return "-" if not math.isfinite(value) else f"{100 * value:.{digits}f}%"
+
+
+def _interval(iv: Interval | None, digits: int = 2) -> str:
+    if iv is None:
+        return "-"
+    return (
+        f"{_pct(iv.estimate, digits)} [{_pct(iv.low, digits)}, {_pct(iv.high, digits)}]"
+    )
+
+
+def verdicts(rows: Sequence[VariantSummary], control: str = "control") -> list[str]:
+    """One sentence per variant on whether it beats the control (by its lift's
+    95% interval), and whether each contextual policy beats Thompson sampling."""
+    out = []
+    for row in rows:
+        if row.lift is None:
+            continue
+        if row.lift.low > 0:
+            out.append(
+                f"{row.variant} ({row.policy}) beats random: lift "
+                f"{_interval(row.lift, 1)}."
+            )
+        elif row.lift.high < 0:
+            out.append(
+                f"{row.variant} ({row.policy}) does worse than random: lift "
+                f"{_interval(row.lift, 1)}."
+            )
+        else:
+            out.append(
+                f"{row.variant} ({row.policy}) does NOT beat random in this run: "
+                f"lift {_interval(row.lift, 1)} includes 0."
+            )
+    by_policy = {r.policy: r for r in rows}
+    ts = by_policy.get("thompson")
+    for name in ("linucb", "fm"):
+        row = by_policy.get(name)
+        if ts is None or row is None:
+            continue
+        lift = lift_log_ratio(ts.clicks, ts.impressions, row.clicks, row.impressions)
+        word = (
+            "beats"
+            if lift.low > 0
+            else "does worse than"
+            if lift.high < 0
+            else "does NOT separate from"
+        )
+        out.append(
+            f"{row.variant} ({name}) {word} Thompson sampling: lift "
+            f"{_interval(lift, 1)}."
+        )
+    return out
+
+
+def _compact(iv: Interval | None, digits: int = 2) -> str:
+    if iv is None or not math.isfinite(iv.estimate):
+        return "-"
+    scale = 100.0
+    return (
+        f"{scale * iv.estimate:.{digits}f} "
+        f"[{scale * iv.low:.{digits}f}, {scale * iv.high:.{digits}f}]"
+    )
+
+
+def variant_rich_table(rows: Sequence[VariantSummary], title: str) -> Table:
+    """The printed table: one row per variant (rates in %, 95% intervals)."""
+    table = Table(title=title, caption="rates in %, [95% interval]")
+    columns = (
+        "variant",
+        "policy",
+        "impr.",
+        "clicks",
+        "CTR",
+        "users",
+        "UCTR",
+        "lift vs random",
+        "regret/1k",
+    )
+    for name in columns:
+        table.add_column(
+            name, justify="left" if name in columns[:2] else "right", no_wrap=True
+        )
+    for r in rows:
+        table.add_row(
+            r.variant,
+            r.policy,
+            str(r.impressions),
+            str(r.clicks),
+            _compact(r.ctr),
+            str(r.users),
+            _compact(r.uctr, 1),
+            _compact(r.lift, 0),
+            "-" if not math.isfinite(r.regret) else f"{r.regret_per_1k:.1f}",
+        )
+    return table
+
+
+@dataclass
+class DemoReport:
+    """Everything the HTML report shows."""
+
+    title: str
+    summary: list[str]
+    rows: list[VariantSummary]
+    verdicts: list[str]
+    videos: list[dict[str, Any]] = field(default_factory=list)
+    """Per video: ``video_id``, ``posters`` (id, image data URI, CTR text,
+    impressions), ``share_png`` (traffic share over time)."""
+    regret_png: str = ""
+    lag_png: str = ""
+    ctr_png: str = ""
+    replay_png: str = ""
+    replay_rows: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    limitations: list[str] = field(default_factory=list)
+
+
+def png_data_uri(figure: Any) -> str:
+    """A matplotlib figure as a base64 PNG data URI (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_data_uri(path: Path, height: int = 220) -> str:
+    """A poster image as a small JPEG data URI ("" when it cannot be read)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            width = max(1, round(image.width * height / image.height))
+            image = image.resize((width, height))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=85)
+    except OSError:
+        return ""
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def share_over_time_png(
+    impressions: pd.DataFrame, video_id: str, start_ms: int, buckets: int = 12
+) -> str:
+    """Stacked traffic share of each poster of a video over the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = impressions[impressions["video_id"] == video_id]
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    if len(frame):
+        t = (frame["event_time"].to_numpy() - start_ms) / 1000.0
+        edges = np.linspace(0, max(t.max(), 1.0), buckets + 1)
+        posters = sorted(frame["poster_id"].unique())
+        counts = np.array(
+            [
+                np.histogram(t[frame["poster_id"].to_numpy() == p], edges)[0]
+                for p in posters
+            ],
+            dtype=float,
+        )
+        shares = counts / np.maximum(counts.sum(axis=0), 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        ax.stackplot(centres, shares, labels=posters)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_xlabel("seconds into the run")
+    ax.set_ylabel("traffic share")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{video_id}: share of impressions per poster (all variants)")
+    return png_data_uri(fig)
+
+
+def regret_png(shown: pd.DataFrame) -> str:
+    """Cumulative expected regret per policy against seconds into the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for (variant, policy), group in shown.groupby(["variant", "policy"]):
+        group = group.sort_values("t_s")
+        ax.plot(group["t_s"], group["regret"].cumsum(), label=f"{variant} ({policy})")
+    ax.set_xlabel("seconds into the run")
+    ax.set_ylabel("cumulative regret (expected clicks lost)")
+    ax.set_title("Regret against the simulator's oracle")
+    ax.legend(fontsize=8)
+    return png_data_uri(fig)
+
+
+def ctr_png(rows: Sequence[VariantSummary]) -> str:
+    """CTR per variant with its 95% interval, and the oracle's expected CTR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    x = np.arange(len(rows))
+    est = np.array([r.ctr.estimate for r in rows]) * 100
+    low = est - np.array([r.ctr.low for r in rows]) * 100
+    high = np.array([r.ctr.high for r in rows]) * 100 - est
+    ax.bar(x, est, yerr=[low, high], capsize=6, color="#4c72b0", label="measured CTR")
+    ax.scatter(
+        x,
+        [r.expected_ctr * 100 for r in rows],
+        color="#dd8452",
+        zorder=3,
+        label="oracle's expected CTR of what was shown",
+    )
+    ax.set_xticks(x, [f"{r.variant}\n({r.policy})" for r in rows])
+    ax.set_ylabel("CTR (%)")
+    ax.set_title("Click-through rate per variant, 95% Wilson intervals")
+    ax.legend(fontsize=8)
+    return png_data_uri(fig)
+
+
+def lag_png(samples: Sequence[tuple[float, int, float]]) -> str:
+    """The learner's consumer lag (messages and seconds) over the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    if samples:
+        t, messages, seconds = zip(*samples, strict=True)
+        ax.plot(t, messages, color="#4c72b0", label="messages")
+        ax.set_ylabel("lag (messages)")
+        right = ax.twinx()
+        right.plot(t, seconds, color="#c44e52", label="seconds", linestyle="--")
+        right.set_ylabel("age of oldest unprocessed event (s)")
+    ax.set_xlabel("seconds into the run")
+    ax.set_title("Learner consumer lag on impressions and clicks")
+    return png_data_uri(fig)
+
+
+def replay_png(
+    curves: Mapping[str, Sequence[tuple[int, int, int]]], rounds: int
+) -> str:
+    """Cumulative matched clicks of each replayed policy along the log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    for name, curve in curves.items():
+        if curve:
+            index, matched, clicks = zip(*curve, strict=True)
+            ax.step(
+                index, clicks, where="post", label=f"{name} ({matched[-1]} matched)"
+            )
+    ax.set_xlim(0, rounds)
+    ax.set_xlabel("logged round")
+    ax.set_ylabel("clicks on matched rounds")
+    ax.set_title("Open Bandit replay: real clicks each policy would have earned")
+    ax.legend(fontsize=8)
+    return png_data_uri(fig)
+
+
+def replay_rows(results: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rows of the replay table: matched rounds, clicks, CTR with Wilson 95%."""
+    out = []
+    for r in results:
+        iv = wilson(r.clicks, r.matched) if r.matched else None
+        out.append(
+            {
+                "policy": r.policy,
+                "rounds": r.rounds,
+                "matched": r.matched,
+                "clicks": r.clicks,
+                "ctr": _interval(iv, 2),
+            }
+        )
+    return out
+
+
+def render_html(report: DemoReport, path: Path) -> Path:
+    """Write the report with its Jinja2 template; return the path."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=select_autoescape(["html"]),
+    )
+    env.filters["pct"] = _pct
+    env.filters["interval"] = _interval
+    html = env.get_template("demo_report.html").render(report=report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    return path
