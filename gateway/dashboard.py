@@ -1,0 +1,386 @@
+"""A live web dashboard of posters, their numbers and the pipeline's health.
+
+The gateway includes :data:`router` when this module imports. One page, plain
+HTML and JavaScript without a build step, polls three JSON endpoints:
+
+=================================  ===========================================
+path                               what
+=================================  ===========================================
+``/dashboard``                     the page
+``/dashboard/api/videos``          videos with posters or arm state, busiest
+                                   first
+``/dashboard/api/videos/{id}``     one video's posters: image, status (active,
+                                   retired, pending review), all-time and
+                                   window CTR, the Beta posterior's 95 %
+                                   interval, traffic share per 10-minute
+                                   exposure bucket, and the share each
+                                   experiment variant's policy gives each
+                                   poster now
+``/dashboard/api/ops``             consumer lag of the learner and the poster
+                                   workers, and the learner's state age
+=================================  ===========================================
+
+Everything here only reads (Redis, the catalog, the broker). Approving or
+rejecting a pending poster goes through the review API under ``/admin``, which
+wants the admin token; the page offers those buttons only once a token is
+entered, and the server still checks it.
+
+Traffic share per variant is the probability each poster has of being chosen
+by that variant's policy from the current window statistics, for policies
+that need no user features; for contextual ones (LinUCB, FM) it depends on each
+user and is not shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, Response
+from scipy.stats import beta
+
+from bandits.state import ArmStats
+from gateway.state import EXPOSURE_BUCKET_MS
+from keyart.keys import escape
+
+__all__ = ["router"]
+
+logger = logging.getLogger("gateway")
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+
+_PAGE = Path(__file__).with_name("dashboard.html")
+_SCRIPT = Path(__file__).with_name("dashboard.js")
+HISTORY_BUCKETS = 36  # six hours of 10-minute exposure buckets
+MAX_VIDEOS = 500
+LAG_CACHE_S = 5.0
+
+
+def _gateway(request: Request) -> Any:
+    gateway = getattr(request.app.state, "gateway", None)
+    if gateway is None or gateway.redis is None:
+        raise HTTPException(503, "the gateway is starting")
+    return gateway
+
+
+def _json(body: Any) -> Response:
+    import orjson
+
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _safe_url(url: str) -> str:
+    """Only relative and http(s) image URLs reach the page."""
+    return url if url.startswith(("/", "http://", "https://")) else ""
+
+
+@router.get("")
+async def page() -> FileResponse:
+    return FileResponse(_PAGE, media_type="text/html")
+
+
+@router.get("/app.js")
+async def script() -> FileResponse:
+    return FileResponse(_SCRIPT, media_type="text/javascript")
+
+
+# Videos -------------------------------------------------------------------------
+
+
+async def _scan_videos(redis: Any, prefix: str) -> list[str]:
+    found: set[str] = set()
+    for kind in ("posters", "arms"):
+        pattern = f"{prefix}:{kind}:*"
+        async for key in redis.scan_iter(match=pattern, count=500):
+            name = key.decode() if isinstance(key, bytes) else key
+            found.add(unquote(name[len(prefix) + len(kind) + 2 :]))
+            if len(found) >= MAX_VIDEOS:
+                return sorted(found)
+    return sorted(found)
+
+
+@router.get("/api/videos")
+async def videos(request: Request) -> Response:
+    gateway = _gateway(request)
+    ids = await _scan_videos(gateway.redis, gateway.keys.prefix)
+    async with gateway.redis.pipeline(transaction=False) as pipe:
+        for video_id in ids:
+            pipe.hgetall(gateway.keys.arms(video_id))
+            pipe.scard(gateway.keys.posters(video_id))
+        replies = await pipe.execute()
+    rows = []
+    for i, video_id in enumerate(ids):
+        arms, posters = replies[2 * i], replies[2 * i + 1]
+        total = _sum_stats(_arm_stats(arms).values())
+        rows.append(
+            {
+                "video_id": video_id,
+                "posters": posters,
+                "impressions": total.impressions,
+                "clicks": total.clicks,
+                "updated_ms": int(arms.get(b"_updated_ms", 0) or 0),
+            }
+        )
+    rows.sort(key=lambda r: (-r["impressions"], r["video_id"]))
+    return _json({"videos": rows, "generated_ms": int(time.time() * 1000)})
+
+
+# One video ------------------------------------------------------------------------
+
+
+def _arm_stats(arms: dict[bytes, bytes]) -> dict[str, ArmStats]:
+    """Escaped poster id -> its statistics summed over placements and segments."""
+    out: dict[str, ArmStats] = {}
+    for field, value in arms.items():
+        name = field.decode()
+        if name.startswith("_"):
+            continue
+        try:
+            stats = ArmStats.unpack(value)
+        except ValueError:
+            logger.warning("unreadable arm %s: %r", name, value[:40])
+            continue
+        poster = name.split("|", 1)[0]
+        out[poster] = _sum_stats([out.get(poster, ArmStats()), stats])
+    return out
+
+
+def _sum_stats(items: Any) -> ArmStats:
+    n = c = wn = wc = 0
+    for s in items:
+        n, c = n + s.impressions, c + s.clicks
+        wn, wc = wn + s.window_impressions, wc + s.window_clicks
+    return ArmStats(n, c, wn, wc)
+
+
+def _ratio(clicks: int, impressions: int) -> float | None:
+    return clicks / impressions if impressions else None
+
+
+def _pending(gateway: Any, video_id: str) -> list[dict[str, Any]]:
+    """Candidates of the video waiting for review, from the catalog."""
+    try:
+        import sqlalchemy as sa
+
+        from workers.catalog import CandidateRow, make_engine
+    except ImportError:
+        return []
+    url = gateway.settings.database_url
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        return []  # no catalog here; do not create one by reading
+    engine = getattr(gateway, "_dashboard_engine", None)
+    if engine is None:
+        engine = make_engine(url)
+        gateway._dashboard_engine = engine
+    query = (
+        sa.select(CandidateRow.poster_id, CandidateRow.image_url, CandidateRow.score)
+        .where(CandidateRow.video_id == video_id)
+        .where(CandidateRow.status == "pending_review")
+        .order_by(CandidateRow.score.desc())
+        .limit(50)
+    )
+    with engine.connect() as conn:
+        return [
+            {"poster_id": r[0], "image_url": _safe_url(r[1] or ""), "score": r[2]}
+            for r in conn.execute(query)
+        ]
+
+
+def _history(expo: dict[bytes, bytes], now_ms: int) -> dict[str, Any]:
+    """Impressions per poster and exposure bucket, the last HISTORY_BUCKETS."""
+    last = now_ms // EXPOSURE_BUCKET_MS
+    buckets = list(range(last - HISTORY_BUCKETS + 1, last + 1))
+    counts: dict[str, list[int]] = {}
+    for field, value in expo.items():
+        poster, _, bucket = field.decode().rpartition("|")
+        if not bucket.isdigit() or not buckets[0] <= int(bucket) <= last:
+            continue
+        row = counts.setdefault(unquote(poster), [0] * len(buckets))
+        row[int(bucket) - buckets[0]] += int(value)
+    return {"bucket_ms": [b * EXPOSURE_BUCKET_MS for b in buckets], "counts": counts}
+
+
+def _variant_shares(
+    gateway: Any, active: list[str], stats: dict[str, ArmStats]
+) -> list[dict[str, Any]]:
+    from bandits.policies import make_policy
+    from gateway import metrics
+
+    served: dict[str, float] = {}
+    for family in metrics.DECISIONS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                name = sample.labels["variant"]
+                served[name] = served.get(name, 0.0) + sample.value
+    out = []
+    for variant in gateway.experiments.variants:
+        share: dict[str, float] | None = None
+        note = ""
+        try:
+            policy = make_policy(variant.policy, gateway.settings)
+            if policy.needs_features:
+                note = "depends on each user's features"
+            elif active:
+                rng = np.random.default_rng(gateway.settings.seed)
+                p = policy.propensities([stats[escape(a)] for a in active], rng)
+                share = {poster: float(x) for poster, x in zip(active, p, strict=True)}
+        except (ValueError, KeyError, TypeError) as error:
+            note = f"cannot compute: {error}"
+        out.append(
+            {
+                "name": variant.name,
+                "policy": variant.policy,
+                "weight": variant.weight,
+                "decisions_here": served.get(variant.name, 0.0),
+                "share": share,
+                "note": note,
+            }
+        )
+    return out
+
+
+@router.get("/api/videos/{video_id}")
+async def video(video_id: str, request: Request) -> Response:
+    gateway = _gateway(request)
+    keys, redis, settings = gateway.keys, gateway.redis, gateway.settings
+    now_ms = int(time.time() * 1000)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.arms(video_id))
+        pipe.smembers(keys.posters(video_id))
+        pipe.hgetall(keys.retired(video_id))
+        pipe.hgetall(keys.exposure(video_id))
+        arms, members, retired_raw, expo = await pipe.execute()
+    stats = _arm_stats(arms)
+    retired = {k.decode(): v.decode() for k, v in retired_raw.items()}
+    approved = sorted(m.decode() for m in members)
+    known = {escape(p) for p in approved} | {escape(p) for p in retired}
+    orphans = sorted(unquote(e) for e in stats if e not in known)
+    poster_ids = approved + sorted(set(retired) - set(approved)) + orphans
+    async with redis.pipeline(transaction=False) as pipe:
+        for poster_id in poster_ids:
+            pipe.hgetall(keys.poster(poster_id))
+        metas = await pipe.execute()
+    pending = await asyncio.to_thread(_pending_or_note, gateway, video_id)
+
+    for poster_id in poster_ids:
+        stats.setdefault(escape(poster_id), ArmStats())
+    window_total = sum(s.window_impressions for s in stats.values())
+    posters = []
+    for poster_id, meta in zip(poster_ids, metas, strict=True):
+        s = stats[escape(poster_id)]
+        a = settings.prior_alpha + s.window_clicks
+        b = (
+            settings.prior_beta
+            + s.window_impressions
+            - min(s.window_clicks, s.window_impressions)
+        )
+        low, high = beta.ppf([0.025, 0.975], a, b)
+        status = "retired" if poster_id in retired else "active"
+        if poster_id not in retired and poster_id not in approved:
+            status = "unlisted"  # arm state without a poster in the video's set
+        posters.append(
+            {
+                "poster_id": poster_id,
+                "image_url": _safe_url(meta.get(b"image_url", b"").decode()),
+                "aspect": meta.get(b"aspect", b"").decode(),
+                "status": status,
+                "retired_reason": retired.get(poster_id, ""),
+                "impressions": s.impressions,
+                "clicks": s.clicks,
+                "window_impressions": s.window_impressions,
+                "window_clicks": s.window_clicks,
+                "ctr": _ratio(s.clicks, s.impressions),
+                "window_ctr": _ratio(s.window_clicks, s.window_impressions),
+                "interval": [float(low), float(high)],
+                "window_share": (
+                    s.window_impressions / window_total if window_total else None
+                ),
+            }
+        )
+    active = [p["poster_id"] for p in posters if p["status"] == "active"]
+    updated_ms = int(arms.get(b"_updated_ms", 0) or 0)
+    return _json(
+        {
+            "video_id": video_id,
+            "generated_ms": now_ms,
+            "updated_ms": updated_ms,
+            "state_age_s": (now_ms - updated_ms) / 1000 if updated_ms else None,
+            "prior": [settings.prior_alpha, settings.prior_beta],
+            "posters": posters,
+            "pending": pending["rows"],
+            "catalog_note": pending["note"],
+            "history": _history(expo, now_ms),
+            "variants": _variant_shares(gateway, active, stats),
+        }
+    )
+
+
+def _pending_or_note(gateway: Any, video_id: str) -> dict[str, Any]:
+    try:
+        return {"rows": _pending(gateway, video_id), "note": ""}
+    except Exception as error:  # the catalog is optional for this page
+        logger.warning("dashboard cannot read the catalog: %s", error)
+        return {"rows": [], "note": f"catalog (KEYART_DATABASE_URL): {error}"}
+
+
+# Operations -------------------------------------------------------------------------
+
+
+def _lag(gateway: Any) -> dict[str, Any]:
+    from keyart.lag import LagError, measure_lag
+
+    cached = getattr(gateway, "_dashboard_lag", None)
+    if cached is not None and time.monotonic() - cached[0] < LAG_CACHE_S:
+        return cached[1]
+    settings = gateway.settings
+    groups = [settings.streams_app_id, settings.poster_group_id]
+    try:
+        rows = measure_lag(settings.kafka_bootstrap, groups, timeout=3.0)
+        result: dict[str, Any] = {"rows": [r.as_dict() for r in rows], "error": ""}
+    except LagError as error:
+        result = {"rows": [], "error": str(error)}
+    gateway._dashboard_lag = (time.monotonic(), result)
+    return result
+
+
+@router.get("/api/ops")
+async def ops(request: Request) -> Response:
+    from streams.state_keys import StreamKeys
+
+    gateway = _gateway(request)
+    settings = gateway.settings
+    keys = StreamKeys(settings.redis_prefix)
+    partitions = range(settings.topic_partitions)
+    async with gateway.redis.pipeline(transaction=False) as pipe:
+        for partition in partitions:
+            pipe.hget(keys.learner(partition), "updated_ms")
+        updated = await pipe.execute()
+    now_ms = int(time.time() * 1000)
+    freshness = [
+        {
+            "partition": partition,
+            "updated_ms": int(value) if value else None,
+            "age_s": (now_ms - int(value)) / 1000 if value else None,
+        }
+        for partition, value in zip(partitions, updated, strict=True)
+    ]
+    ages = [f["age_s"] for f in freshness if f["age_s"] is not None]
+    return _json(
+        {
+            "generated_ms": now_ms,
+            "lag": await asyncio.to_thread(_lag, gateway),
+            "freshness": freshness,
+            "worst_state_age_s": max(ages) if ages else None,
+            "admin_enabled": bool(settings.admin_token),
+        }
+    )
