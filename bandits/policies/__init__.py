@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bandits.policies._beta import beta_draws
 from bandits.policies.base import ArgmaxPolicy, Choice, Policy
 from bandits.policies.epsilon import EpsilonGreedy
 from bandits.policies.fm_policy import FMPolicy
@@ -34,6 +35,7 @@ __all__ = [
     "ThompsonSampling",
     "UCB1",
     "UniformRandom",
+    "beta_draws",
     "make_policy",
 ]
 

@@ -13,13 +13,15 @@ standard normals ``z``:
 Choices and their propensities share this sampler, so a logged propensity is
 the probability of the distribution the choice really came from.
 
-Large requests take their normals from a fixed pool drawn once from a fixed
-seed, at an offset picked by the caller's generator, and reuse the Gamma
-quantiles of the whole pool, computed once per small shape (a few tens of
-shapes occur, since shapes are the prior plus small counts; each costs about
-256 KiB and tens of milliseconds the first time it is seen). Small requests
-draw fresh normals and use an interpolated quantile table. Results are
-reproducible for a seeded generator.
+Requests of up to 32,768 draws (20 candidates x 1,000 draws) take their
+normals from a fixed pool of 65,536 drawn once from a fixed seed, at an offset
+picked by the caller's generator, and reuse the Gamma quantiles of the whole
+pool, computed once per small shape (a few tens of shapes occur, since shapes
+are the prior plus small counts; each costs 256 KiB and tens of milliseconds
+the first time it is seen). Larger requests, up to 2 million draws, slice a
+second pool of 4 million normals (16 MiB, made on first use) and use an
+interpolated Gamma quantile table; the smallest requests draw fresh normals.
+Results are reproducible for a seeded generator.
 """
 
 from __future__ import annotations
@@ -33,14 +35,24 @@ NORMAL_ABOVE = 30.0
 _POOL = np.random.default_rng(0x6B657961).standard_normal(1 << 16, dtype=np.float32)
 _POOL.setflags(write=False)
 _FRESH_BELOW = 512
+_BIG_POOL_SIZE = 1 << 22
 _Z_LIMIT = 6.0
 _GRID = 1024
 _Z_GRID = np.linspace(-_Z_LIMIT, _Z_LIMIT, _GRID + 1)
 
 
+@lru_cache(maxsize=1)
+def _big_pool() -> np.ndarray:
+    pool = np.random.default_rng(0x706F6F6C).standard_normal(
+        _BIG_POOL_SIZE, dtype=np.float32
+    )
+    pool.setflags(write=False)
+    return pool
+
+
 @lru_cache(maxsize=256)
 def _gamma_table(shape: float) -> np.ndarray:
-    table = gammaincinv(shape, ndtr(_Z_GRID))
+    table = gammaincinv(shape, ndtr(_Z_GRID)).astype(np.float32)
     table.setflags(write=False)
     return table
 
@@ -53,18 +65,20 @@ def _gamma_pool(shape: float) -> np.ndarray:
 
 
 def _wilson_hilferty(shape: float | np.ndarray, z: np.ndarray) -> np.ndarray:
-    root = 1.0 - 1.0 / (9.0 * shape) + z / (3.0 * np.sqrt(shape))
-    return shape * np.maximum(root, 0.0) ** 3
+    s = np.asarray(shape, dtype=z.dtype)
+    root = (1.0 - 1.0 / (9.0 * s)).astype(z.dtype) + z * (1.0 / (3.0 * np.sqrt(s)))
+    np.maximum(root, 0.0, out=root)
+    return s * (root * root * root)
 
 
-def _gamma_from_table(shape: float, z: np.ndarray) -> np.ndarray:
-    if shape >= NORMAL_ABOVE:
-        return _wilson_hilferty(shape, z)
-    table = _gamma_table(shape)
+def _gamma_from_tables(shapes: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Gamma draws of small shapes (one per column) by interpolated quantiles."""
+    tables = np.stack([_gamma_table(float(shape)) for shape in shapes])
     pos = (np.clip(z, -_Z_LIMIT, _Z_LIMIT) + _Z_LIMIT) * (_GRID / (2 * _Z_LIMIT))
     i = np.minimum(pos.astype(np.intp), _GRID - 1)
-    lo = table[i]
-    return lo + (pos - i) * (table[i + 1] - lo)
+    cols = np.arange(shapes.size)
+    lo = tables[cols, i]
+    return lo + (pos - i) * (tables[cols, i + 1] - lo)
 
 
 def _ratio(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
@@ -85,6 +99,10 @@ def beta_draws(
     if pooled:
         offset = int(rng.integers(0, _POOL.size - 2 * size + 1))
         z = _POOL[offset : offset + 2 * size].reshape(2, n, k)
+    elif _FRESH_BELOW < 2 * size <= _BIG_POOL_SIZE:
+        big_pool = _big_pool()
+        start = int(rng.integers(0, big_pool.size - 2 * size + 1))
+        z = big_pool[start : start + 2 * size].reshape(2, n, k)
     else:
         z = rng.standard_normal((2, n, k))
 
@@ -113,8 +131,8 @@ def beta_draws(
                 ],
                 axis=1,
             )
-        for j in low if not pooled else ():
-            g[:, j] = _gamma_from_table(float(shapes[j]), z[side][:, small[j]])
+        elif low.size:
+            g[:, low] = _gamma_from_tables(shapes[low], z[side][:, small[low]])
         sides.append(g)
     if small.size == k:
         return _ratio(sides[0], sides[1])
