@@ -161,11 +161,19 @@ def _register_topics(app: typer.Typer) -> None:
 
         settings = settings_for_cli()
         deadline = time.monotonic() + wait
+        told = False
         while True:
             try:
                 created = create_topics(settings)
                 break
             except Exception as error:  # StackError; KafkaException while it starts
+                if not told and wait > 0:
+                    typer.echo(
+                        f"waiting up to {wait:g} s for the broker at "
+                        f"{settings.kafka_bootstrap} (KEYART_KAFKA_BOOTSTRAP)",
+                        err=True,
+                    )
+                    told = True
                 if time.monotonic() >= deadline:
                     typer.secho(
                         f"keyart topics: broker at {settings.kafka_bootstrap} "
