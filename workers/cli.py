@@ -35,12 +35,21 @@ review = typer.Typer(
 posters.add_typer(review, name="review")
 
 
+def _quiet_migrations() -> None:
+    # The process's CLI owns logging: Alembic's per-run INFO lines only
+    # repeat that the schema is current.
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _service() -> ReviewService:
     from keyart.cli import settings_for_cli
     from workers.catalog import Catalog
     from workers.review import ReviewService
 
     settings = settings_for_cli()
+    _quiet_migrations()
     return ReviewService(Catalog(settings.database_url), settings)
 
 
@@ -91,6 +100,7 @@ def run(
         typer.secho(f"--kind: unknown kind {kind!r}", fg="red", err=True)
         raise typer.Exit(2)
     settings = settings_for_cli()
+    _quiet_migrations()
     event = video_event(
         path, video_id, kind=kind, **({"title": title} if title else {})
     )

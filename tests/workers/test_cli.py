@@ -1,0 +1,87 @@
+"""``keyart posters``: help, a local run with its progress bar, and review."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from keyart.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(make_settings, tmp_path_factory):
+    settings = make_settings(topics=True)
+    folder = tmp_path_factory.mktemp("cli")
+    return {
+        "KEYART_STATE_DIR": str(folder / "state"),
+        "KEYART_DATABASE_URL": settings.database_url,
+        "KEYART_POSTER_STORE": str(settings.poster_store),
+        "KEYART_DATA_CACHE": str(settings.data_cache),
+        "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "KEYART_TOPIC_PREFIX": settings.topic_prefix,
+    }
+
+
+def test_help_lists_the_commands():
+    runner = CliRunner()
+    result = runner.invoke(app, ["posters", "--help"])
+    assert result.exit_code == 0
+    for command in ("worker", "run", "migrate", "review"):
+        assert command in result.output
+    result = runner.invoke(app, ["posters", "review", "--help"])
+    for command in ("list", "approve", "reject", "bulk-approve"):
+        assert command in result.output
+
+
+def test_run_review_and_errors(env, media, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["posters", "run", str(media("bigbuckbunny.mp4")), "--video-id", "bunny"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 candidates pending review" in result.output
+    assert "132/132" in result.output  # the progress bar reached the end
+
+    listed = runner.invoke(app, ["posters", "review", "list", "--json"], env=env)
+    body = json.loads(listed.stdout)
+    assert body["total"] == 12
+    poster_id = body["candidates"][0]["poster_id"]
+    approved = runner.invoke(
+        app, ["posters", "review", "approve", poster_id, "--reviewer", "ana"], env=env
+    )
+    assert approved.exit_code == 0 and f"approved 1: {poster_id}" in approved.output
+    rejected = runner.invoke(
+        app,
+        [
+            "posters",
+            "review",
+            "reject",
+            poster_id,
+            "--reviewer",
+            "ana",
+            "--reason",
+            "x",
+        ],
+        env=env,
+    )
+    assert rejected.exit_code == 1 and "already approved" in rejected.output
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    failed = runner.invoke(app, ["posters", "run", str(empty)], env=env)
+    assert failed.exit_code == 1 and "empty file" in failed.output
+    kind = runner.invoke(
+        app, ["posters", "run", str(empty), "--kind", "movie"], env=env
+    )
+    assert kind.exit_code == 2 and "--kind" in kind.output
+
+
+def test_migrate(env):
+    result = CliRunner().invoke(app, ["posters", "migrate"], env=env)
+    assert result.exit_code == 0 and "catalog at head" in result.output

@@ -1,0 +1,113 @@
+"""The review router over HTTP, with a real catalog and the real broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from keyart.stack import free_port
+from workers.catalog import Catalog
+from workers.review import ReviewService
+from workers.runner import JobRunner, video_event
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(make_settings, media, pipeline):
+    settings = make_settings(topics=True)
+    runner = JobRunner(settings, pipeline=pipeline)
+    outcome = runner.run(video_event(media("franz-kafka.jpg"), "kafka"), "test")
+    assert outcome.status == "done"
+    app = FastAPI()
+    from workers.review_api import router
+
+    app.include_router(router, prefix="/admin/review")
+    app.state.settings = settings
+    port = free_port(0)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        http.app = app  # the tests look at the app's review service
+        yield http
+    server.should_exit = True
+    thread.join(10)
+    app.state.review_service.catalog.close()
+
+
+def test_list_pending_with_thumbnails_and_features(client):
+    answer = client.get("/admin/review/candidates", params={"video_id": "kafka"})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["total"] == 6 and len(body["candidates"]) == 6
+    first = body["candidates"][0]
+    assert first["thumbnail_url"].endswith(".thumb.jpg")
+    assert first["image_url"].startswith("/posters/kafka/")
+    assert first["features"]["face_count"] == 1
+    assert "embedding" not in first
+    one = client.get(f"/admin/review/candidates/{first['poster_id']}").json()
+    assert len(one["embedding"]) == 1024
+
+
+def test_approve_reject_and_errors(client):
+    ids = [
+        c["poster_id"]
+        for c in client.get("/admin/review/candidates").json()["candidates"]
+    ]
+    ok = client.post(
+        f"/admin/review/candidates/{ids[0]}/approve", json={"reviewer": "ana"}
+    )
+    assert ok.status_code == 200 and ok.json()["status"] == "approved"
+    no_reason = client.post(
+        f"/admin/review/candidates/{ids[1]}/reject", json={"reviewer": "ana"}
+    )
+    assert no_reason.status_code == 422
+    assert "reason" in no_reason.json()["detail"]
+    rejected = client.post(
+        f"/admin/review/candidates/{ids[1]}/reject",
+        json={"reviewer": "ana", "reason": "eyes closed"},
+    )
+    assert rejected.json()["status"] == "rejected"
+    again = client.post(
+        f"/admin/review/candidates/{ids[1]}/approve", json={"reviewer": "ana"}
+    )
+    assert again.status_code == 409
+    missing = client.post(
+        "/admin/review/candidates/nope/approve", json={"reviewer": "ana"}
+    )
+    assert missing.status_code == 404
+    empty = client.post(
+        f"/admin/review/candidates/{ids[2]}/approve", json={"reviewer": ""}
+    )
+    assert empty.status_code == 422
+
+
+def test_bulk_approve(client):
+    answer = client.post(
+        "/admin/review/bulk-approve",
+        json={"reviewer": "bob", "video_id": "kafka", "min_score": 0.0, "limit": 2},
+    )
+    assert answer.status_code == 200 and answer.json()["approved"] == 2
+    approved = client.get(
+        "/admin/review/candidates", params={"status": "approved"}
+    ).json()
+    assert approved["total"] == 3
+    bad = client.get("/admin/review/candidates", params={"status": "maybe"})
+    assert bad.status_code == 422
+
+
+def test_service_is_shared_with_the_cli(client):
+    service = client.app.state.review_service
+    assert isinstance(service, ReviewService)
+    assert isinstance(service.catalog, Catalog)
