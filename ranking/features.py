@@ -143,43 +143,56 @@ class FeatureSpec:
                 x[row, col + i] = 1.0
         return x.astype(np.float32)
 
+    def serving_counts(self, posters: Sequence[Mapping[str, object]]) -> np.ndarray:
+        """Behaviour counts of the candidates, shape ``(n, 4)``.
+
+        Columns: the arm's ``impressions`` and ``clicks``, then the video's
+        ``video_impressions`` and ``video_clicks``; a video's counts that are
+        not given are the sums over the candidates of the same ``video_id``.
+        """
+        n = len(posters)
+        counts = np.zeros((n, 4), dtype=np.float64)
+        for row, poster in enumerate(posters):
+            counts[row, 0] = float(poster.get("impressions", 0))  # type: ignore[arg-type]
+            counts[row, 1] = float(poster.get("clicks", 0))  # type: ignore[arg-type]
+        video_of = [str(p.get("video_id", "")) for p in posters]
+        _, video_index = np.unique(video_of, return_inverse=True)
+        for j in (0, 1):
+            totals = np.bincount(video_index, weights=counts[:, j])
+            counts[:, 2 + j] = totals[video_index]
+        for row, poster in enumerate(posters):
+            if "video_impressions" in poster:
+                counts[row, 2] = float(poster["video_impressions"])  # type: ignore[arg-type]
+                counts[row, 3] = float(poster.get("video_clicks", 0))  # type: ignore[arg-type]
+        return counts
+
     def serving_matrix(
         self,
         context: Mapping[str, float],
         posters: Sequence[Mapping[str, object]],
         placement: str = "",
+        counts: np.ndarray | None = None,
     ) -> np.ndarray:
         """Matrix for one request's recalled candidates, float32.
 
         Each poster mapping may carry ``features`` (a map of poster features),
-        ``impressions`` and ``clicks`` (the arm's counts), ``video_id``, and
-        ``video_impressions`` / ``video_clicks``. When the video counts are
-        absent they are the sums over the candidates of the same video.
-        Missing features are 0, as in training.
+        and the counts :meth:`serving_counts` reads (``impressions``,
+        ``clicks``, ``video_id``, ``video_impressions``, ``video_clicks``),
+        unless ``counts`` gives them. Missing features are 0, as in training.
         """
         n = len(posters)
         x = np.zeros((n, self.n_features), dtype=np.float32)
         n_ctx = len(self.context_keys)
         if n_ctx:
             x[:, :n_ctx] = [float(context.get(k, 0.0)) for k in self.context_keys]
-        counts = np.zeros((n, 4), dtype=np.float64)
-        video_of = [str(p.get("video_id", "")) for p in posters]
         for row, poster in enumerate(posters):
             features = poster.get("features") or {}
             if not isinstance(features, Mapping):
                 raise TypeError(f"candidate {row}: 'features' must be a map")
             for j, key in enumerate(self.poster_keys):
                 x[row, n_ctx + j] = float(features.get(key, 0.0))
-            counts[row, 0] = float(poster.get("impressions", 0))  # type: ignore[arg-type]
-            counts[row, 1] = float(poster.get("clicks", 0))  # type: ignore[arg-type]
-        for row, poster in enumerate(posters):
-            if "video_impressions" in poster:
-                counts[row, 2] = float(poster["video_impressions"])  # type: ignore[arg-type]
-                counts[row, 3] = float(poster.get("video_clicks", 0))  # type: ignore[arg-type]
-            else:
-                same = [i for i in range(n) if video_of[i] == video_of[row]]
-                counts[row, 2] = counts[same, 0].sum()
-                counts[row, 3] = counts[same, 1].sum()
+        if counts is None:
+            counts = self.serving_counts(posters)
         col = n_ctx + len(self.poster_keys)
         x[:, col : col + 4] = self.behaviour_columns(*counts.T)
         if placement in self.placements:

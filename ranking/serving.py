@@ -146,11 +146,54 @@ class Ranker:
         ValueError, TypeError
             When a feature value is not a number.
         """
-        if not posters:
+        return self._run(self.spec.serving_matrix(context, posters, placement))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
             return np.zeros(0)
-        x = self.spec.serving_matrix(context, posters, placement)
         out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-        return np.asarray(out, dtype=np.float64).reshape(len(posters))
+        return np.asarray(out, dtype=np.float64).reshape(len(x))
+
+    def _failed(self, error: Exception) -> None:
+        RANKER_ERRORS.inc()
+        logger.warning(
+            "ranker %s failed, serving without it: %s",
+            self.version,
+            error,
+            extra={"ranker_version": self.version},
+        )
+
+    def prior(
+        self,
+        context: Mapping[str, float],
+        posters: Sequence[Mapping[str, object]],
+        placement: str = "",
+        strength: float = 20.0,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Beta pseudo-counts ``(p m, (1 - p) m)`` per candidate, or ``None``.
+
+        ``p`` is the ranker's prediction with the arm's own impressions and
+        clicks set to zero: the bandit's posterior adds those counts to the
+        prior, and a prior that had seen them already would count every click
+        twice. The video's counts stay (summed over the candidates of the
+        same video unless given). Never raises, like :meth:`try_predict`.
+
+        Examples
+        --------
+        With a loaded ranker ``r``, Thompson sampling draws each candidate
+        from ``Beta(alpha + clicks, beta + impressions - clicks)``, where
+        ``alpha, beta = r.prior(context, candidates, "home", strength=20.0)``.
+        """
+        try:
+            counts = self.spec.serving_counts(posters)
+            counts[:, :2] = 0.0
+            x = self.spec.serving_matrix(context, posters, placement, counts)
+            p = self._run(x)
+        except Exception as error:  # a request never fails on the ranker
+            self._failed(error)
+            return None
+        p = np.clip(p, 1e-6, 1.0 - 1e-6)
+        return p * strength, (1.0 - p) * strength
 
     def try_predict(
         self,
@@ -162,11 +205,5 @@ class Ranker:
         try:
             return self.predict(context, posters, placement)
         except Exception as error:  # a request never fails on the ranker
-            RANKER_ERRORS.inc()
-            logger.warning(
-                "ranker %s failed, serving without it: %s",
-                self.version,
-                error,
-                extra={"ranker_version": self.version},
-            )
+            self._failed(error)
             return None

@@ -119,3 +119,20 @@ def test_serving_never_imports_torch(model_file: Path) -> None:
         "assert 'sklearn' not in sys.modules and 'lightgbm' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_prior_ignores_the_arms_own_counts_and_weighs_strength(model_file) -> None:
+    ranker = Ranker.load(model_file)
+    assert ranker is not None
+    fresh = _candidates(6)
+    used = [{**p, "impressions": 5000, "clicks": 900} for p in fresh]
+    alpha, beta = ranker.prior({"kids": 1.0}, fresh, "home", strength=30.0)
+    again, _ = ranker.prior({"kids": 1.0}, used, "home", strength=30.0)
+    np.testing.assert_allclose(alpha + beta, 30.0)
+    assert not np.allclose(alpha, again)  # video counts moved, arm counts did not
+    same_video = [{**p, "video_impressions": 100, "video_clicks": 9} for p in fresh]
+    also = [{**p, "impressions": 50, "clicks": 40} for p in same_video]
+    np.testing.assert_allclose(
+        ranker.prior({}, same_video, "home")[0], ranker.prior({}, also, "home")[0]
+    )
+    assert ranker.prior({"age": "old"}, fresh) is None
