@@ -267,7 +267,11 @@ class PartitionLearner:
             added = dedupe.take_changes()
             key = keys.dedupe(kind, p)
             if added:
-                pipe.zadd(key, {i: t / 1000.0 for i, t in added.items()})
+                flat: list[Any] = []
+                for event_id, t in added.items():
+                    flat.append(t / 1000.0)
+                    flat.append(event_id)
+                pipe.execute_command("ZADD", key, *flat)
             cutoff = dedupe.cutoff(self.attribution.clock) / 1000.0
             pipe.zremrangebyscore(key, "-inf", f"({cutoff}")
         pending, waiting = self.attribution.take_changes()

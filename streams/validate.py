@@ -53,10 +53,14 @@ def check_event(kind: str, record: Mapping[str, Any], key: bytes | None) -> str 
     if event_time < 0:
         return f"invalid {kind}: negative event_time {event_time}"
     for name in _FEATURE_FIELDS:
-        for feature, value in (record.get(name) or {}).items():
-            if not math.isfinite(value):
-                return f"invalid {kind}: {name}[{feature!r}] is not finite"
-    if kind != "poster_published" and key is not None:
+        features = record.get(name)
+        # sum() is NaN or infinite exactly when some value is (the fast path).
+        if features and not math.isfinite(sum(features.values())):
+            for feature, value in features.items():
+                if not math.isfinite(value):
+                    return f"invalid {kind}: {name}[{feature!r}] is not finite"
+            return f"invalid {kind}: {name} values are too large to sum"
+    if key is not None and kind != "poster_published":
         if key != record["video_id"].encode():
             return f"invalid {kind}: key {key[:64]!r} is not the video id"
     return None

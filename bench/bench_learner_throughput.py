@@ -1,0 +1,141 @@
+"""Events per second from the broker to Redis-visible state, one worker process.
+
+Run by hand: ``python -m bench.bench_learner_throughput [--events 200000]``.
+
+The same events are read twice from a private local broker in one run:
+
+1. the ceiling: a bare aiokafka consumer that fetches and decodes every record
+   with the schemas codec, and does nothing else;
+2. keyart: one ``keyart streams`` process, timed from its first offsets in
+   Redis until Redis holds the offsets of the last record (the state being
+   visible), so the Faust join is not counted.
+
+Target: keyart at least 25 % of the ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from bench._common import applied, private_stack, wait_assigned, worker
+from producers.events import EventProducer
+from schemas.codec import get_codec
+
+
+def produce(settings, events: int, seed: int) -> int:
+    rng = random.Random(seed)
+    producer = EventProducer(settings, config={"linger.ms": 50})
+    base = int(time.time() * 1000) - events
+    sent = 0
+    for i in range(events):
+        video = f"v{rng.randrange(5000)}"
+        poster = f"p{rng.randrange(5)}"
+        producer.send(
+            "impression",
+            {
+                "event_id": f"i{i}",
+                "event_time": base + i,
+                "user_id": f"u{rng.randrange(100_000)}",
+                "video_id": video,
+                "poster_id": poster,
+                "placement": "row",
+                "context": {"age": rng.random(), "night": float(rng.random() < 0.3)},
+                "poster_features": {"dark": int(poster[1:]) / 5, "faces": 1.0},
+            },
+        )
+        sent += 1
+        if rng.random() < 0.05:
+            producer.send(
+                "click",
+                {
+                    "event_id": f"c{i}",
+                    "event_time": base + i + 500,
+                    "impression_id": f"i{i}",
+                    "user_id": "u",
+                    "video_id": video,
+                    "poster_id": poster,
+                    "placement": "row",
+                },
+            )
+            sent += 1
+    producer.flush(120)
+    return sent
+
+
+async def bare_ceiling(settings, total: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    codec = get_codec()
+    topics = {
+        settings.topic("impressions"): "impression",
+        settings.topic("clicks"): "click",
+    }
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id="bare-" + uuid.uuid4().hex[:6],
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+    )
+    await consumer.start()
+    seen, started = 0, None
+    try:
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for tp, records in batch.items():
+                if started is None:
+                    started = time.perf_counter()
+                kind = topics[tp.topic]
+                for record in records:
+                    codec.decode(kind, record.value)
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    return seen / (time.perf_counter() - started)
+
+
+def keyart_rate(settings, total: int, log: Path) -> tuple[float, float]:
+    client = redis.Redis.from_url(settings.redis_url)
+    with worker(settings, log):
+        wait_assigned(log)
+        first = 0
+        while (first := applied(client, settings)) == 0:
+            time.sleep(0.005)
+        started = time.perf_counter()
+        while applied(client, settings) < total:
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    client.close()
+    return (total - first) / elapsed, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    with private_stack(flush_interval_ms=500) as settings:
+        total = produce(settings, args.events, args.seed)
+        print(f"produced {total} events ({args.events} impressions + clicks)")
+        ceiling = asyncio.run(bare_ceiling(settings, total))
+        print(f"ceiling: bare aiokafka consume+decode  {ceiling:10,.0f} events/s")
+        log = Path(tempfile.mkdtemp(prefix="keyart-bench-")) / "worker.log"
+        rate, elapsed = keyart_rate(settings, total, log)
+        print(
+            f"keyart:  broker -> Redis-visible state {rate:10,.0f} events/s "
+            f"({elapsed:.1f} s)"
+        )
+        print(f"ratio:   {rate / ceiling:.1%} of the ceiling (target >= 25%)")
+
+
+if __name__ == "__main__":
+    main()
