@@ -20,6 +20,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from gateway._ratelimit import RateLimitedLog
 from gateway.metrics import DECISION_LOG_FAILURES
 from keyart.settings import Settings
 from producers.events import KIND_TO_TOPIC
@@ -28,6 +29,7 @@ from schemas.codec import Codec, get_codec
 __all__ = ["GatewayProducer"]
 
 logger = logging.getLogger("gateway")
+_warn = RateLimitedLog(logger)
 
 
 class GatewayProducer:
@@ -145,4 +147,6 @@ def _settle(future: asyncio.Future[str | None], outcome: str | None) -> None:
 def _count_failure(error: Any, message: Any) -> None:
     if error is not None:
         DECISION_LOG_FAILURES.labels(reason="broker").inc()
-        logger.warning("a %s record was not delivered: %s", message.topic(), error)
+        _warn.warning(
+            "log", "a %s record was not delivered: %s", message.topic(), error
+        )

@@ -93,19 +93,28 @@ class RuleConfig(BaseModel):
         "(0: off).",
     )
     retire_min_impressions: int = Field(
-        1000, ge=1, description="Impressions before a poster can be demoted."
-    )
-    retire_confidence: float = Field(
-        0.95,
-        gt=0.5,
-        lt=1,
-        description="Posterior probability that the poster's click-through "
-        "rate is below the video's best needed to demote it.",
-    )
-    retire_after_impressions: int = Field(
-        3000,
+        1000,
         ge=1,
-        description="Impressions after which a still-demoted poster is retired.",
+        description="All-time impressions before a poster can be demoted or retired.",
+    )
+    demote_at: float = Field(
+        0.95,
+        ge=0.5,
+        lt=1,
+        description="Posterior probability that the poster's click-through rate "
+        "is below the video's best at which it is demoted.",
+    )
+    retire_at: float = Field(
+        0.99,
+        ge=0.5,
+        lt=1,
+        description="The same probability at which it is retired, when its "
+        "anytime-valid upper bound is also below the best's lower bound.",
+    )
+    retire_margin: float = Field(
+        0.001,
+        ge=0,
+        description="Click-rate gap between those bounds needed to retire.",
     )
     demote_factor: float = Field(
         0.5, gt=0, le=1, description="Score multiplier of a demoted poster."
@@ -120,10 +129,8 @@ class RuleConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_retirement(self) -> RuleConfig:
-        if self.retire_after_impressions < self.retire_min_impressions:
-            raise ValueError(
-                "retire_after_impressions must be at least retire_min_impressions"
-            )
+        if self.retire_at < self.demote_at:
+            raise ValueError("retire_at must be at least demote_at")
         return self
 
 

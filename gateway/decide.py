@@ -1,54 +1,50 @@
 """Choose one poster per video of a row, with the propensity of the whole choice.
 
-Steps for each video, in row order (:meth:`RowDecider.decide_row`):
+Steps of :meth:`RowDecider.decide_row`:
 
-1. recall: the video's approved posters that are not retired and fit the
-   placement, in poster-id order;
-2. retirement: the sequential rule demotes or retires candidates on their
-   statistics (a newly retired poster is reported to the caller);
-3. rules: multipliers and masks (:mod:`gateway.rules`), including the
-   similarity to posters already placed earlier in the row;
-4. policy: the variant's policy (:mod:`bandits.policies`) with the rule
-   multipliers turned into its additive ``bonus`` (``(m - 1)`` times the
-   candidate's expected score, so a multiplier scales the expected score) and
-   the rule masks as its ``mask``;
-5. choice: the policy chooses and gives its propensity under that same bonus
-   and mask (closed form where one exists, Monte Carlo over the same adjusted
-   draws for Thompson sampling);
-6. ramp-up: with probability ``ramp_share`` the choice is instead uniform over
-   new posters, and the propensity is the mixture
-   ``(1 - share) * p_policy + share * [new] / n_new``.
+1. recall: each video's approved posters that are not retired and fit the
+   placement, in poster-id order; the row's candidates are laid out flat;
+2. rules (:mod:`gateway.rules`, :mod:`gateway.retirement`): a multiplier and
+   a mask per candidate;
+3. policy scores for the whole row at once: the expected score that rule
+   multipliers act on, and for Thompson sampling one matrix of posterior
+   draws (:func:`bandits.policies._beta.beta_draws`), the first row of which
+   chooses and the others estimate the propensity;
+4. choice, video by video in row order: the similarity to posters already
+   placed adds the MMR multiplier; multipliers become the policy's additive
+   ``bonus`` (``(m - 1)`` times the expected score, so a multiplier scales the
+   expected score) and masks its ``mask``; ramp-up
+   (:func:`bandits.ramp.ramp_up_bonus`) may replace the policy's choice;
+5. propensities: Thompson sampling's by Monte Carlo over the same adjusted
+   draws for all videos at once, with the add-one smoothing of
+   :func:`bandits.propensity.monte_carlo_propensities`; the other policies'
+   from :meth:`bandits.policies.Policy.choose` (closed forms); then mixed with
+   ramp-up.
 
-Because step 3 looks at earlier choices, a propensity is conditional on the
+Because step 4 looks at earlier choices, a propensity is conditional on the
 posters already placed in the row, which is what off-policy estimators of a
 per-slot policy need.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from bandits.policies._beta import beta_draws
+from bandits.ramp import RampUp
 from bandits.state import ArmStats
 from gateway.config import RuleConfig
 from gateway.placements import Placement, fits
 from gateway.retirement import Retirement
-from gateway.rules import (
-    Adjustment,
-    exposure_mask,
-    scene_matches,
-    similarity_to_row,
-)
-from gateway.scoring import PolicyBook
+from gateway.rules import exposure_mask, row_similarity, scene_matches
+from gateway.scoring import PolicyBook, posterior_counts
 from gateway.state import PosterCache, PosterMeta, VideoState
 from keyart.keys import arm_field, escape
 
 __all__ = ["RowDecider", "VideoDecision"]
-
-logger = logging.getLogger("gateway")
 
 
 @dataclass(slots=True)
@@ -69,6 +65,27 @@ class VideoDecision:
     """(poster id, reason) of posters the retirement rule retired just now."""
 
 
+def _counts(raw: Sequence[bytes | None]) -> np.ndarray:
+    """``(k, 4)`` counts from packed arm statistics (absent: zeros)."""
+    text = b",".join(r if r else b"0,0,0,0" for r in raw).decode()
+    values = np.array(text.split(","), dtype=np.float64)
+    if values.size != 4 * len(raw):
+        raise ValueError("arm statistics need 4 counts each")
+    return values.reshape(len(raw), 4)
+
+
+@dataclass(slots=True)
+class _Segment:
+    """One video's candidates: ``posters`` are ``flat[start:end]``."""
+
+    index: int
+    state: VideoState
+    start: int
+    end: int
+    rules: list[str]
+    retired: list[tuple[str, str]]
+
+
 class RowDecider:
     """Apply recall, rules, a policy and ramp-up to every video of a row.
 
@@ -83,7 +100,7 @@ class RowDecider:
     rng
         The gateway's generator (seeded once per process).
     split_by_placement, split_by_segment
-        Which arm field of the arms hash to read (see :func:`keyart.keys.arm_field`).
+        Which arm field to read (see :func:`keyart.keys.arm_field`).
     """
 
     def __init__(
@@ -115,23 +132,9 @@ class RowDecider:
                 out.append(meta)
         return out
 
-    def _stats(
-        self,
-        state: VideoState,
-        posters: Sequence[PosterMeta],
-        placement: str,
-        segment: str,
-    ) -> list[ArmStats]:
-        where = placement if self.split_by_placement else ""
-        who = segment if self.split_by_segment else ""
-        return [
-            ArmStats.unpack(state.arms.get(arm_field(p.poster_id, where, who).encode()))
-            for p in posters
-        ]
-
     def decide_row(
         self,
-        policy: str,
+        policy_name: str,
         placement: Placement,
         rules: RuleConfig,
         states: Sequence[VideoState],
@@ -140,88 +143,193 @@ class RowDecider:
         segment: str = "",
     ) -> list[VideoDecision]:
         """Decide every video of the row, in order (see the module's steps)."""
-        placed: list[PosterMeta] = []
-        decisions = []
-        for state in states:
-            decision = self._decide_video(
-                policy, placement, rules, state, context, cue_text, segment, placed
+        out: list[VideoDecision | None] = [None] * len(states)
+        flat: list[PosterMeta] = []
+        segments: list[_Segment] = []
+        raw: list[bytes | None] = []
+        where = placement.name if self.split_by_placement else ""
+        who = segment if self.split_by_segment else ""
+        for i, state in enumerate(states):  # Step 1
+            posters = self.recall(state, placement)
+            if not posters:
+                out[i] = VideoDecision(
+                    state.video_id, None, 1.0, policy_name, 0, reason="no_candidates"
+                )
+                continue
+            segments.append(
+                _Segment(i, state, len(flat), len(flat) + len(posters), [], [])
             )
-            if decision.poster is not None:
-                placed.append(decision.poster)
-            decisions.append(decision)
-        return decisions
+            flat += posters
+            raw += [
+                state.arms.get(arm_field(p.poster_id, where, who).encode())
+                for p in posters
+            ]
+        if not flat:
+            return [d for d in out if d is not None]
 
-    def _decide_video(
+        counts = _counts(raw)
+        multipliers, mask = self._rules(rules, flat, segments, counts, cue_text)
+
+        name, policy, version = self.book.get(policy_name)  # Step 3
+        stats = None
+        if name not in ("thompson", "thompson_alltime"):
+            stats = [ArmStats(*map(int, row)) for row in counts]
+        X = self.book.features(name, policy, flat, context)
+        reference = self.book.reference_counts(name, policy, counts, X)
+        draws = None
+        if name in ("thompson", "thompson_alltime"):
+            n, c = posterior_counts(name, counts)
+            prior_a, prior_b = policy.prior_alpha, policy.prior_beta  # type: ignore[attr-defined]
+            samples = 1 + policy.n_propensity  # type: ignore[attr-defined]
+            draws = beta_draws(prior_a + c, prior_b + n - c, self.rng, samples)
+
+        similarity = None  # Step 4
+        if rules.mmr_lambda > 0 and len(segments) > 1:
+            similarity = row_similarity(flat)
+        bonus = np.zeros(len(flat))
+        ramps: list[RampUp] = []
+        chosen = np.zeros(len(segments), dtype=np.intp)
+        p_policy = np.zeros(len(segments))
+        placed: list[int] = []
+        for j, seg in enumerate(segments):
+            s, e = seg.start, seg.end
+            factor = multipliers[s:e]
+            if similarity is not None and placed:
+                closest = similarity[s:e][:, placed].max(axis=1)
+                if closest.any():
+                    factor = factor * (1.0 - rules.mmr_lambda * closest)
+                    seg.rules.append("mmr")
+            bonus[s:e] = (factor - 1.0) * reference[s:e]
+            ramping = mask[s:e] & (counts[s:e, 0] < rules.ramp_min_impressions)
+            share = rules.ramp_share if ramping.any() and name != "random" else 0.0
+            ramp = RampUp(ramping, share)
+            ramps.append(ramp)
+            explores = ramp.explores(self.rng)
+            if draws is not None:
+                scores = np.where(mask[s:e], draws[0, s:e] + bonus[s:e], -np.inf)
+                index = int(np.argmax(scores))
+            else:
+                seg_x = X[s:e] if X is not None else None
+                assert stats is not None
+                choice = policy.choose(
+                    stats[s:e], self.rng, X=seg_x, bonus=bonus[s:e], mask=mask[s:e]
+                )
+                index, p_policy[j] = choice.index, choice.propensity
+            if explores:
+                index = ramp.pick(self.rng)
+                seg.rules.append("ramp_up")
+                if draws is None:
+                    p_policy[j] = policy.propensity(
+                        stats[s:e],  # type: ignore[index]
+                        index,
+                        self.rng,
+                        X=X[s:e] if X is not None else None,
+                        bonus=bonus[s:e],
+                        mask=mask[s:e],
+                    )
+            chosen[j] = s + index
+            placed.append(s + index)
+
+        if draws is not None:  # Step 5
+            p_policy = _thompson_propensities(draws[1:], bonus, mask, segments, chosen)
+        for j, seg in enumerate(segments):
+            index = int(chosen[j]) - seg.start
+            out[seg.index] = VideoDecision(
+                video_id=seg.state.video_id,
+                poster=flat[chosen[j]],
+                propensity=ramps[j].propensity(index, float(p_policy[j])),
+                policy=name,
+                model_version=version
+                or int(seg.state.arms.get(b"_updated_ms", b"0") or 0),
+                candidates=[p.poster_id for p in flat[seg.start : seg.end]],
+                scores=reference[seg.start : seg.end].tolist(),
+                rules=seg.rules,
+                retired=seg.retired,
+            )
+        return [d for d in out if d is not None]
+
+    def _rules(
         self,
-        policy_name: str,
-        placement: Placement,
         rules: RuleConfig,
-        state: VideoState,
-        context: dict[str, float],
+        flat: list[PosterMeta],
+        segments: list[_Segment],
+        counts: np.ndarray,
         cue_text: str,
-        segment: str,
-        placed: list[PosterMeta],
-    ) -> VideoDecision:
-        posters = self.recall(state, placement)  # Step 1
-        if not posters:
-            return VideoDecision(
-                state.video_id, None, 1.0, policy_name, 0, reason="no_candidates"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Step 2: every rule except MMR, as multipliers and a mask."""
+        multipliers = np.ones(len(flat))
+        mask = np.ones(len(flat), dtype=bool)
+        scene = scene_matches(flat, cue_text) if rules.scene_boost != 1.0 else None
+        for seg in segments:
+            s, e = seg.start, seg.end
+            posters = flat[s:e]
+            statuses = self.retirement.statuses(
+                seg.state.video_id,
+                rules,
+                [p.poster_id for p in posters],
+                counts[s:e, 0].tolist(),
+                counts[s:e, 1].tolist(),
             )
-        stats = self._stats(state, posters, placement.name, segment)
-        k = len(posters)
-        adjustment = Adjustment(k)
+            retired = np.array([st == "retired" for st in statuses])
+            if retired.any() and not retired.all():
+                mask[s:e] &= ~retired
+                seg.retired = [
+                    (p.poster_id, "retirement rule: credibly below the best poster")
+                    for p, r in zip(posters, retired, strict=True)
+                    if r
+                ]
+                seg.rules.append("retired")
+            demoted = np.array([st == "demoted" for st in statuses])
+            if demoted.any() and rules.demote_factor != 1.0:
+                multipliers[s:e][demoted] *= rules.demote_factor
+                seg.rules.append("demoted")
 
-        retired_now = self.retirement.apply(rules, stats, adjustment)  # Step 2
-        retired = [(posters[i].poster_id, reason) for i, reason in retired_now.items()]
+            exposure = seg.state.exposure
+            if rules.exposure_cap_share < 1.0 and exposure:
+                over = exposure_mask(
+                    [exposure.get(escape(p.poster_id), 0) for p in posters],
+                    sum(exposure.values()),
+                    rules.exposure_cap_share,
+                    rules.exposure_min_impressions,
+                )
+                _forbid(mask, s, e, over, seg.rules, "exposure_cap")
 
-        total = sum(state.exposure.values())  # Step 3
-        counts = [state.exposure.get(escape(p.poster_id), 0) for p in posters]
-        adjustment.forbid(
-            "exposure_cap",
-            exposure_mask(
-                counts, total, rules.exposure_cap_share, rules.exposure_min_impressions
-            ),
-        )
-        seen = np.fromiter((p.poster_id in state.seen for p in posters), bool, k)
-        adjustment.scale("deweight", seen, rules.deweight_factor)
-        adjustment.scale(
-            "scene_match", scene_matches(posters, cue_text), rules.scene_boost
-        )
-        if rules.mmr_lambda > 0 and placed:
-            similarity = similarity_to_row(posters, placed)
-            adjustment.scale("mmr", similarity > 0, 1.0 - rules.mmr_lambda * similarity)
+            seen = seg.state.seen
+            if seen and rules.deweight_factor != 1.0:
+                hits = np.array([p.poster_id in seen for p in posters])
+                if hits.any():
+                    multipliers[s:e][hits] *= rules.deweight_factor
+                    seg.rules.append("deweight")
+            if scene is not None and scene[s:e].any():
+                multipliers[s:e][scene[s:e]] *= rules.scene_boost
+                seg.rules.append("scene_match")
+        return multipliers, mask
 
-        name, policy, version = self.book.get(policy_name)  # Step 4
-        X = self.book.features(name, policy, posters, context)
-        reference = self.book.reference(name, policy, stats, X)
-        bonus = (adjustment.multipliers - 1.0) * reference
-        mask = adjustment.mask
 
-        ramp = mask & np.fromiter(  # Step 6 (drawn first: it may replace step 5)
-            (s.impressions < rules.ramp_min_impressions for s in stats), bool, k
-        )
-        share = rules.ramp_share if ramp.any() and name != "random" else 0.0
-        if share > 0 and self.rng.random() < share:
-            index = int(self.rng.choice(np.flatnonzero(ramp)))
-            adjustment.rules.append("ramp_up")
-            p_policy = policy.propensity(
-                stats, index, self.rng, X=X, bonus=bonus, mask=mask
-            )
-        else:  # Step 5
-            choice = policy.choose(stats, self.rng, X=X, bonus=bonus, mask=mask)
-            index, p_policy = choice.index, choice.propensity
-        propensity = (1.0 - share) * p_policy + share * float(ramp[index]) / max(
-            1, int(ramp.sum())
-        )
+def _forbid(
+    mask: np.ndarray, s: int, e: int, hits: np.ndarray, fired: list[str], rule: str
+) -> None:
+    """Mask ``hits`` of one video unless that would leave it no candidate."""
+    if not hits.any():
+        return
+    remaining = mask[s:e] & ~hits
+    if remaining.any():
+        mask[s:e] = remaining
+        fired.append(rule)
 
-        return VideoDecision(
-            video_id=state.video_id,
-            poster=posters[index],
-            propensity=propensity,
-            policy=name,
-            model_version=version or int(state.arms.get(b"_updated_ms", b"0") or 0),
-            candidates=[p.poster_id for p in posters],
-            scores=reference.tolist(),
-            rules=adjustment.rules,
-            retired=retired,
-        )
+
+def _thompson_propensities(
+    draws: np.ndarray,
+    bonus: np.ndarray,
+    mask: np.ndarray,
+    segments: Sequence[_Segment],
+    chosen: np.ndarray,
+) -> np.ndarray:
+    """Smoothed probability that each video's chosen poster wins its draws."""
+    adjusted = np.where(mask, draws + bonus, -np.inf)
+    starts = np.array([seg.start for seg in segments])
+    lengths = np.array([seg.end - seg.start for seg in segments])
+    best = np.repeat(np.maximum.reduceat(adjusted, starts, axis=1), lengths, axis=1)
+    wins = (adjusted[:, chosen] == best[:, chosen]).sum(axis=0)
+    eligible = np.add.reduceat(mask.astype(np.int64), starts)
+    return (wins + 1.0) / (draws.shape[0] + eligible)

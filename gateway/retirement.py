@@ -1,23 +1,156 @@
-"""The retirement rule as the gateway applies it: demote, then retire.
+"""The sequential retirement rule as the gateway applies it: demote, retire.
 
-Placeholder wiring until ``bandits.retirement`` lands; replaced below.
+The rule itself is :class:`bandits.retirement.RetirementRule` (posterior
+probability of being worse than the video's best, plus anytime-valid bounds
+for the irreversible step). Evaluating it costs milliseconds, far more than a
+whole row may take, so requests never run it: they read the statuses cached
+for the video and queue the video when those are older than ``recheck_s``
+(or its posters or rules changed). One background thread evaluates the queue,
+the newest counts of each video, one video at a time. A poster is therefore
+demoted or retired up to ``recheck_s`` seconds plus the queue's delay after
+the evidence is in, which matters little for a rule that needs thousands of
+impressions anyway; a video never evaluated yet is served as all active.
+
+A demoted poster keeps being served at ``demote_factor`` times its score; a
+retired one is masked at once and reported, so the service records it in the
+video's retired hash and logs a ``poster_published`` event with
+``retired=true``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from bandits.retirement import RetirementRule
 from bandits.state import ArmStats
 from gateway.config import RuleConfig
-from gateway.rules import Adjustment
 
 __all__ = ["Retirement"]
 
+logger = logging.getLogger("gateway")
+
 
 class Retirement:
-    """Apply the sequential retirement rule to one video's candidates."""
+    """Cached statuses (``active``, ``demoted``, ``retired``) per video.
 
-    def apply(
-        self, rules: RuleConfig, stats: Sequence[ArmStats], adjustment: Adjustment
-    ) -> dict[int, str]:
-        return {}
+    Parameters
+    ----------
+    seed
+        Seed of the rule's Monte Carlo draws (the same counts give the same
+        statuses in every process).
+    prior_alpha, prior_beta
+        Beta prior of the posteriors.
+    recheck_s
+        Longest time a video's statuses are served from the cache.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        prior_alpha: float = 1.0,
+        prior_beta: float = 1.0,
+        recheck_s: float = 60.0,
+        max_videos: int = 100_000,
+    ) -> None:
+        self.seed = seed
+        self.prior_alpha = prior_alpha
+        self.prior_beta = prior_beta
+        self.recheck_s = recheck_s
+        self.max_videos = max_videos
+        self._rules: dict[tuple[float, ...], RetirementRule] = {}
+        self._cache: dict[str, tuple[float, tuple[Any, ...], list[str]]] = {}
+        self._queue: dict[str, tuple[RuleConfig, tuple[Any, ...], list, list]] = {}
+        self._wake = asyncio.Event()
+
+    def _rule(self, rules: RuleConfig) -> RetirementRule:
+        key = (
+            rules.retire_min_impressions,
+            rules.demote_at,
+            rules.retire_at,
+            rules.retire_margin,
+        )
+        rule = self._rules.get(key)
+        if rule is None:
+            rule = self._rules[key] = RetirementRule(
+                min_impressions=rules.retire_min_impressions,
+                demote_at=rules.demote_at,
+                retire_at=rules.retire_at,
+                margin=rules.retire_margin,
+                seed=self.seed,
+                prior_alpha=self.prior_alpha,
+                prior_beta=self.prior_beta,
+            )
+        return rule
+
+    def statuses(
+        self,
+        video_id: str,
+        rules: RuleConfig,
+        poster_ids: Sequence[str],
+        impressions: Sequence[float],
+        clicks: Sequence[float],
+    ) -> list[str]:
+        """Cached status of each poster (all active when unknown); stale or
+        missing statuses queue the video for the background evaluation."""
+        active = ["active"] * len(poster_ids)
+        if max(impressions, default=0) < rules.retire_min_impressions:
+            return active
+        identity = (
+            tuple(poster_ids),
+            rules.retire_min_impressions,
+            rules.demote_at,
+            rules.retire_at,
+            rules.retire_margin,
+        )
+        cached = self._cache.get(video_id)
+        fresh = cached is not None and cached[1] == identity
+        if not fresh or cached[0] < time.monotonic():  # type: ignore[index]
+            self._queue[video_id] = (rules, identity, list(impressions), list(clicks))
+            self._wake.set()
+        return cached[2] if fresh else active  # type: ignore[index]
+
+    def evaluate(
+        self,
+        rules: RuleConfig,
+        poster_ids: Sequence[str],
+        impressions: Sequence[float],
+        clicks: Sequence[float],
+    ) -> list[str]:
+        """Run the rule now (milliseconds; call it off the event loop)."""
+        decided = self._rule(rules).decide(
+            {
+                poster: ArmStats(int(n), int(c))
+                for poster, n, c in zip(poster_ids, impressions, clicks, strict=True)
+            }
+        )
+        return [decided[p] for p in poster_ids]
+
+    async def run(self) -> None:
+        """Evaluate queued videos forever, one at a time, in a worker thread."""
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, thread_name_prefix="retirement") as pool:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    video_id = next(iter(self._queue))
+                    rules, identity, n, c = self._queue.pop(video_id)
+                    try:
+                        statuses = await loop.run_in_executor(
+                            pool, self.evaluate, rules, identity[0], n, c
+                        )
+                    except ValueError:
+                        logger.exception("retirement rule failed on %s", video_id)
+                        continue
+                    if len(self._cache) >= self.max_videos:
+                        self._cache.clear()
+                    self._cache[video_id] = (
+                        time.monotonic() + self.recheck_s,
+                        identity,
+                        statuses,
+                    )

@@ -22,7 +22,7 @@ Rules, in the order they apply:
     Posters with a tag found in the UI text cues get ``scene_boost``.
 ``mmr``
     A poster similar to one already placed in the row gets
-    ``1 - mmr_lambda * similarity`` (cosine of embeddings, else Jaccard of tags).
+    ``1 - mmr_lambda * similarity`` (:func:`row_similarity`).
 
 A mask never removes every candidate: when a rule would, it stands down for
 that video (the poster is still served) and does not count as a hit.
@@ -47,7 +47,7 @@ __all__ = [
     "cue_text",
     "exposure_mask",
     "scene_matches",
-    "similarity_to_row",
+    "row_similarity",
 ]
 
 _NON_WORD = re.compile(r"[^\w]+")
@@ -113,28 +113,37 @@ def scene_matches(posters: Sequence[PosterMeta], text: str) -> np.ndarray:
     return np.asarray(hits, dtype=bool)
 
 
-def similarity_to_row(
-    posters: Sequence[PosterMeta], placed: Sequence[PosterMeta]
-) -> np.ndarray:
-    """Each candidate's largest similarity to a poster already placed in the row.
+def row_similarity(posters: Sequence[PosterMeta]) -> np.ndarray:
+    """Pairwise similarity of a row's candidates, in [0, 1].
 
-    Cosine similarity of embeddings (clipped at 0) when both have one, else the
-    Jaccard similarity of their tags, else 0.
+    The definition of :func:`bandits.diversity.similarity_matrix` (the larger
+    of the embeddings' cosine, clipped at 0, and the tags' Jaccard index),
+    computed with two matrix products so that a 100-candidate row costs well
+    under a millisecond. Embeddings of another length than the most common
+    one are ignored.
     """
-    out = np.zeros(len(posters))
-    if not placed:
-        return out
-    placed_vectors = [p.embedding for p in placed if p.embedding is not None]
-    matrix = np.vstack(placed_vectors) if placed_vectors else None
+    k = len(posters)
+    vocabulary: dict[str, int] = {}
+    rows, cols = [], []
     for i, poster in enumerate(posters):
-        best = 0.0
-        if poster.embedding is not None and matrix is not None:
-            if matrix.shape[1] == poster.embedding.shape[0]:
-                best = float(np.max(matrix @ poster.embedding))
-        if poster.tags:
-            for other in placed:
-                if other.tags and (poster.embedding is None or other.embedding is None):
-                    union = len(poster.tags | other.tags)
-                    best = max(best, len(poster.tags & other.tags) / union)
-        out[i] = max(0.0, min(1.0, best))
-    return out
+        for tag in poster.tags:
+            rows.append(i)
+            cols.append(vocabulary.setdefault(tag, len(vocabulary)))
+    similarity = np.zeros((k, k))
+    if vocabulary:
+        incidence = np.zeros((k, len(vocabulary)))
+        incidence[rows, cols] = 1.0
+        shared = incidence @ incidence.T
+        sizes = incidence.sum(axis=1)
+        union = sizes[:, None] + sizes[None, :] - shared
+        similarity = np.divide(shared, union, out=similarity, where=union > 0)
+    lengths = [p.embedding.shape[0] for p in posters if p.embedding is not None]
+    if lengths:
+        dim = max(set(lengths), key=lengths.count)
+        unit = np.zeros((k, dim))
+        for i, poster in enumerate(posters):
+            e = poster.embedding
+            if e is not None and e.shape[0] == dim:
+                unit[i] = e  # parse_poster stores embeddings normalised
+        similarity = np.maximum(similarity, np.clip(unit @ unit.T, 0.0, 1.0))
+    return similarity

@@ -18,13 +18,11 @@ import orjson
 from bandits.features import cross_features_many
 from bandits.fm import fm_features
 from bandits.policies import Policy, make_policy
-from bandits.policies.base import check_counts
-from bandits.state import ArmStats
 from gateway.state import PosterMeta
 from keyart.keys import Keys
 from keyart.settings import Settings
 
-__all__ = ["ModelCache", "PolicyBook"]
+__all__ = ["ModelCache", "PolicyBook", "posterior_counts"]
 
 logger = logging.getLogger("gateway")
 
@@ -42,29 +40,40 @@ class ModelCache:
         self.checked_at = 0.0
 
     async def refresh(self, redis: Any) -> None:
-        """Check both versions (one round trip) and reload what changed."""
+        """Check both versions (one round trip) and reload what changed.
+
+        A model's version is its ``updated_ms`` field when the learner writes
+        one (the merged LinUCB does), else its ``version`` field.
+        """
         from bandits.fm import FMScorer
         from bandits.linucb import LinUCB
 
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.keys.model("linucb"), "version")
-            pipe.hget(self.keys.model("fm"), "version")
-            linucb_version, fm_version = await pipe.execute()
+            pipe.hmget(self.keys.model("linucb"), "updated_ms", "version")
+            pipe.hmget(self.keys.model("fm"), "updated_ms", "version")
+            linucb_stamp, fm_stamp = (_stamp(r) for r in await pipe.execute())
         self.checked_at = time.monotonic()
-        if linucb_version is not None and int(linucb_version) != self.linucb_version:
+        if linucb_stamp and linucb_stamp != self.linucb_version:
             raw = await redis.hgetall(self.keys.model("linucb"))
             try:
                 self.linucb = LinUCB.from_mapping(raw)
-                self.linucb_version = int(linucb_version)
+                self.linucb_version = linucb_stamp
             except ValueError:
                 logger.exception("cannot read the LinUCB model; keeping the old one")
-        if fm_version is not None and int(fm_version) != self.fm_version:
+        if fm_stamp and fm_stamp != self.fm_version:
             raw = await redis.hget(self.keys.model("fm"), "data")
             try:
                 self.fm = FMScorer.from_export(orjson.loads(raw or b"{}"))
-                self.fm_version = int(fm_version)
+                self.fm_version = fm_stamp
             except ValueError:
                 logger.exception("cannot read the FM model; keeping the old one")
+
+
+def _stamp(fields: list[bytes | None]) -> int:
+    for value in fields:
+        if value:
+            return int(value)
+    return 0
 
 
 class PolicyBook:
@@ -124,16 +133,29 @@ class PolicyBook:
             ]
         return None
 
-    def reference(
-        self, name: str, policy: Policy, stats: Sequence[ArmStats], X: Any
+    def reference_counts(
+        self, name: str, policy: Policy, counts: np.ndarray, X: Any
     ) -> np.ndarray:
         """Each candidate's expected score, the scale rule multipliers act on.
 
-        The posterior-mean click-through rate for the count-based policies,
-        the policy's own (deterministic) score for LinUCB and the FM.
+        ``counts`` is ``(k, 4)``: impressions, clicks, window impressions,
+        window clicks. The expected score is the posterior-mean click-through
+        rate for the count-based policies (all-time counts for
+        ``thompson_alltime``, window counts otherwise) and the policy's own
+        deterministic score for LinUCB and the FM.
         """
         if name in ("linucb", "fm"):
-            return np.abs(np.asarray(policy.scores(stats, X), dtype=np.float64))  # type: ignore[attr-defined]
+            scores = policy.scores(None, X)  # type: ignore[attr-defined]
+            return np.abs(np.asarray(scores, dtype=np.float64))
+        n, c = posterior_counts(name, counts)
         s = self.settings
-        n, c = check_counts(stats, use_window=name != "thompson_alltime")
         return (c + s.prior_alpha) / (n + s.prior_alpha + s.prior_beta)
+
+
+def posterior_counts(name: str, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Impressions and clicks (clicks clamped to impressions) a policy uses."""
+    if name == "thompson_alltime":
+        n, c = counts[:, 0], counts[:, 1]
+    else:
+        n, c = counts[:, 2], counts[:, 3]
+    return n, np.minimum(c, n)

@@ -66,9 +66,12 @@ class Gateway:
         self.models = ModelCache(self.keys, settings)
         self.rng = np.random.default_rng(settings.seed)
         self.book = PolicyBook(settings, self.models)
+        self.retirement = Retirement(
+            settings.seed, settings.prior_alpha, settings.prior_beta
+        )
         self.decider = RowDecider(
             self.book,
-            Retirement(),
+            self.retirement,
             self.posters,
             self.rng,
             settings.split_by_placement,
@@ -87,6 +90,7 @@ class Gateway:
         self._failures = 0
         self._skip_until = 0.0
         self._refresher: asyncio.Task[None] | None = None
+        self._retirer: asyncio.Task[None] | None = None
         self._pending: list[dict[str, Any]] = []
         self._warn = RateLimitedLog(logger, every_s=10.0)
 
@@ -113,6 +117,7 @@ class Gateway:
         except Exception as error:  # Redis down at start: serve defaults, retry
             logger.warning("cannot read configuration at start: %r", error)
         self._refresher = asyncio.create_task(self._refresh_forever())
+        self._retirer = asyncio.create_task(self.retirement.run())
         logger.info(
             "gateway ready: rules v%s, experiments v%s",
             self.rules_version,
@@ -120,8 +125,9 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in (self._refresher, self._retirer):
+            if task is not None:
+                task.cancel()
         self._drain()
         if self.producer is not None:
             await asyncio.to_thread(self.producer.close)

@@ -115,7 +115,6 @@ RULES_OFF = {
     "ramp_share": 0.0,
     "scene_boost": 1.0,
     "retire_min_impressions": 10**9,
-    "retire_after_impressions": 10**9,
 }
 """Every rule at its neutral value: a test turns on only the one it checks."""
 
@@ -193,3 +192,37 @@ def add_poster(
     if stats is not None:
         r.hset(keys.arms(video), arm_field(poster), stats.pack())
     r.hset(keys.arms(video), "_updated_ms", int(time.time() * 1000))
+
+
+def read_records(
+    settings: Settings,
+    short_topic: str,
+    kind: str,
+    done: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 20.0,
+) -> list[dict[str, Any]]:
+    """Decode records of a topic from its start until ``done(records)`` holds."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from schemas.codec import get_codec
+
+    topic = settings.topic(short_topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "keyart-tests-unused",
+            "enable.auto.commit": False,
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not done(records) and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and not message.error():
+                records.append(get_codec().decode(kind, message.value()))
+    finally:
+        consumer.close()
+    return records
