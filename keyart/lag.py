@@ -5,9 +5,10 @@ For each consumer group the broker knows (or the ones asked for):
 1. the committed offsets come from the group coordinator (an OffsetFetch
    through confluent-kafka's admin client);
 2. the log end of each partition is the high watermark of a Fetch response.
-   ListOffsets "latest" is not used: the local tansu broker answers the base
-   offset of the last record batch plus one there, which under-reports the end
-   by up to a batch when producers batch;
+   ListOffsets "latest" is never taken as the log end: the local tansu broker
+   answers the base offset of the last record batch plus one there, which
+   under-reports the end by up to a batch when producers batch. It only says
+   where a cheap fetch may start;
 3. the lag in seconds is the age of the oldest unprocessed event: the time since
    the Kafka timestamp of the record at the committed offset. A partition that
    is caught up has lag 0 s.
@@ -118,21 +119,48 @@ def committed_offsets(
     return out
 
 
+def _list_offsets(
+    admin: Any, keys: Iterable[tuple[str, int]], latest: bool, timeout: float
+) -> dict[tuple[str, int], int]:
+    """ListOffsets "earliest" or "latest" for many partitions in one request.
+
+    On the local tansu broker "latest" may fall inside the last record batch;
+    callers only use it as a place to start a fetch, never as the log end.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    spec = OffsetSpec.latest() if latest else OffsetSpec.earliest()
+    request = {TopicPartition(t, p): spec for t, p in keys}
+    if not request:
+        return {}
+    try:
+        futures = admin.list_offsets(request, request_timeout=timeout)
+        return {
+            (tp.topic, tp.partition): max(0, future.result().offset)
+            for tp, future in futures.items()
+        }
+    except KafkaException as error:
+        raise LagError(
+            f"ListOffsets failed (KEYART_KAFKA_BOOTSTRAP): {error}"
+        ) from None
+
+
 def _probe(
     bootstrap: str,
-    starts: dict[tuple[str, int], int | None],
+    starts: dict[tuple[str, int], int],
     timeout: float,
-    at_end: bool = False,
-) -> tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], int]]:
+    want_first: bool = True,
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
     """Fetch once from each partition at its start offset.
 
-    Returns the (low, high) watermarks the Fetch responses carried and, for each
-    partition with a record at or after its start, that record's timestamp (ms).
-    The probe assigns partitions directly: it joins no group and commits nothing.
-    With ``at_end`` it starts every partition at its end and only wants the
-    watermarks.
+    Returns the high watermark each partition's Fetch response carried and, with
+    ``want_first``, the timestamp (ms) of the first record at or after each
+    start. The probe assigns partitions at explicit offsets (a logical offset
+    would cost librdkafka a ListOffsets round per partition): it joins no group
+    and commits nothing.
     """
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
         {
@@ -140,26 +168,23 @@ def _probe(
             "group.id": "keyart-lag-probe-" + uuid.uuid4().hex[:8],
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            # A start below the log start (records deleted): read what is left.
+            "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
             "fetch.max.bytes": 1 << 20,
             "max.partition.fetch.bytes": 64 << 10,
             "log_level": 2,
         }
     )
-    tps = {
-        key: TopicPartition(key[0], key[1], OFFSET_BEGINNING if s is None else s)
-        for key, s in starts.items()
-    }
-    if at_end:
-        tps = {key: TopicPartition(key[0], key[1], OFFSET_END) for key in starts}
-    watermarks: dict[tuple[str, int], tuple[int, int]] = {}
+    tps = {key: TopicPartition(key[0], key[1], s) for key, s in starts.items()}
+    high_of: dict[tuple[str, int], int] = {}
     first_ms: dict[tuple[str, int], int] = {}
     try:
         consumer.assign(list(tps.values()))
         deadline = time.monotonic() + timeout
         waiting = set(tps)
         while waiting and time.monotonic() < deadline:
-            message = consumer.poll(0.05)
+            message = consumer.poll(0.02)
             if message is not None and not message.error():
                 key = (str(message.topic()), int(message.partition() or 0))
                 if key not in first_ms:
@@ -167,26 +192,23 @@ def _probe(
                     first_ms[key] = stamp if kind and stamp >= 0 else -1
                     consumer.pause([tps[key]])
             for key in list(waiting):
-                low, high = consumer.get_watermark_offsets(tps[key], cached=True)
+                _, high = consumer.get_watermark_offsets(tps[key], cached=True)
                 if high < 0:
                     continue
-                start = starts[key]
-                if start is None:
-                    start = low
-                if at_end or high <= start or key in first_ms:
+                if not want_first or high <= starts[key] or key in first_ms:
                     # Read the watermark again: the fetch that brought the first
                     # record may be newer than the one seen before it.
-                    watermarks[key] = (low, high)
+                    high_of[key] = high
                     waiting.discard(key)
     finally:
         consumer.close()
-    if len(watermarks) < len(tps):
-        missing = sorted(set(tps) - set(watermarks))
+    if len(high_of) < len(tps):
+        missing = sorted(set(tps) - set(high_of))
         raise LagError(
             f"no fetch answer within {timeout:g} s from the broker at {bootstrap} "
             f"for {', '.join(f'{t}[{p}]' for t, p in missing[:5])}"
         )
-    return watermarks, first_ms
+    return high_of, first_ms
 
 
 def measure_lag(
@@ -244,15 +266,20 @@ def measure_lag(
             wanted[group] = rows
 
     # Steps 2 and 3: one probe per group, since groups may stand at different
-    # offsets of the same partition.
+    # offsets of the same partition; no commit yet means the partition's start.
+    uncommitted = {k for rows in wanted.values() for k, c in rows.items() if c is None}
+    first_offset = _list_offsets(admin, uncommitted, latest=False, timeout=timeout)
     stamp = time.time() if now is None else now
     out = []
-    for group, starts in sorted(wanted.items()):
-        watermarks, first_ms = _probe(bootstrap, starts, timeout)
-        for (topic, partition), committed in sorted(starts.items()):
-            low, high = watermarks[(topic, partition)]
-            start = low if committed is None else committed
-            lag = max(0, high - start)
+    for group, committed_of in sorted(wanted.items()):
+        starts = {
+            key: first_offset[key] if committed is None else committed
+            for key, committed in committed_of.items()
+        }
+        high_of, first_ms = _probe(bootstrap, starts, timeout)
+        for (topic, partition), committed in sorted(committed_of.items()):
+            high = high_of[(topic, partition)]
+            lag = max(0, high - starts[(topic, partition)])
             seconds: float | None = 0.0
             if lag:
                 ms = first_ms.get((topic, partition), -1)
@@ -271,24 +298,28 @@ def log_ends(
     ones when empty)."""
     from confluent_kafka import KafkaException
 
+    admin = _admin(bootstrap)
     try:
-        topics = _admin(bootstrap).list_topics(timeout=timeout).topics
+        topics = admin.list_topics(timeout=timeout).topics
     except KafkaException as error:
         raise LagError(
             f"cannot list topics on the broker at {bootstrap} "
             f"(KEYART_KAFKA_BOOTSTRAP): {error}"
         ) from None
-    keys: dict[tuple[str, int], int | None] = {
-        (name, partition): None
+    keys = [
+        (name, partition)
         for name, meta in topics.items()
         if not name.startswith("__")
         and (not topic_prefixes or name.startswith(tuple(topic_prefixes)))
         for partition in meta.partitions
-    }
+    ]
     if not keys:
         return {}
-    watermarks, _ = _probe(bootstrap, keys, timeout, at_end=True)
-    return {key: high for key, (_, high) in sorted(watermarks.items())}
+    # ListOffsets "latest" is at the log end or inside the last batch, so a
+    # fetch from there is cheap and its high watermark is the true end.
+    near_end = _list_offsets(admin, keys, latest=True, timeout=timeout)
+    high_of, _ = _probe(bootstrap, near_end, timeout, want_first=False)
+    return dict(sorted(high_of.items()))
 
 
 def check_caught_up(
