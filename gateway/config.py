@@ -230,8 +230,9 @@ class ExperimentsDocument(BaseModel):
         ],
         min_length=1,
         max_length=32,
-        description="Variants in bucket order; changing only the last weights "
-        "moves the fewest users.",
+        description="Variants in the order their ranges of the user line are "
+        "laid out; new weights move only the users between old and new "
+        "boundaries.",
     )
 
     @field_validator("variants")

@@ -4,8 +4,8 @@ A user's point is the first 8 bytes of ``BLAKE2b(salt, user_id)`` read as a
 fraction in [0, 1). Variants own consecutive ranges of that line in the order
 they are listed, sized by their weights. The same user, salt and split always
 give the same variant, in every gateway process, with no state stored. A new
-salt reshuffles every user; changing weights moves only the users whose point
-falls in a range that changed.
+salt reshuffles every user; new weights move the boundaries between ranges,
+and only the users between an old and a new boundary change variant.
 
 Examples
 --------

@@ -1,0 +1,163 @@
+"""The event collector: validated, token-checked, deduplicated, produced."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import orjson
+
+from bandits.state import ArmStats
+from gateway.state import EXPOSURE_BUCKET_MS
+from keyart.keys import escape
+from tests.gateway.conftest import RULES_OFF, add_poster, new_id, read_records
+
+
+def _slot(gateway, user, video):
+    return gateway.select(user, [video], context={"age": 0.25})["slots"][0]
+
+
+def _forge(token: str, **changes) -> str:
+    payload, mac = token.split(".")
+    fields = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    if "propensity" in changes:
+        fields[9] = changes["propensity"]
+    forged = base64.urlsafe_b64encode(orjson.dumps(fields)).rstrip(b"=").decode()
+    return f"{forged}.{mac}"
+
+
+def test_events_are_filled_from_the_token_produced_once_and_feed_the_rules(gateway):
+    gateway.set_rules(**RULES_OFF)
+    video, poster, user = new_id("v"), new_id("p"), "user:with@odd/chars"
+    add_poster(
+        gateway, video, poster, stats=ArmStats(5, 1, 5, 1), features={"dark": 0.8}
+    )
+    slot = _slot(gateway, user, video)
+    now_ms = int(time.time() * 1000)
+    impression_id = new_id("i")
+    batch = {
+        "events": [
+            {
+                "type": "impression",
+                "event_id": impression_id,
+                "event_time": now_ms,
+                "token": slot["token"],
+                "context": {"age": 0.25},
+            },
+            {
+                "type": "click",
+                "event_id": new_id("c"),
+                "event_time": now_ms + 1500,
+                "token": slot["token"],
+                "impression_id": impression_id,
+            },
+        ]
+    }
+    answer = gateway.client.post("/v1/events", json=batch)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accepted": 2, "duplicates": 0, "errors": []}
+
+    again = gateway.client.post("/v1/events", json=batch).json()
+    assert again == {"accepted": 0, "duplicates": 2, "errors": []}
+
+    impressions = read_records(
+        gateway.settings,
+        "impressions",
+        "impression",
+        lambda rs: any(r["event_id"] == impression_id for r in rs),
+    )
+    mine = [r for r in impressions if r["event_id"] == impression_id]
+    assert len(mine) == 1
+    record = mine[0]
+    assert (record["user_id"], record["video_id"], record["poster_id"]) == (
+        user,
+        video,
+        poster,
+    )
+    assert record["propensity"] == slot["propensity"]
+    assert record["placement"] == "home_row" and record["policy"]
+    assert record["context"] == {"age": 0.25}
+    assert record["poster_features"] == {"dark": 0.8}
+    clicks = read_records(
+        gateway.settings,
+        "clicks",
+        "click",
+        lambda rs: any(r["impression_id"] == impression_id for r in rs),
+    )
+    click = next(r for r in clicks if r["impression_id"] == impression_id)
+    assert (click["user_id"], click["video_id"], click["poster_id"]) == (
+        user,
+        video,
+        poster,
+    )
+
+    # The impression feeds display deweighting and exposure caps; ids are escaped.
+    seen_key = gateway.keys.seen(user, video)
+    assert "user%3Awith%40odd%2Fchars" in seen_key
+    assert gateway.redis.zscore(seen_key, poster) is not None
+    fields = gateway.redis.hgetall(gateway.keys.exposure(video))
+    assert len(fields) == 1 and sum(int(v) for v in fields.values()) == 1
+    poster_part, bucket = next(iter(fields)).decode().rsplit("|", 1)
+    assert poster_part == escape(poster)
+    assert abs(int(bucket) - now_ms // EXPOSURE_BUCKET_MS) <= 1
+    assert gateway.redis.exists(gateway.keys.collected(impression_id))
+
+
+def test_each_bad_event_is_reported_with_its_index_and_the_rest_go_through(gateway):
+    gateway.set_rules(**RULES_OFF)
+    video = new_id("v")
+    add_poster(gateway, video, new_id("p"))
+    slot = _slot(gateway, new_id("u"), video)
+    now_ms = int(time.time() * 1000)
+
+    def impression(**fields):
+        event = {
+            "type": "impression",
+            "event_id": new_id("i"),
+            "event_time": now_ms,
+            "token": slot["token"],
+        }
+        event.update(fields)
+        return event
+
+    missing_time = impression()
+    del missing_time["event_time"]
+    batch = {
+        "events": [
+            impression(),
+            impression(token=_forge(slot["token"], propensity=0.999)),
+            missing_time,
+            {"type": "view", "event_id": "x"},
+            impression(event_time=now_ms + 3_600_000),
+            impression(event_id="has spaces"),
+            impression(token="garbage"),
+            "not an object",
+        ]
+    }
+    answer = gateway.client.post("/v1/events", json=batch)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["accepted"] == 1
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 7]
+    assert "signature" in reasons[1]
+    assert reasons[2].startswith("impression.event_time")
+    assert "type" in reasons[3] or "view" in reasons[3]
+    assert "future" in reasons[4]
+    assert "event_id" in reasons[5]
+    assert reasons[6].startswith("token")
+    assert not any(e["retry"] for e in body["errors"])
+
+
+def test_malformed_and_oversized_batches_are_refused_whole(gateway):
+    not_json = gateway.client.post(
+        "/v1/events", content=b"{nope", headers={"content-type": "application/json"}
+    )
+    assert not_json.status_code == 422 and "JSON" in not_json.json()["detail"]
+    wrong_shape = gateway.client.post("/v1/events", json=[1, 2])
+    assert wrong_shape.status_code == 422 and "events" in wrong_shape.json()["detail"]
+    limit = gateway.settings.max_events_per_batch
+    too_many = {"events": [{"type": "click"}] * (limit + 1)}
+    answer = gateway.client.post("/v1/events", json=too_many)
+    assert answer.status_code == 422
+    assert "KEYART_MAX_EVENTS_PER_BATCH" in answer.json()["detail"]
