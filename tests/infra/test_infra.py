@@ -210,3 +210,19 @@ def test_dashboard_uses_the_provisioned_data_source() -> None:
 def test_parser_catches_an_unknown_metric() -> None:
     assert "keyart_no_such_metric" not in defined_metrics()
     assert "keyart_gateway_fallbacks_total" in defined_metrics()
+
+
+async def test_promtool_accepts_the_gateway_metrics(settings) -> None:
+    """The gateway application's own /metrics (its router from keyart.health)."""
+    import httpx
+
+    from gateway.app import create_app
+
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert "keyart_gateway_decision_seconds_bucket" in response.text
+    result = promtool("check", "metrics", stdin=response.content)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
