@@ -137,7 +137,9 @@ def _split(value: str | None) -> dict[str, float] | None:
         # Nothing stored: the gateway serves its built-in split.
         from gateway.config import ExperimentsDocument
 
-        shares = {v.name: v.weight for v in ExperimentsDocument().variants}
+        shares = {
+            v.name: v.weight for v in ExperimentsDocument.model_validate({}).variants
+        }
     return shares
 
 
@@ -352,12 +354,17 @@ def register(app: typer.Typer) -> None:
         until: str = typer.Option(None, help="End (ISO 8601 or epoch ms)."),
         csv: Path = typer.Option(None, help="Write the table as CSV ('-': stdout)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        variant: str = typer.Option(
+            None, help="Only these logged variants, comma separated."
+        ),
+        video: str = typer.Option(None, help="Only these videos, comma separated."),
         seed: int = typer.Option(0, help="Seed of folds, replay draws, bootstraps."),
     ) -> None:
         """Off-policy estimates of target policies' CTR from logged propensities.
 
         Greedy policies are fitted on the earliest ``--train-share`` of the log;
-        every policy is evaluated on the rest.
+        every policy is evaluated on the rest. ``--variant`` and ``--video``
+        restrict the log (a variant's own propensities describe one logger).
         Examples: ``keyart evaluate --source obd --clip 50``,
         ``keyart evaluate --policies uniform,greedy --estimators ips,dr --json``.
         """
@@ -382,6 +389,12 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"--train-share must lie in (0, 1), got {train_share}")
         logs = _load(source, obd, since, until)
         impressions = logs.impressions.sort_values("event_time", kind="stable")
+        for column, wanted in (("variant", variant), ("video_id", video)):
+            if wanted:
+                keep = {w.strip() for w in wanted.split(",")}
+                impressions = impressions.loc[
+                    impressions[column].astype(str).isin(keep)
+                ]
         if len(impressions) < 4:
             raise _fail(f"too few impressions in {logs.source} to evaluate", 1)
         candidates = [str(i) for i in range(80)] if source == "obd" else None

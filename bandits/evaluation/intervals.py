@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "Interval",
@@ -68,7 +68,7 @@ def z_value(confidence: float) -> float:
     """Two-sided standard normal quantile, 1.959964 for 0.95."""
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    return float(stats.norm.ppf(0.5 + confidence / 2.0))
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
 def _check_counts(successes: float, trials: float) -> None:
@@ -95,9 +95,10 @@ def wilson(successes: float, trials: float, confidence: float = 0.95) -> Interva
     z2n = z * z / trials
     centre = (p + z2n / 2.0) / (1.0 + z2n)
     half = z / (1.0 + z2n) * math.sqrt(p * (1.0 - p) / trials + z2n / (4.0 * trials))
-    return Interval(
-        p, max(0.0, centre - half), min(1.0, centre + half), "wilson", confidence
-    )
+    # The ends are exactly 0 and 1 at p = 0 and p = 1; keep rounding out of them.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return Interval(p, low, high, "wilson", confidence)
 
 
 def agresti_coull(

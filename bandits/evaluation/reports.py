@@ -221,12 +221,19 @@ def ab_report(
 
     ``metric`` is ``ctr`` (unit: impression) or ``uctr`` (unit: user). The
     SRM check counts users, the unit of assignment, against
-    ``expected_share`` (equal shares when omitted). The always-valid p-value
-    replays the experiment at ``looks`` evenly spaced points in time.
+    ``expected_share`` (equal shares when omitted). With ``expected_share``,
+    only its variants are compared; other logged variants are named in a note.
+    The always-valid p-value replays the experiment at ``looks`` evenly spaced
+    points in time.
     """
     if metric not in ("ctr", "uctr"):
         raise ValueError(f"metric must be ctr or uctr, got {metric!r}")
-    variants = sorted(map(str, impressions["variant"].unique()))
+    logged = sorted(map(str, impressions["variant"].unique()))
+    # With a configured split, the experiment is its variants; other traffic
+    # in the same topics (replays, earlier experiments) stays out of it.
+    variants = [v for v in logged if not expected_share or v in expected_share]
+    left_out = sorted(set(logged) - set(variants))
+    impressions = impressions.loc[impressions["variant"].astype(str).isin(variants)]
     rows = []
     for a, b in pairs(variants, control):
         counts: list[int] = []
@@ -263,21 +270,18 @@ def ab_report(
     }
     if expected_share:
         # A configured variant that served nobody is the strongest mismatch.
-        users = {name: users.get(name, 0) for name in {*users, *expected_share}}
-        users = dict(sorted(users.items()))
+        users = {name: users.get(name, 0) for name in sorted(expected_share)}
     if len(users) >= 2:
-        try:
-            srm = srm_check(users, expected_share)
-        except ValueError as error:
-            warnings.append(f"SRM check skipped: {error} (was the split changed?)")
-        else:
-            if srm.mismatch:
-                warnings.append(srm.message())
+        srm = srm_check(users, expected_share)
+        if srm.mismatch:
+            warnings.append(srm.message())
     metrics: dict[str, dict[str, float]] = {v: {} for v in variants}
     for name, rate in fallback_rates(decisions).items():
-        metrics.setdefault(name, {})["fallback_rate"] = rate
+        if name in metrics:
+            metrics[name]["fallback_rate"] = rate
     for name, value in (latency_p99_ms or {}).items():
-        metrics.setdefault(name, {})["latency_p99_ms"] = float(value)
+        if name in metrics:
+            metrics[name]["latency_p99_ms"] = float(value)
     guardrails = guardrail_checks(metrics, limits)
     warnings += [
         f"guardrail {g.name} of {g.variant} is {g.value:.4g} > {g.limit:.4g}"
@@ -291,6 +295,8 @@ def ab_report(
         f"always_valid_p (mSPRT, normal mixing sd {mixing_sd}) may be checked at"
         " every look: stop when it falls below alpha.",
     ]
+    if left_out:
+        notes.append(f"not in the configured split, left out of the A/B: {left_out}")
     if len(rows) > 1:
         notes.append(
             f"{len(rows)} comparisons: use alpha/{len(rows)} (Bonferroni) per pair."

@@ -140,6 +140,14 @@ def test_ab_report_on_a_known_experiment() -> None:
     assert breached == {("B", "fallback_rate"), ("B", "latency_p99_ms")}
     assert any("SRM" in w for w in report.warnings)
     assert any("inflates false positives" in n for n in report.notes)
+    # Traffic outside the configured split (a replay) stays out of the A/B.
+    replayed = impressions.head(50).assign(variant="replay")
+    mixed = ab_report(
+        pd.concat([impressions, replayed]), expected_share={"A": 0.55, "B": 0.45}
+    )
+    assert mixed.comparisons[["a", "b"]].values.tolist() == [["A", "B"]]
+    assert mixed.srm is not None and not mixed.srm.mismatch
+    assert any("['replay']" in n for n in mixed.notes)
     users = ab_report(impressions, metric="uctr").comparisons.iloc[0]
     assert (users["trials_a"], users["trials_b"]) == (1100, 900)
     assert math.isfinite(users["always_valid_p"])
