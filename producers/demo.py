@@ -64,11 +64,17 @@ class DemoOptions:
     out_dir: Path = Path("var/demo")
     auto_approve_score: float = 0.5
     attribution_window_s: float = 60.0
-    window_s: float = 60.0
-    concurrency: int = 4
-    rate: float | None = 60.0
+    window_s: float | None = None
+    """Sliding window of Thompson sampling (default: the whole run, or a third
+    of it with drift, so the window can forget the old best poster)."""
+    concurrency: int = 6
+    rate: float | None = 100.0
     obd_rounds: int | None = None
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
+
+    def __post_init__(self) -> None:
+        if self.window_s is None:
+            self.window_s = self.seconds / 3 if self.drift else self.seconds
 
     @property
     def variants(self) -> list[tuple[str, str]]:
@@ -125,7 +131,7 @@ def run_settings(settings: Settings, options: DemoOptions) -> Settings:
         auto_approve_score=options.auto_approve_score,
         attribution_window_s=options.attribution_window_s,
         window_kind="time",
-        window_s=options.window_s,
+        window_s=options.window_s or max(60.0, options.seconds),
         window_buckets=12,
         gateway_port=free_port(0),
         token_secret=secrets.token_hex(32),

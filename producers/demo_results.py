@@ -125,8 +125,7 @@ def build_report(
     obd = impressions[impressions["video_id"] == OBD_VIDEO]
     shown = pd.DataFrame([asdict(s) for s in traffic.shown])
     shown["regret"] = shown["best_ctr"] - shown["expected_ctr"]
-    order = [name for name, _ in options.variants]
-    rows = summarize_variants(sim, shown, "control", order)
+    rows = summarize_variants(sim, shown, "control", dict(options.variants))
     lines = verdicts(rows)
 
     # The learner's state against the events.
@@ -194,7 +193,8 @@ def build_report(
 
     console.print(variant_rich_table(rows, "simulated traffic through the gateway"))
     for line in lines:
-        style = "red" if ("NOT" in line or "worse" in line) else "green"
+        bad = ("NOT" in line, "worse" in line, "fallback" in line)
+        style = "red" if any(bad) else "green"
         console.print(f"[{style}]{line}")
     for line in checks:
         console.print(line)
@@ -223,6 +223,7 @@ def build_report(
                 "uctr": r.uctr.as_dict(),
                 "lift": r.lift.as_dict() if r.lift else None,
                 "regret": r.regret if math.isfinite(r.regret) else None,
+                "served": r.served,
             }
             for r in rows
         ],

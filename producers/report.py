@@ -54,6 +54,13 @@ class VariantSummary:
     """Expected clicks lost against the oracle, summed over impressions."""
     expected_ctr: float
     """The oracle's expected CTR of what was shown (noise-free)."""
+    served: dict[str, float] = field(default_factory=dict)
+    """Share of the variant's impressions by the policy that chose them (the
+    gateway falls back to another policy when a model is missing)."""
+
+    @property
+    def served_text(self) -> str:
+        return ", ".join(f"{p} {100 * s:.0f}%" for p, s in self.served.items())
 
     @property
     def regret_per_1k(self) -> float:
@@ -64,13 +71,15 @@ def summarize_variants(
     impressions: pd.DataFrame,
     shown: pd.DataFrame,
     control: str = "control",
-    variant_order: Sequence[str] = (),
+    variant_to_policy: Mapping[str, str] | None = None,
 ) -> list[VariantSummary]:
     """Rows per variant from joined impressions (Kafka) and the simulator's log.
 
     ``impressions`` has ``event_id, variant, policy, user_id, clicked``;
-    ``shown`` has ``impression_id, expected_ctr, best_ctr``.
+    ``shown`` has ``impression_id, expected_ctr, best_ctr``;
+    ``variant_to_policy`` the configured split, in display order.
     """
+    variant_to_policy = dict(variant_to_policy or {})
     from bandits.evaluation.reports import variant_table
 
     table = variant_table(impressions).set_index("variant")
@@ -84,10 +93,13 @@ def summarize_variants(
     per_variant = oracle.groupby("variant")[["regret", "expected_ctr"]].agg(
         {"regret": "sum", "expected_ctr": "mean"}
     )
-    policy_of = impressions.groupby("variant")["policy"].agg(
-        lambda s: s.mode().iat[0] if len(s) else ""
+    served = (
+        impressions.groupby("variant")["policy"]
+        .value_counts(normalize=True)
+        .rename("share")
+        .reset_index()
     )
-    names = [v for v in variant_order if v in table.index]
+    names = [v for v in variant_to_policy if v in table.index]
     names += sorted(v for v in table.index if v not in names)
     base = table.loc[control] if control in table.index else None
     rows = []
@@ -101,10 +113,14 @@ def summarize_variants(
                 int(row["clicks"]),
                 int(row["impressions"]),
             )
+        mine = served[served["variant"] == name]
+        shares = {
+            str(p): float(x) for p, x in zip(mine["policy"], mine["share"], strict=True)
+        }
         rows.append(
             VariantSummary(
                 variant=name,
-                policy=str(policy_of.get(name, "")),
+                policy=variant_to_policy.get(name) or max(shares, key=shares.get),
                 impressions=int(row["impressions"]),
                 clicks=int(row["clicks"]),
                 ctr=Interval(row["ctr"], row["ctr_low"], row["ctr_high"], "wilson"),
@@ -114,6 +130,7 @@ def summarize_variants(
                 lift=lift,
                 regret=float(per_variant["regret"].get(name, math.nan)),
                 expected_ctr=float(per_variant["expected_ctr"].get(name, math.nan)),
+                served=shares,
             )
         )
     return rows
@@ -135,25 +152,32 @@ def verdicts(rows: Sequence[VariantSummary], control: str = "control") -> list[s
     """One sentence per variant on whether it beats the control (by its lift's
     95% interval), and whether each contextual policy beats Thompson sampling."""
     out = []
+    measured: dict[str, VariantSummary] = {}
     for row in rows:
+        label = f"{row.variant} ({row.policy})"
+        if row.served.get(row.policy, 0.0) < 0.5:
+            out.append(
+                f"{row.variant} was set to {row.policy}, but the gateway served "
+                f"{row.served_text} of its impressions: it had no {row.policy} "
+                "model to use, so this row measures the fallback."
+            )
+            label = f"{row.variant} (served as {max(row.served, key=row.served.get)})"
+        else:
+            measured[row.policy] = row
         if row.lift is None:
             continue
         if row.lift.low > 0:
-            out.append(
-                f"{row.variant} ({row.policy}) beats random: lift "
-                f"{_interval(row.lift, 1)}."
-            )
+            out.append(f"{label} beats random: lift {_interval(row.lift, 1)}.")
         elif row.lift.high < 0:
             out.append(
-                f"{row.variant} ({row.policy}) does worse than random: lift "
-                f"{_interval(row.lift, 1)}."
+                f"{label} does worse than random: lift {_interval(row.lift, 1)}."
             )
         else:
             out.append(
-                f"{row.variant} ({row.policy}) does NOT beat random in this run: "
+                f"{label} does NOT beat random in this run: "
                 f"lift {_interval(row.lift, 1)} includes 0."
             )
-    by_policy = {r.policy: r for r in rows}
+    by_policy = measured
     ts = by_policy.get("thompson")
     for name in ("linucb", "fm"):
         row = by_policy.get(name)
