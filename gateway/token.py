@@ -63,7 +63,8 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    padded = text + "=" * (-len(text) % 4)
+    return base64.b64decode(padded, altchars=b"-_", validate=True)
 
 
 class TokenSigner:
@@ -97,7 +98,7 @@ class TokenSigner:
             raise TokenError("token is not payload.mac")
         try:
             payload, mac = _unb64(head), _unb64(tail)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError):  # binascii.Error is a ValueError
             raise TokenError("token is not base64url") from None
         if not hmac.compare_digest(mac, self._mac(payload)):
             raise TokenError("token signature does not match")
