@@ -372,7 +372,7 @@ def register(app: typer.Typer) -> None:
 
         from bandits.evaluation.feedback import impressions_to_bandit
         from bandits.evaluation.ope import evaluate as run_ope
-        from bandits.evaluation.ope import observed_value
+        from bandits.evaluation.ope import observed_value, support_warning
         from bandits.evaluation.targets import (
             EpsilonGreedyPolicy,
             GreedyPolicy,
@@ -431,6 +431,16 @@ def register(app: typer.Typer) -> None:
         except ValueError as error:
             raise _fail(str(error)) from None
         seen = observed_value(test)
+        cautions = []
+        for row in table.loc[table["estimator"] == "ips"].itertuples():
+            text = support_warning(
+                str(row.policy),
+                float(row.mean_weight),
+                float(row.weight_se),
+                float(row.clipped_share),
+            )
+            if text is not None:
+                cautions.append(text)
         if csv is not None:
             _write_csv(table, csv)
         if as_json:
@@ -439,6 +449,7 @@ def register(app: typer.Typer) -> None:
                 "train": train.n,
                 "evaluated": test.n,
                 "observed": seen.as_dict(),
+                "warnings": cautions,
                 "estimates": table.to_dict("records"),
             }
             typer.echo(json.dumps(_clean(payload), default=_json_default))
@@ -450,3 +461,5 @@ def register(app: typer.Typer) -> None:
             f" observed CTR {seen.estimate:.5f} [{seen.low:.5f}, {seen.high:.5f}]"
         )
         _print_table(table, "off-policy estimates (95% intervals)")
+        for text in cautions:
+            typer.secho("warning: " + text, fg="yellow")

@@ -61,6 +61,7 @@ __all__ = [
     "observed_value",
     "replay",
     "snips",
+    "support_warning",
 ]
 
 ESTIMATORS = ("replay", "ips", "snips", "dm", "dr")
@@ -82,6 +83,13 @@ class OpeEstimate:
     clip: float
     clipped_share: float
     mean_weight: float
+    weight_se: float = math.nan
+
+    def support_warning(self) -> str | None:
+        """See :func:`support_warning`."""
+        return support_warning(
+            self.policy, self.mean_weight, self.weight_se, self.clipped_share
+        )
 
     def as_dict(self) -> dict[str, object]:
         """Flat fields for tables and JSON."""
@@ -96,9 +104,38 @@ class OpeEstimate:
             "boot_high": self.bootstrap.high if self.bootstrap else math.nan,
         }
         rest = asdict(self)
-        for key in ("n", "ess", "clip", "clipped_share", "mean_weight"):
+        for key in ("n", "ess", "clip", "clipped_share", "mean_weight", "weight_se"):
             out[key] = rest[key]
         return out
+
+
+def support_warning(
+    policy: str, mean_weight: float, weight_se: float, clipped_share: float = 0.0
+) -> str | None:
+    """A sentence when the mean weight is more than 3 standard errors off 1.
+
+    Unclipped importance weights average 1 when the logger gave every action
+    the target may take a chance and the propensities are right. A mean well
+    below 1 says the target takes actions the logger never could (a
+    deterministic logger, such as greedy LinUCB logging propensity 1), so IPS
+    and DR miss part of its value; well above 1 says propensities are too small.
+
+    Examples
+    --------
+    >>> support_warning("uniform", 0.59, 0.05) is not None
+    True
+    >>> support_warning("uniform", 0.98, 0.05) is None
+    True
+    """
+    if math.isnan(mean_weight) or math.isnan(weight_se) or clipped_share > 0:
+        return None  # clipped weights average below 1 by design
+    if abs(mean_weight - 1.0) <= max(3 * weight_se, 1e-9):
+        return None
+    return (
+        f"{policy}: mean importance weight {mean_weight:.3f} (standard error"
+        f" {weight_se:.3f}) is not 1: the logger gave some of this policy's"
+        " actions no chance, or its propensities are off"
+    )
 
 
 def effective_sample_size(weights: np.ndarray) -> float:
@@ -119,6 +156,12 @@ def _weights(
     raw = probs[log.logged_pair] / log.propensities
     clipped = raw > clip
     return np.minimum(raw, clip), float(clipped.mean()) if log.n else 0.0
+
+
+def _standard_error(values: np.ndarray) -> float:
+    if values.size < 2:
+        return math.nan
+    return float(np.std(values, ddof=1)) / math.sqrt(values.size)
 
 
 def _normal(values: np.ndarray, estimate: float, confidence: float) -> Interval:
@@ -171,6 +214,7 @@ def _mean_estimate(
         clip,
         clipped_share,
         float(weights.mean()) if weights.size else math.nan,
+        _standard_error(weights),
     )
 
 
@@ -232,6 +276,7 @@ def snips(
         clip,
         share,
         float(w.mean()) if log.n else math.nan,
+        _standard_error(w),
     )
 
 

@@ -218,3 +218,16 @@ def test_impressions_to_bandit_uses_decision_candidates() -> None:
     probs = UniformPolicy().probabilities(log)
     assert ips(log, probs).interval.estimate == pytest.approx((0.5 / 0.5) / 3)
     assert math.isclose(effective_sample_size(np.array([2.0, 2.0])), 2.0)
+
+
+def test_deterministic_logger_is_flagged() -> None:
+    # The logger always showed action 0 (propensity 1) of two candidates: the
+    # uniform target's weights are 0.5 everywhere, mean 0.5, standard error 0.
+    n = 200
+    log = LoggedBandit.from_arrays(np.zeros(n, int), np.ones(n), np.ones(n), 2)
+    uniform = ips(log, UniformPolicy().probabilities(log))
+    assert uniform.mean_weight == pytest.approx(0.5)
+    assert "mean importance weight 0.500" in (uniform.support_warning() or "")
+    assert ips(log, LoggingPolicy().probabilities(log)).support_warning() is None
+    clipped = ips(log, UniformPolicy().probabilities(log), clip=0.4)
+    assert clipped.support_warning() is None  # clipping lowers weights by design
