@@ -78,9 +78,9 @@ def fm_features(
     {'u:age': 0.5, 'p:dark': 1.0, 'poster=p7': 1.0}
     """
     poster = dict(poster)
-    if poster_id is None and isinstance(poster.get("id"), str):
-        poster_id = poster.pop("id")
-    poster.pop("id", None)
+    own_id = poster.pop("id", None)
+    if poster_id is None and isinstance(own_id, str):
+        poster_id = own_id
     x = {f"u:{k}": v for k, v in context.items()}
     x.update({f"p:{k}": v for k, v in poster.items()})
     if poster_id is not None:
@@ -248,16 +248,15 @@ class FMScorer:
                     vals.append(value)
         n = len(xs)
         r_ = np.asarray(rows, dtype=np.intp)
-        c_ = np.asarray(cols, dtype=np.intp)
-        v_ = np.asarray(vals, dtype=np.float64)
-        linear = np.bincount(r_, weights=self.weights[c_] * v_, minlength=n)
-        vx = self.latents[c_] * v_[:, None]
-        summed = np.zeros((n, self.latents.shape[1]))
-        np.add.at(summed, r_, vx)
-        squares = np.zeros((n, self.latents.shape[1]))
-        np.add.at(squares, r_, vx * vx)
+        used, local = np.unique(np.asarray(cols, dtype=np.intp), return_inverse=True)
+        # Feature names are unique within a dict, so each cell is set once.
+        dense = np.zeros((n, used.size))
+        dense[r_, local] = vals
+        latents = self.latents[used]
+        summed = dense @ latents
+        squares = (dense * dense) @ (latents * latents)
         pairwise = 0.5 * (summed * summed - squares).sum(axis=1)
-        return self.intercept + linear + pairwise
+        return self.intercept + dense @ self.weights[used] + pairwise
 
     def predict_proba(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Click probability for each feature dict, shape ``(len(xs),)``."""

@@ -121,7 +121,7 @@ class LinUCB:
         self.b += reward * x
         self.n_updates += 1
         if self.n_updates % self.refresh_every == 0:
-            self.a_inv = np.linalg.inv(self.a)
+            self.a_inv = np.asarray(np.linalg.inv(self.a), dtype=np.float64)
 
     def update(self, x: np.ndarray, reward: float) -> None:
         """Learn from one pull: features ``x`` (shape ``(dim,)``) and its reward."""
@@ -228,7 +228,7 @@ class LinUCB:
         if "a" in fields:
             model.a = array("a", dim * dim).reshape(dim, dim)
         else:
-            model.a = np.linalg.inv(model.a_inv)
+            model.a = np.asarray(np.linalg.inv(model.a_inv), dtype=np.float64)
         model.version = int(_text(fields["version"]))
         model.n_updates = int(_text(fields["n"]))
         return model

@@ -48,7 +48,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["SlidingWindow"]
 
@@ -227,20 +227,20 @@ class SlidingWindow:
             impressions -= take
         landed = True
         if clicks:
-            bucket = None
+            target: list | None = None
             for position in range(len(dq) - 1, -1, -1):
                 self.touched_buckets += 1
                 if dq[position][_KEY] <= t:
-                    bucket = dq[position]
+                    target = dq[position]
                     break
-            if bucket is None and not dq:
+            if target is None and not dq:
                 # A click whose impression this window never saw (lost or late).
-                bucket = [t, 0, 0]
-                dq.append(bucket)
-            if bucket is None:
+                target = [t, 0, 0]
+                dq.append(target)
+            if target is None:
                 landed = False  # its impression is older than the window
             else:
-                bucket[_C] += clicks
+                target[_C] += clicks
                 totals[1] += clicks
         if not dq:
             self._drop(arm)
@@ -368,7 +368,7 @@ class SlidingWindow:
             raise ValueError(
                 f"window state of {arm!r} must hold triples, got {values!r}"
             )
-        buckets = [values[i : i + 3] for i in range(0, len(values), 3)]
+        buckets: list[list[Any]] = [values[i : i + 3] for i in range(0, len(values), 3)]
         for previous, bucket in zip(buckets, buckets[1:], strict=False):
             if bucket[_KEY] <= previous[_KEY] and self.kind == "time":
                 raise ValueError(f"window state of {arm!r} has epochs out of order")
@@ -380,9 +380,11 @@ class SlidingWindow:
         if self.kind == "time":
             buckets = [[int(b[_KEY]), int(b[_N]), int(b[_C])] for b in buckets]
             for bucket in buckets:
-                self._index(bucket[_KEY], arm)
+                self._index(int(bucket[_KEY]), arm)
         else:
             buckets = [[b[_KEY], int(b[_N]), int(b[_C])] for b in buckets]
             buckets = buckets[-self.buckets :]
         self._arms[arm] = deque(buckets)
-        self._totals[arm] = [sum(b[_N] for b in buckets), sum(b[_C] for b in buckets)]
+        n = sum(int(b[_N]) for b in buckets)
+        c = sum(int(b[_C]) for b in buckets)
+        self._totals[arm] = [n, c]

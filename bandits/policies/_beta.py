@@ -91,7 +91,7 @@ def _ratio(ga: np.ndarray, gb: np.ndarray) -> np.ndarray:
 def beta_draws(
     a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n: int
 ) -> np.ndarray:
-    """``(n, k)`` draws of the Beta(a_j, b_j) posterior of each column ``j``."""
+    """``(n, k)`` float32 draws of the Beta(a_j, b_j) posterior of each column."""
     k = a.size
     size = n * k
     pooled = _FRESH_BELOW < 2 * size <= _POOL.size
@@ -104,15 +104,16 @@ def beta_draws(
         start = int(rng.integers(0, big_pool.size - 2 * size + 1))
         z = big_pool[start : start + 2 * size].reshape(2, n, k)
     else:
-        z = rng.standard_normal((2, n, k))
+        z = rng.standard_normal((2, n, k), dtype=np.float32)
 
     small = np.flatnonzero(np.minimum(a, b) < NORMAL_ABOVE)
     if small.size < k:
         total = a + b
-        sd = np.sqrt(a * b / (total * total * (total + 1.0)))
-        out = a / total + sd * z[0]
+        sd = np.sqrt(a * b / (total * total * (total + 1.0))).astype(np.float32)
+        out = sd * z[0]
+        out += (a / total).astype(np.float32)
     else:
-        out = np.empty((n, k))
+        out = np.empty((n, k), dtype=np.float32)
     if small.size == 0:
         return out
     sides = []
