@@ -32,6 +32,7 @@ import numpy as np
 
 __all__ = ["BEHAVIOUR_NAMES", "FeatureSpec"]
 
+_EMPTY: Mapping[str, float] = {}
 BEHAVIOUR_NAMES = (
     "beh.poster_log_impressions",
     "beh.poster_ctr",
@@ -152,18 +153,21 @@ class FeatureSpec:
         """
         n = len(posters)
         counts = np.zeros((n, 4), dtype=np.float64)
-        for row, poster in enumerate(posters):
-            counts[row, 0] = float(poster.get("impressions", 0))  # type: ignore[arg-type]
-            counts[row, 1] = float(poster.get("clicks", 0))  # type: ignore[arg-type]
-        video_of = [str(p.get("video_id", "")) for p in posters]
-        _, video_index = np.unique(video_of, return_inverse=True)
+        if n == 0:
+            return counts
+        counts[:, :2] = [(p.get("impressions", 0), p.get("clicks", 0)) for p in posters]
+        video_to_index: dict[object, int] = {}
+        video_index = np.array(
+            [video_to_index.setdefault(p.get("video_id"), len(video_to_index))
+             for p in posters]
+        )  # fmt: skip
         for j in (0, 1):
             totals = np.bincount(video_index, weights=counts[:, j])
             counts[:, 2 + j] = totals[video_index]
         for row, poster in enumerate(posters):
             if "video_impressions" in poster:
-                counts[row, 2] = float(poster["video_impressions"])  # type: ignore[arg-type]
-                counts[row, 3] = float(poster.get("video_clicks", 0))  # type: ignore[arg-type]
+                counts[row, 2] = poster["video_impressions"]  # type: ignore[assignment]
+                counts[row, 3] = poster.get("video_clicks", 0)  # type: ignore[assignment]
         return counts
 
     def serving_matrix(
@@ -182,21 +186,28 @@ class FeatureSpec:
         """
         n = len(posters)
         x = np.zeros((n, self.n_features), dtype=np.float32)
+        if n == 0:
+            return x
         n_ctx = len(self.context_keys)
+        end = n_ctx + len(self.poster_keys)
         if n_ctx:
-            x[:, :n_ctx] = [float(context.get(k, 0.0)) for k in self.context_keys]
-        for row, poster in enumerate(posters):
-            features = poster.get("features") or {}
-            if not isinstance(features, Mapping):
-                raise TypeError(f"candidate {row}: 'features' must be a map")
-            for j, key in enumerate(self.poster_keys):
-                x[row, n_ctx + j] = float(features.get(key, 0.0))
+            x[:, :n_ctx] = [context.get(k, 0.0) for k in self.context_keys]
+        if end > n_ctx:
+            maps = [p.get("features") or _EMPTY for p in posters]
+            for row, features in enumerate(maps):
+                if not isinstance(features, Mapping):
+                    raise TypeError(f"candidate {row}: 'features' must be a map")
+            x[:, n_ctx:end] = [[f.get(k, 0.0) for k in self.poster_keys] for f in maps]
         if counts is None:
             counts = self.serving_counts(posters)
-        col = n_ctx + len(self.poster_keys)
-        x[:, col : col + 4] = self.behaviour_columns(*counts.T)
+        m = self.prior_strength
+        prior = self.prior_ctr * m
+        x[:, end] = np.log1p(counts[:, 0])
+        x[:, end + 1] = (counts[:, 1] + prior) / (counts[:, 0] + m)
+        x[:, end + 2] = np.log1p(counts[:, 2])
+        x[:, end + 3] = (counts[:, 3] + prior) / (counts[:, 2] + m)
         if placement in self.placements:
-            x[:, col + 4 + self.placements.index(placement)] = 1.0
+            x[:, end + 4 + self.placements.index(placement)] = 1.0
         return x
 
     def to_json(self) -> str:
