@@ -12,7 +12,7 @@ from bandits.policies.base import Choice, Policy, check_counts
 from bandits.propensity import monte_carlo_propensities, monte_carlo_propensity
 from bandits.state import ArmStats
 
-__all__ = ["ThompsonSampling"]
+__all__ = ["ThompsonAllTime", "ThompsonSampling"]
 
 
 class ThompsonSampling(Policy):

@@ -191,3 +191,15 @@ def test_ucb1_unexplored_arms_split_evenly() -> None:
     stats = [ArmStats(10, 1, 10, 1), ArmStats(), ArmStats()]
     p = make_policy("ucb1").propensities(stats, np.random.default_rng(0))
     assert p.tolist() == [0.0, 0.5, 0.5]
+
+
+def test_make_policy_reads_the_real_settings() -> None:
+    from keyart.settings import load_settings
+
+    settings = load_settings(epsilon=0.25, ucb_c=0.7, linucb_alpha=0.3, prior_beta=9.0)
+    assert make_policy("epsilon_greedy", settings).epsilon == 0.25
+    assert make_policy("ucb1", settings).c == 0.7
+    assert make_policy("linucb", settings).alpha == 0.3
+    assert make_policy("thompson", settings).prior_beta == 9.0
+    assert make_policy("thompson_alltime", settings).use_window is False
+    assert make_policy("random", settings).name == "random"
