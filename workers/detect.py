@@ -36,7 +36,7 @@ __all__ = ["Box", "Detections", "Detector", "nms", "spectral_saliency"]
 
 logger = logging.getLogger("workers")
 
-_HAAR = Path(cv2.data.haarcascades)
+_HAAR = Path(cv2.data.haarcascades)  # type: ignore[attr-defined]  # not in stubs
 
 
 @dataclass
@@ -120,7 +120,8 @@ class Detector:
         )
         self._haar_smile = cv2.CascadeClassifier(str(_HAAR / "haarcascade_smile.xml"))
         self._hog = cv2.HOGDescriptor()
-        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        people = cv2.HOGDescriptor_getDefaultPeopleDetector()  # type: ignore[attr-defined]
+        self._hog.setSVMDetector(people)
 
     # Faces -------------------------------------------------------------------
     def faces(
@@ -132,8 +133,8 @@ class Detector:
         h, w = bgr.shape[:2]
         in_w = max(32, round(min(width or self.face_width, w) / 32) * 32)
         in_h = max(32, round(in_w * h / w / 32) * 32)
-        blob = cv2.resize(bgr, (in_w, in_h)).astype(np.float32)
-        blob = cv2.cvtColor(blob, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None]
+        resized = cv2.resize(bgr, (in_w, in_h)).astype(np.float32)
+        blob = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None]
         heat, scale, offset, _ = self._faces.run(None, {"input.1": blob})
         rows, cols = np.nonzero(heat[0, 0] > threshold)
         if rows.size == 0:

@@ -41,10 +41,10 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 def classical_descriptor(bgr: np.ndarray) -> np.ndarray:
     """A 1024-d colour-histogram + HOG descriptor, L2-normalised."""
     hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
-    hist = cv2.calcHist([hsv], [0, 1, 2], None, [8, 8, 8], [0, 180, 0, 256, 0, 256])
-    hist = hist.ravel() / max(1.0, float(hist.sum()))
+    counts = cv2.calcHist([hsv], [0, 1, 2], None, [8, 8, 8], [0, 180, 0, 256, 0, 256])
+    hist = np.asarray(counts, np.float32).ravel()
     grey = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), (64, 64))
-    hog = _HOG.compute(grey).ravel()
+    hog = np.asarray(_HOG.compute(grey), np.float32).ravel()
     return _unit(np.concatenate([_unit(hist), _unit(hog)]))
 
 

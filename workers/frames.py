@@ -198,9 +198,12 @@ class _Selector:
         """Rank the pool's frames of ``shot`` (index < ``before``) and keep the best."""
         closing = [f for f in self.pool if before is None or f.index < before]
         self.pool = [f for f in self.pool if f not in closing]
-        for frame in closing:
+        closing.sort(reverse=True)
+        # Faces are searched only in the frames that can still be kept: the
+        # face term (at most 0.2) re-ranks the leaders, not the whole pool.
+        for rank, frame in enumerate(closing):
             frame.shot = shot
-            if self.face_share is not None:
+            if self.face_share is not None and rank <= self.config.frames_per_shot:
                 frame.measures["face_share"] = self.face_share(frame.image)
             frame.score = informativeness(
                 frame.measures, frame.measures.get("face_share", 0.0)
@@ -258,7 +261,9 @@ def select_frames(
             if not ok or image is None:
                 break
             time_s = index / info.fps
-            small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
+            # Cuts need every frame, so this resize is the cheap one; the
+            # measures below use an area-averaged copy of sampled frames only.
+            small = cv2.resize(image, small_size, interpolation=cv2.INTER_LINEAR)
 
             # Step 1: cuts. A cut may be reported a few frames late, so frames
             # sampled since the cut move to the new shot.
@@ -274,6 +279,7 @@ def select_frames(
                 sampled += 1
                 in_shot_s = time_s - shot_start / info.fps
                 next_sample_s = time_s + config.interval_s(in_shot_s, recent_shot_s)
+                small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
                 reason = frame_drop_reason(small, config)
                 if reason is not None:
                     dropped[reason] += 1

@@ -37,7 +37,7 @@ def entropy_bits(grey: np.ndarray) -> float:
     """Shannon entropy of the grey-level histogram, in bits (0 to 8)."""
     hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
     p = hist[hist > 0] / hist.sum()
-    return float(-(p * np.log2(p)).sum())
+    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def colourfulness(bgr: np.ndarray) -> float:

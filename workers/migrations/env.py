@@ -34,6 +34,8 @@ def run_online() -> None:
     url = context.get_x_argument(as_dictionary=True).get(
         "url"
     ) or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database URL: pass -x url=... or sqlalchemy.url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         _run(conn)
