@@ -50,6 +50,7 @@ __all__ = [
     "placement_table",
     "poster_table",
     "slice_table",
+    "time_table",
     "variant_table",
     "video_table",
 ]
@@ -146,6 +147,43 @@ def video_table(impressions: pd.DataFrame, **options: Any) -> pd.DataFrame:
 def poster_table(impressions: pd.DataFrame, **options: Any) -> pd.DataFrame:
     """:func:`slice_table` by video and poster."""
     return slice_table(impressions, ("video_id", "poster_id"), **options)
+
+
+def time_table(
+    impressions: pd.DataFrame,
+    every_s: float = 60.0,
+    by: Sequence[str] = ("variant",),
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """CTR with Wilson intervals per time bucket of ``every_s`` seconds.
+
+    Columns: ``bucket_ms`` (bucket start, ms since the epoch), the ``by``
+    columns, ``impressions``, ``clicks``, ``ctr``, ``ctr_low``, ``ctr_high``.
+
+    Examples
+    --------
+    >>> imps = pd.DataFrame({"variant": ["A", "A", "A"], "clicked": [1, 0, 0],
+    ...                      "event_time": [0, 30_000, 61_000]})
+    >>> time_table(imps)[["bucket_ms", "impressions", "clicks"]].values.tolist()
+    [[0, 2, 1], [60000, 1, 0]]
+    """
+    if every_s <= 0:
+        raise ValueError(f"every_s must be positive, got {every_s}")
+    width = int(every_s * 1000)
+    frame = impressions.assign(bucket_ms=impressions["event_time"] // width * width)
+    counts = (
+        frame.groupby(["bucket_ms", *by], sort=True)["clicked"]
+        .agg(impressions="size", clicks="sum")
+        .reset_index()
+    )
+    intervals = [
+        wilson(int(k), int(n), confidence)
+        for k, n in zip(counts["clicks"], counts["impressions"], strict=True)
+    ]
+    counts["ctr"] = [i.estimate for i in intervals]
+    counts["ctr_low"] = [i.low for i in intervals]
+    counts["ctr_high"] = [i.high for i in intervals]
+    return counts
 
 
 def fallback_rates(decisions: pd.DataFrame) -> dict[str, float]:

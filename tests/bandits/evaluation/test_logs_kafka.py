@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bandits.evaluation.logs import EventLogs, load_kafka_logs, read_topic
-from bandits.evaluation.reports import ab_report, variant_table
+from bandits.evaluation.reports import ab_report, time_table, variant_table
 from keyart.settings import Settings
 from producers.events import EventProducer
 
@@ -152,6 +152,13 @@ def test_variant_table_counts(logs: EventLogs) -> None:
     assert table.loc["A", "ctr"] == pytest.approx(0.1)
     assert table.loc["B", "uctr"] == pytest.approx(0.4)
     assert table.loc["A", "ctr_low"] < 0.1 < table.loc["A", "ctr_high"]
+
+
+def test_time_table_by_hour(logs: EventLogs) -> None:
+    table = time_table(logs.impressions, every_s=3600)
+    table["hour"] = (table["bucket_ms"] - table["bucket_ms"].min()) // HOUR
+    found = table[["hour", "variant", "impressions", "clicks"]].values.tolist()
+    assert found == [[0, "A", 30, 6], [0, "B", 20, 0], [1, "A", 30, 0], [1, "B", 20, 8]]
 
 
 def test_ab_report_on_kafka_logs(logs: EventLogs) -> None:
