@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import redis
 
 from bench._common import applied, private_stack, wait_assigned, worker
@@ -30,13 +31,21 @@ from producers.events import EventProducer
 from schemas.codec import get_codec
 
 
-def produce(settings, events: int, seed: int) -> int:
+def produce(settings, events: int, seed: int, videos: int = 5000) -> int:
+    """Impressions of ``videos`` titles with Zipf (s=1) popularity, 5 % clicked.
+
+    Real catalogs are heavy-tailed: a few titles take most of the traffic.
+    """
     rng = random.Random(seed)
+    weights = 1.0 / np.arange(1, videos + 1)
+    draws = np.random.default_rng(seed).choice(
+        videos, size=events, p=weights / weights.sum()
+    )
     producer = EventProducer(settings, config={"linger.ms": 50})
     base = int(time.time() * 1000) - events
     sent = 0
     for i in range(events):
-        video = f"v{rng.randrange(5000)}"
+        video = f"v{draws[i]}"
         poster = f"p{rng.randrange(5)}"
         producer.send(
             "impression",

@@ -14,7 +14,7 @@ Examples
 >>> d = DedupeWindow(window_ms=1000)
 >>> d.seen("a", 0), d.seen("a", 10), d.seen("b", 20)
 (False, True, False)
->>> d.expire(now_ms=1500)
+>>> d.expire(now_ms=1010)
 1
 >>> d.seen("a", 1600)
 False

@@ -225,7 +225,7 @@ class Learner:
         for p in range(n):
             pipe.hgetall(self.keys.model_shard("linucb", p))
         shards = [LinUCBShard.from_mapping(m, self.dim) for m in await pipe.execute()]
-        total = sum(s.n for s in shards)
+        total = sum(s.n + s.clicks for s in shards)
         if total == self._merged_n:
             return
         model = merge_linucb(shards, alpha=self.settings.linucb_alpha, ridge=1.0)

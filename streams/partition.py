@@ -85,6 +85,7 @@ class PartitionLearner:
         self.window = SlidingWindow(
             settings.window_kind, length, settings.window_buckets
         )
+        self._width_ms = self.window.width * 1000.0
         self.alltime: dict[Arm, list[int]] = {}
         self.dirty: set[Arm] = set()
         dedupe_ms = round(settings.dedupe_window_s * 1000)
@@ -141,17 +142,40 @@ class PartitionLearner:
             self.dirty_offsets = True
         return out
 
-    def _count(self, arm: Arm, t_ms: int, impressions: int, clicks: int) -> None:
-        self.window.add(arm, t_ms / 1000.0, impressions, clicks)
-        totals = self.alltime.get(arm)
-        if totals is None:
-            totals = self.alltime[arm] = [0, 0]
-        totals[0] += impressions
-        totals[1] += clicks
-        self.dirty.add(arm)
+    def _bucket(self, t_ms: int) -> int:
+        """Group key of an event time: its window bucket (time kind) or 0."""
+        return int(t_ms // self._width_ms) if self.time_window else 0
 
-    def _credit(self, pending: Pending, click_pairs: list) -> None:
-        self._count(pending.arm, pending.time_ms, 0, 1)
+    def _count(self, counts: dict, arm: Arm, t_ms: int, clicks: int) -> None:
+        """Add one impression (``clicks=0``) or click to the batch's tally."""
+        key = (arm, self._bucket(t_ms))
+        tally = counts.get(key)
+        if tally is None:
+            counts[key] = [t_ms, 1 - clicks, clicks]
+        else:
+            if t_ms > tally[0]:
+                tally[0] = t_ms
+            tally[1] += 1 - clicks
+            tally[2] += clicks
+
+    def _apply_counts(self, counts: dict) -> None:
+        """Apply a batch's tally: one window update per arm and bucket.
+
+        Equal to adding the events one by one unless a single batch spans more
+        than a whole window.
+        """
+        window, alltime, dirty = self.window, self.alltime, self.dirty
+        for (arm, _), (t_ms, impressions, clicks) in counts.items():
+            window.add(arm, t_ms / 1000.0, impressions, clicks)
+            totals = alltime.get(arm)
+            if totals is None:
+                totals = alltime[arm] = [0, 0]
+            totals[0] += impressions
+            totals[1] += clicks
+            dirty.add(arm)
+
+    def _credit(self, pending: Pending, counts: dict, click_pairs: list) -> None:
+        self._count(counts, pending.arm, pending.time_ms, 1)
         impression = self.codec.decode("impression", pending.payload)
         click_pairs.append((impression["context"], impression["poster_features"]))
 
@@ -163,13 +187,15 @@ class PartitionLearner:
         attribution = self.attribution
         impression_pairs = []
         click_pairs: list = []
+        impression_counts: dict = {}
+        click_counts: dict = {}
         for event, payload in self._decoded(topic, "impression", records, dead):
             t_ms = event["event_time"]
             if dedupe.seen(event["event_id"], t_ms):
                 self.counts["dedupe_impression"] += 1
                 continue
             arm = self._arm(event)
-            self._count(arm, t_ms, 1, 0)
+            self._count(impression_counts, arm, t_ms, 0)
             impression_pairs.append((event["context"], event["poster_features"]))
             judged = attribution.add_impression(
                 event["event_id"], t_ms, arm, event["poster_id"], payload
@@ -177,8 +203,11 @@ class PartitionLearner:
             for outcome, pending, _click in judged:
                 self.counts[outcome] += 1
                 if outcome == "credited_after_wait":
-                    self._credit(pending, click_pairs)
+                    self._credit(pending, click_counts, click_pairs)
             self.counts["impressions"] += 1
+        # Impressions before clicks, so a click lands in its impression's bucket.
+        self._apply_counts(impression_counts)
+        self._apply_counts(click_counts)
         if impression_pairs:
             self.linucb.add_impressions(feature_rows(impression_pairs, self.dim))
         if click_pairs:
@@ -192,6 +221,7 @@ class PartitionLearner:
         seen_impressions = self.dedupe["impression"]
         attribution = self.attribution
         click_pairs: list = []
+        click_counts: dict = {}
         for event, payload in self._decoded(topic, "click", records, dead):
             if dedupe.seen(event["event_id"], event["event_time"]):
                 self.counts["dedupe_click"] += 1
@@ -212,8 +242,9 @@ class PartitionLearner:
             )
             self.counts[outcome] += 1
             if outcome == "credited" and pending is not None:
-                self._credit(pending, click_pairs)
+                self._credit(pending, click_counts, click_pairs)
             self.counts["clicks"] += 1
+        self._apply_counts(click_counts)
         if click_pairs:
             self.linucb.add_clicks(feature_rows(click_pairs, self.dim))
 

@@ -88,6 +88,7 @@ class LinUCBShard:
         self.a = np.zeros((dim, dim))
         self.b = np.zeros(dim)
         self.n = 0
+        self.clicks = 0
         self.version = 0
         self.written_version = 0
 
@@ -100,6 +101,7 @@ class LinUCBShard:
     def add_clicks(self, X: np.ndarray) -> None:
         if len(X):
             self.b += X.sum(axis=0)
+            self.clicks += len(X)
             self.version += 1
 
     def to_mapping(self) -> dict[str, bytes]:
@@ -107,6 +109,7 @@ class LinUCBShard:
             "a": self.a.astype("<f8").tobytes(),
             "b": self.b.astype("<f8").tobytes(),
             "n": str(self.n).encode(),
+            "clicks": str(self.clicks).encode(),
             "dim": str(self.dim).encode(),
         }
 
@@ -128,14 +131,16 @@ class LinUCBShard:
         shard.a = np.frombuffer(m[b"a"], dtype="<f8").reshape(dim, dim).copy()
         shard.b = np.frombuffer(m[b"b"], dtype="<f8").copy()
         shard.n = int(m[b"n"])
+        shard.clicks = int(m.get(b"clicks", 0))
         return shard
 
 
 def merge_linucb(shards: Iterable[LinUCBShard], alpha: float, ridge: float) -> LinUCB:
     """Sum shards into one :class:`bandits.linucb.LinUCB` (inverse recomputed).
 
-    ``version`` and ``n_updates`` are the total impressions learnt from, so
-    they only grow as the shards do.
+    ``n_updates`` is the total impressions learnt from and ``version`` the
+    total impressions plus credited clicks, so both only grow as the shards
+    do, and any change of ``A`` or ``b`` changes ``version``.
     """
     shards = list(shards)
     dim = shards[0].dim
@@ -144,5 +149,5 @@ def merge_linucb(shards: Iterable[LinUCBShard], alpha: float, ridge: float) -> L
     model.b = sum((s.b for s in shards), np.zeros(dim))
     model.a_inv = np.linalg.inv(model.a)
     model.n_updates = sum(s.n for s in shards)
-    model.version = model.n_updates
+    model.version = model.n_updates + sum(s.clicks for s in shards)
     return model

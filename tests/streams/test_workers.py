@@ -222,6 +222,7 @@ def assert_models_equal(client, a, b):
     ma = client.hgetall(f"{a}:model:linucb")
     mb = client.hgetall(f"{b}:model:linucb")
     assert ma[b"n"] == mb[b"n"]
+    assert ma[b"version"] == mb[b"version"]
     for field in (b"a", b"b", b"a_inv"):
         xa = np.frombuffer(ma[field], dtype="<f8")
         xb = np.frombuffer(mb[field], dtype="<f8")
@@ -238,7 +239,8 @@ def test_reference_counts_match_the_rules(run, redis_client):
         assert 0 <= wn < n and 0 <= wc <= wn  # the 120 s window has slid
     model = redis_client.hgetall(f"{prefix}:model:linucb")
     assert int(model[b"n"]) == IMPRESSIONS
-    assert int(model[b"version"]) == IMPRESSIONS
+    clicks = sum(c for _, c in run["expected"].values())
+    assert int(model[b"version"]) == IMPRESSIONS + clicks
 
 
 def test_sigkill_restart_ends_with_the_uninterrupted_state(run, redis_client):
