@@ -88,6 +88,7 @@ class GatewayProducer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        self._producer = _Closed()  # librdkafka stops reconnecting once released
 
     def produce(
         self, kind: str, value: bytes, key: str
@@ -137,6 +138,16 @@ class GatewayProducer:
     def queued(self) -> int:
         """Records waiting in the local queue."""
         return len(self._producer)
+
+
+class _Closed:
+    """Stands in for the released producer: every use says it is closed."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("the gateway producer is closed")
+
+    def __len__(self) -> int:
+        return 0
 
 
 def _settle(future: asyncio.Future[str | None], outcome: str | None) -> None:
