@@ -29,10 +29,14 @@ def register(app: typer.Typer) -> None:
         import importlib.util
 
         import uvicorn
+        from threadpoolctl import threadpool_limits
 
         from keyart.cli import settings_for_cli
 
         settings = settings_for_cli()
+        # Rows are small matrices: BLAS threads would only contend with the
+        # event loop for the cores.
+        threadpool_limits(1)
         if not settings.token_secret and workers > 1:
             typer.secho(
                 "KEYART_TOKEN_SECRET is empty: with several workers, a token "
