@@ -97,6 +97,7 @@ class SlidingWindow:
         self.bucket_size = max(1, math.ceil(self.length / buckets))
         self.touched_buckets = 0
         self._clock = -math.inf
+        self._clock_cutoff = -math.inf
         self._arms: dict[Hashable, deque[list]] = {}
         self._totals: dict[Hashable, list[int]] = {}
         # Time kind only: epoch -> arms holding a bucket of that epoch, plus a
@@ -162,14 +163,27 @@ class SlidingWindow:
 
     def _add_time(self, arm: Hashable, t: float, impressions: int, clicks: int) -> bool:
         if impressions:
-            self._clock = max(self._clock, t)
-        epoch = self._epoch(t)
-        if epoch <= self._cutoff(self._clock):
+            if t > self._clock:
+                self._clock = t
+                self._clock_cutoff = self._cutoff(t)
+        epoch = math.floor(t / self.width)
+        if epoch <= self._clock_cutoff:
             return False
         dq = self._arms.get(arm)
         if dq is None:
             dq = self._arms[arm] = deque()
             self._totals[arm] = [0, 0]
+        elif dq[-1][_KEY] == epoch:  # the usual case: the arm's newest bucket
+            self.touched_buckets += 1
+            bucket = dq[-1]
+            bucket[_N] += impressions
+            bucket[_C] += clicks
+            totals = self._totals[arm]
+            totals[0] += impressions
+            totals[1] += clicks
+            if dq[0][_KEY] <= self._clock_cutoff:
+                self._drop_expired(arm, dq, totals)
+            return True
         bucket = None
         # Events arrive nearly in time order: the bucket is almost always the
         # newest one, and at most `buckets` are ever searched.
@@ -195,13 +209,18 @@ class SlidingWindow:
         totals[1] += clicks
         # Drop this arm's own expired buckets now, so its memory stays bounded
         # even if expire() runs rarely; each bucket is dropped once.
-        cutoff = self._cutoff(self._clock)
-        while dq[0][_KEY] <= cutoff:
+        if dq[0][_KEY] <= self._clock_cutoff:
+            self._drop_expired(arm, dq, totals)
+        return True
+
+    def _drop_expired(self, arm: Hashable, dq: deque[list], totals: list[int]) -> None:
+        while dq and dq[0][_KEY] <= self._clock_cutoff:
             old = dq.popleft()
             self.touched_buckets += 1
             totals[0] -= old[_N]
             totals[1] -= old[_C]
-        return True
+        if not dq:
+            self._drop(arm)
 
     def _add_impressions(
         self, arm: Hashable, t: float, impressions: int, clicks: int
@@ -306,8 +325,10 @@ class SlidingWindow:
         """
         if self.kind != "time":
             return []
-        self._clock = max(self._clock, now)
-        cutoff = self._cutoff(self._clock)
+        if now > self._clock:
+            self._clock = now
+            self._clock_cutoff = self._cutoff(now)
+        cutoff = self._clock_cutoff
         changed: dict[Hashable, None] = {}
         while self._epochs and self._epochs[0] <= cutoff:
             epoch = heapq.heappop(self._epochs)
