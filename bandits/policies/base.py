@@ -39,7 +39,12 @@ __all__ = ["ArgmaxPolicy", "Choice", "Policy", "argmax_choice", "check_counts"]
 
 @dataclass(frozen=True)
 class Choice:
-    """The candidate chosen, its propensity, and the scores compared."""
+    """The candidate chosen, its propensity, and the policy's scores.
+
+    ``scores`` are the policy's own scores of the ``k`` candidates before
+    ``bonus`` and ``mask`` (for Thompson sampling, the posterior draw the choice
+    came from; for the uniform control, zeros).
+    """
 
     index: int
     propensity: float

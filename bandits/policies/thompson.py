@@ -110,9 +110,10 @@ class ThompsonSampling(Policy):
 
     def choose(self, stats, rng, X=None, bonus=None, mask=None) -> Choice:
         _, bonus_arr, mask_arr = self.adjustments(stats, None, bonus, mask)
+        a, b = self.posterior(stats)
+        scores = beta_draws(a, b, rng, 1)[0].astype(np.float64)
+        index = int(np.where(mask_arr, scores + bonus_arr, -np.inf).argmax())
         draw = self._sampler(stats, bonus_arr, mask_arr)
-        scores = draw(rng, 1)[0]
-        index = int(scores.argmax())
         p = monte_carlo_propensity(draw, index, rng, self.n_propensity)
         return Choice(index, p, scores)
 
