@@ -205,6 +205,12 @@ class Settings(BaseSettings):
     video_min_side: int = Field(
         64, ge=1, description="Smallest frame side accepted, in pixels."
     )
+    poster_session_timeout_s: float = Field(
+        30.0,
+        ge=6,
+        le=300,
+        description="Seconds before a silent poster worker's partitions move on.",
+    )
     data_cache: Path = Field(
         Path(".cache/keyart"),
         description="Folder for real inputs fetched from the package registry.",

@@ -87,7 +87,12 @@ class PosterWorker:
                 "auto.offset.reset": "earliest",
                 # A long video may take minutes between two polls.
                 "max.poll.interval.ms": 1_800_000,
-                "session.timeout.ms": 30_000,
+                "session.timeout.ms": int(
+                    self.settings.poster_session_timeout_s * 1000
+                ),
+                "heartbeat.interval.ms": int(
+                    self.settings.poster_session_timeout_s * 1000 / 3
+                ),
             }
         )
 

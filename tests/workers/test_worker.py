@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from producers.events import EventProducer
 from schemas.codec import get_codec
 from tests.conftest import DATA_CACHE
+from tests.workers.topics import read_all
 from workers.catalog import CandidateRow, JobRow
 from workers.pipeline import PipelineConfig, PosterPipeline
 from workers.review import ReviewError, ReviewService
@@ -39,43 +39,6 @@ BAD = {
     "text": "unreadable container",
     "missing": "no such file",
 }
-
-
-def read_all(settings, short_name, idle_s=1.5):
-    """Every record on a topic, from the start of each partition.
-
-    Reading stops once each partition's position reached the high watermark
-    of the fetch responses (the broker's ListOffsets under-reports) and no
-    record arrived for ``idle_s``.
-    """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    topic = settings.topic(short_name)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": "read-" + uuid.uuid4().hex[:8],
-            "enable.auto.commit": False,
-        }
-    )
-    out = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
-        )
-        last = time.monotonic()
-        deadline = last + 30
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and not message.error():
-                out.append(message)
-                last = time.monotonic()
-            elif time.monotonic() - last > idle_s:
-                break
-    finally:
-        consumer.close()
-    return out
 
 
 @pytest.fixture(scope="module")

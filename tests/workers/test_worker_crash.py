@@ -1,0 +1,81 @@
+"""A worker process killed mid-video: the next one finishes the job, once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from producers.events import EventProducer
+from tests.conftest import ROOT
+from tests.workers.topics import read_all
+from workers.catalog import CandidateRow, Catalog, JobRow
+from workers.runner import video_event
+
+pytestmark = pytest.mark.slow
+
+
+def test_killed_worker_is_replaced_and_the_job_counts_once(make_settings, media):
+    settings = make_settings(topics=True, poster_session_timeout_s=6)
+    env = {
+        **os.environ,
+        "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "KEYART_TOPIC_PREFIX": settings.topic_prefix,
+        "KEYART_DATABASE_URL": settings.database_url,
+        "KEYART_POSTER_STORE": str(settings.poster_store),
+        "KEYART_DATA_CACHE": str(settings.data_cache),
+        "KEYART_STATE_DIR": str(settings.state_dir),
+        "KEYART_POSTER_SESSION_TIMEOUT_S": "6",
+    }
+    command = [sys.executable, "-m", "keyart.cli", "posters", "worker"]
+    producer = EventProducer(settings)
+    producer.send(
+        "video_published", video_event(media("bikes.mp4"), "bikes", kind="trailer")
+    )
+    producer.flush()
+    catalog = Catalog(settings.database_url)
+
+    def job() -> JobRow | None:
+        with catalog.session() as session:
+            return session.scalars(sa.select(JobRow)).one_or_none()
+
+    # Worker A claims the job and is killed while it decodes the video.
+    first = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and job() is None:
+        time.sleep(0.05)
+    found = job()
+    assert found is not None and found.status == "running"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    assert job().status == "running"
+    with catalog.session() as session:
+        assert session.scalar(sa.select(sa.func.count(CandidateRow.poster_id))) == 0
+
+    # Worker B, same group, receives the uncommitted message and finishes it.
+    second = subprocess.run(
+        [*command, "--max-messages", "1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert json.loads(second.stdout.strip().splitlines()[-1]) == {"done": 1}
+    done = job()
+    assert (done.status, done.attempts, done.events_sent) == ("done", 2, True)
+    with catalog.session() as session:
+        ids = list(session.scalars(sa.select(CandidateRow.poster_id)))
+    assert len(ids) >= 36
+    events = read_all(settings, "candidates")
+    assert sorted(m.key() for m in events) == [b"bikes"] * len(ids)
+    assert len(events) == len(ids)
+    catalog.close()
