@@ -117,7 +117,8 @@ class GreedyPolicy:
 
     Scores are posterior means ``(clicks + a) / (impressions + a + b)`` per
     action, fitted on a log (for example the first half of the data); ties go
-    to the action whose name sorts first.
+    to the lowest action code, which is the first name in sorted order for logs
+    built from DataFrames.
     """
 
     action_to_score: Mapping[str, float]
@@ -144,12 +145,16 @@ class GreedyPolicy:
             [self.action_to_score.get(a, self.default_score) for a in log.action_names]
         )
         score = per_action[log.pair_action]
-        order = np.lexsort((log.pair_action, -score, log.pair_row))
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = log.pair_row[order][1:] != log.pair_row[order][:-1]
-        probs = np.zeros(score.size)
-        probs[order[first]] = 1.0
-        return probs
+        if not log.n:
+            return np.zeros(0)
+        # Pairs are grouped by row: reduce each row's slice without sorting.
+        starts = np.searchsorted(log.pair_row, np.arange(log.n))
+        best = np.maximum.reduceat(score, starts)[log.pair_row]
+        tied = score == best
+        first_code = np.minimum.reduceat(
+            np.where(tied, log.pair_action, np.iinfo(np.int64).max), starts
+        )[log.pair_row]
+        return (tied & (log.pair_action == first_code)).astype(float)
 
 
 @dataclass(frozen=True)

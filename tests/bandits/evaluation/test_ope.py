@@ -176,6 +176,22 @@ def test_cross_fit_predictions_never_see_their_own_row() -> None:
     assert np.all((out_of_fold >= 0) & (out_of_fold <= 1))
 
 
+def test_counted_cross_fit_equals_fitting_each_fold() -> None:
+    rng = np.random.default_rng(0)
+    n = 5000
+    actions = rng.integers(0, 5, n)
+    rewards = (rng.random(n) < 0.1 + 0.05 * actions).astype(float)
+    log = LoggedBandit.from_arrays(actions, rewards, np.full(n, 0.2), 5)
+    fast = cross_fit(log, "action_mean", folds=3, seed=2)
+    fold = np.random.default_rng(2).permutation(np.arange(n) % 3)
+    slow = np.empty(log.pair_row.size)
+    for k in range(3):
+        held = fold == k
+        model = ActionMeanModel().fit(log.subset(~held))
+        slow[held[log.pair_row]] = model.predict(log.subset(held))
+    assert np.allclose(fast, slow)
+
+
 def test_logistic_model_ranks_the_better_action() -> None:
     rng = np.random.default_rng(1)
     n = 3000
