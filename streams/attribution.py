@@ -195,16 +195,17 @@ class Attribution:
             if not ids:
                 del self._impression_to_waiting[click.impression_id]
 
-    def expire(self) -> tuple[list[Pending], int]:
+    def expire(self) -> tuple[list[tuple[str, Pending]], int]:
         """Forget what the clock has passed.
 
         Returns
         -------
         tuple
-            The expired impressions that were never credited, and the number
+            The expired impressions that were never credited (with their
+            ids), and the number
             of waiting clicks given up (``no_impression``).
         """
-        unclicked: list[Pending] = []
+        unclicked: list[tuple[str, Pending]] = []
         horizon = self.clock - self.window_ms - GRACE_MS
         # Impressions arrive in near time order; stop at the first young one.
         while self.pending:
@@ -214,7 +215,7 @@ class Attribution:
             self.pending.popitem(last=False)
             self.dirty_pending[impression_id] = None
             if not pending.credited:
-                unclicked.append(pending)
+                unclicked.append((impression_id, pending))
         given_up = 0
         while self.waiting:
             click = next(iter(self.waiting.values()))

@@ -29,10 +29,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from bandits.features import FEATURE_DIM
 from keyart.settings import Settings
 from schemas.codec import get_codec
 from streams import metrics
+from streams.fm_shard import merge_fm
 from streams.partition import DeadLetter, PartitionLearner
 from streams.shards import LinUCBShard, merge_linucb
 from streams.state_keys import StreamKeys
@@ -88,6 +91,7 @@ class Learner:
         self.pending_dead: list[Any] = []
         self.flushes = 0
         self._merged_n = -1
+        self._merged_fm = -1
         metrics.STATE_AGE.set_function(lambda: time.time() - self.last_flush_wall)
 
     # -- batches ---------------------------------------------------------------------
@@ -224,7 +228,11 @@ class Learner:
         pipe = self.redis.pipeline(transaction=False)
         for p in range(n):
             pipe.hgetall(self.keys.model_shard("linucb", p))
-        shards = [LinUCBShard.from_mapping(m, self.dim) for m in await pipe.execute()]
+        for p in range(n):
+            pipe.hget(self.keys.model_shard("fm", p), "data")
+        results = await pipe.execute()
+        await self._merge_fm([orjson.loads(d) for d in results[n:] if d], now_ms)
+        shards = [LinUCBShard.from_mapping(m, self.dim) for m in results[:n]]
         total = sum(s.n + s.clicks for s in shards)
         if total == self._merged_n:
             return
@@ -233,6 +241,23 @@ class Learner:
         mapping["updated_ms"] = now_ms
         await self.redis.hset(self.keys.model("linucb"), mapping=mapping)
         self._merged_n = total
+
+    async def _merge_fm(self, exports: list[dict[str, Any]], now_ms: int) -> None:
+        total = sum(e.get("examples", 0) for e in exports)
+        if total == self._merged_fm:
+            return
+        merged = merge_fm(exports)
+        if merged is None:
+            return
+        await self.redis.hset(
+            self.keys.model("fm"),
+            mapping={
+                "data": orjson.dumps(merged),
+                "version": merged["version"],
+                "updated_ms": now_ms,
+            },
+        )
+        self._merged_fm = total
 
     # -- rebalances ------------------------------------------------------------------
 

@@ -25,12 +25,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+import orjson
+
+from bandits.fm import fm_features
 from bandits.window import SlidingWindow
 from keyart.keys import arm_field, escape
 from keyart.settings import Settings
 from schemas.codec import Codec, DecodeError
 from streams.attribution import Attribution, Pending, WaitingClick
 from streams.dedupe import DedupeWindow
+from streams.fm_shard import NEGATIVE_RATE, FMShard, keep_negative
 from streams.shards import LinUCBShard, feature_rows
 from streams.state_keys import StreamKeys
 from streams.validate import check_event
@@ -95,6 +99,8 @@ class PartitionLearner:
         }
         self.attribution = Attribution(round(settings.attribution_window_s * 1000))
         self.linucb = LinUCBShard(dim)
+        self.fm = FMShard(seed=settings.seed)
+        self.fm_examples: tuple[list, list, list] = ([], [], [])
         self.offsets: dict[str, int] = {}
         self.dirty_offsets = False
         self.counts: Counter[str] = Counter()
@@ -178,6 +184,25 @@ class PartitionLearner:
         self._count(counts, pending.arm, pending.time_ms, 1)
         impression = self.codec.decode("impression", pending.payload)
         click_pairs.append((impression["context"], impression["poster_features"]))
+        self._fm_example(impression, True, 1.0)
+
+    def _fm_example(self, impression: Mapping[str, Any], y: bool, w: float) -> None:
+        xs, ys, ws = self.fm_examples
+        xs.append(
+            fm_features(
+                impression["context"],
+                impression["poster_features"],
+                impression["poster_id"],
+            )
+        )
+        ys.append(y)
+        ws.append(w)
+
+    def _learn_fm(self) -> None:
+        xs, ys, ws = self.fm_examples
+        if xs:
+            self.fm.learn(xs, ys, ws)
+            self.fm_examples = ([], [], [])
 
     def apply_impressions(
         self, topic: str, records: Sequence[Record], dead: list[DeadLetter]
@@ -253,7 +278,12 @@ class PartitionLearner:
         clock = self.attribution.clock
         if self.time_window:
             self.dirty.update(self.window.expire(clock / 1000.0))
-        _unclicked, given_up = self.attribution.expire()
+        unclicked, given_up = self.attribution.expire()
+        for impression_id, pending in unclicked:
+            if keep_negative(impression_id):
+                impression = self.codec.decode("impression", pending.payload)
+                self._fm_example(impression, False, 1.0 / NEGATIVE_RATE)
+        self._learn_fm()
         if given_up:
             self.counts["no_impression"] += given_up
         for dedupe in self.dedupe.values():
@@ -311,6 +341,15 @@ class PartitionLearner:
         if self.linucb.version != self.linucb.written_version:
             pipe.hset(keys.model_shard("linucb", p), mapping=self.linucb.to_mapping())
             self.linucb.written_version = self.linucb.version
+        if self.fm.version != self.fm.written_version:
+            pipe.hset(
+                keys.model_shard("fm", p),
+                mapping={
+                    "data": orjson.dumps(self.fm.export()),
+                    "version": self.fm.version,
+                },
+            )
+            self.fm.written_version = self.fm.version
         pipe.hset(
             keys.learner(p),
             mapping={"clock_ms": self.attribution.clock, "updated_ms": now_ms},
@@ -340,15 +379,16 @@ class PartitionLearner:
         pipe.hgetall(keys.waiting(partition))
         pipe.hgetall(keys.learner(partition))
         pipe.hgetall(keys.model_shard("linucb", partition))
+        pipe.hgetall(keys.model_shard("fm", partition))
         for kind in ("impression", "click"):
             pipe.zrange(keys.dedupe(kind, partition), 0, -1, withscores=True)
         pipe.hgetall(keys.offsets(group))
 
-    LOAD_STEPS = 8
+    LOAD_STEPS = 9
 
     def restore(self, results: Sequence[Any], topics: Sequence[str]) -> None:
         """Rebuild from the results of :meth:`queue_load` (one partition)."""
-        wstate, pending, waiting, learner, shard, d_imp, d_click, offsets = results
+        wstate, pending, waiting, learner, shard, fm, d_imp, d_click, offsets = results
         for field, value in wstate.items():
             video_part, _, arm_part = field.decode().partition("/")
             arm = (unquote(video_part), arm_part)
@@ -385,6 +425,8 @@ class PartitionLearner:
         if self.time_window and clock:
             self.window.expire(clock / 1000.0)
         self.linucb = LinUCBShard.from_mapping(shard, self.dim)
+        if fm.get(b"data"):
+            self.fm = FMShard.from_export(orjson.loads(fm[b"data"]), self.settings.seed)
         for kind, items in (("impression", d_imp), ("click", d_click)):
             self.dedupe[kind].restore(
                 (i.decode(), round(score * 1000)) for i, score in items

@@ -229,6 +229,24 @@ def assert_models_equal(client, a, b):
         assert np.allclose(xa, xb, rtol=1e-12, atol=1e-12), field
 
 
+def assert_fm_close(client, a, b):
+    import orjson
+
+    from bandits.fm import FMScorer
+
+    fa = orjson.loads(client.hget(f"{a}:model:fm", "data"))
+    fb = orjson.loads(client.hget(f"{b}:model:fm", "data"))
+    assert fa["version"] == fb["version"] > 0
+    assert set(fa["weights"]) == set(fb["weights"])
+    xs = [
+        {"u:age": 0.5, "u:night": 1.0, "p:dark": d, f"poster=p{i}": 1.0}
+        for i, d in enumerate((0.0, 0.25, 0.5, 0.75))
+    ]
+    pa = FMScorer.from_export(fa).predict_proba(xs)
+    pb = FMScorer.from_export(fb).predict_proba(xs)
+    assert np.allclose(pa, pb, atol=0.02)  # SGD order may differ (early clicks)
+
+
 def test_reference_counts_match_the_rules(run, redis_client):
     prefix = run["groups"]["ref"].redis_prefix
     arms = arms_of(redis_client, prefix)
@@ -241,6 +259,8 @@ def test_reference_counts_match_the_rules(run, redis_client):
     assert int(model[b"n"]) == IMPRESSIONS
     clicks = sum(c for _, c in run["expected"].values())
     assert int(model[b"version"]) == IMPRESSIONS + clicks
+    fm = redis_client.hgetall(f"{prefix}:model:fm")
+    assert int(fm[b"version"]) == clicks  # positives; no impression expired yet
 
 
 def test_sigkill_restart_ends_with_the_uninterrupted_state(run, redis_client):
@@ -251,6 +271,7 @@ def test_sigkill_restart_ends_with_the_uninterrupted_state(run, redis_client):
     assert arms_of(redis_client, killed) == arms_of(redis_client, ref)
     assert state_of(redis_client, killed) == state_of(redis_client, ref)
     assert_models_equal(redis_client, killed, ref)
+    assert_fm_close(redis_client, killed, ref)
 
 
 def test_two_workers_split_partitions_and_stay_exact(run, redis_client):
@@ -262,6 +283,7 @@ def test_two_workers_split_partitions_and_stay_exact(run, redis_client):
     assert arms_of(redis_client, scaled) == arms_of(redis_client, ref)
     assert state_of(redis_client, scaled) == state_of(redis_client, ref)
     assert_models_equal(redis_client, scaled, ref)
+    assert_fm_close(redis_client, scaled, ref)
 
 
 def test_bad_input_reaches_the_dead_letter_topic(run):
