@@ -7,12 +7,8 @@ Dataset sample (``--source obd``, fetched from the package registry).
 
 from __future__ import annotations
 
-import json
 import math
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -20,184 +16,6 @@ __all__ = ["register"]
 
 SLICE_ALIASES = {"video": "video_id", "poster": "poster_id", "user": "user_id"}
 POLICY_NAMES = ("uniform", "logging", "greedy", "epsilon-greedy")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(message, fg="red", err=True)
-    return typer.Exit(code)
-
-
-def _parse_time(value: str | None, option: str) -> int | None:
-    """Milliseconds since the epoch from an ISO 8601 time or a number of ms."""
-    if value is None:
-        return None
-    if value.lstrip("-").isdigit():
-        return int(value)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise _fail(
-            f"{option}: expected ISO 8601 time or epoch ms, got {value!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
-def _parse_mapping(value: str | None, option: str) -> dict[str, float] | None:
-    """``name=number,name=number`` into a dict."""
-    if not value:
-        return None
-    out: dict[str, float] = {}
-    for part in value.split(","):
-        name, _, number = part.partition("=")
-        try:
-            out[name.strip()] = float(number)
-        except ValueError:
-            raise _fail(f"{option}: expected name=number[,...], got {part!r}") from None
-    return out
-
-
-def _load(source: str, obd: str, since: str | None, until: str | None) -> Any:
-    """Impressions (with clicked) and decisions of the chosen source."""
-    from bandits.evaluation.logs import (
-        EventLogs,
-        load_kafka_logs,
-        load_obd,
-        time_filter,
-    )
-
-    since_ms = _parse_time(since, "--since")
-    until_ms = _parse_time(until, "--until")
-    if source == "obd":
-        from keyart.cli import settings_for_cli
-        from keyart.data import FetchError, fetch
-
-        if obd not in ("random", "bts", "both"):
-            raise _fail(f"--obd: expected random, bts or both, got {obd!r}")
-        import pandas as pd
-
-        names = ["random", "bts"] if obd == "both" else [obd]
-        try:
-            paths = [
-                fetch(f"obd_{n}_all.csv", settings_for_cli().data_cache) for n in names
-            ]
-        except FetchError as error:
-            raise _fail(f"--source obd: {error}", 1) from None
-        impressions = pd.concat(
-            [load_obd(p, n) for p, n in zip(paths, names, strict=True)],
-            ignore_index=True,
-        )
-        impressions = time_filter(impressions, since_ms, until_ms)
-        return EventLogs(pd.DataFrame(), impressions, pd.DataFrame(), {}, f"obd-{obd}")
-    if source != "kafka":
-        raise _fail(f"--source: expected kafka or obd, got {source!r}")
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    from bandits.evaluation.logs import LogReadError
-    from keyart.cli import settings_for_cli
-
-    settings = settings_for_cli()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("reading {task.completed} events from Kafka"),
-        transient=True,
-        console=_stderr_console(),
-    ) as progress:
-        task = progress.add_task("read", total=None)
-        try:
-            logs = load_kafka_logs(
-                settings,
-                since_ms,
-                until_ms,
-                on_progress=lambda n: progress.advance(task, n),
-            )
-        except LogReadError as error:
-            raise _fail(str(error), 1) from None
-    for kind, bad in logs.undecodable.items():
-        if bad:
-            typer.secho(
-                f"{bad} undecodable {kind} records left out", fg="yellow", err=True
-            )
-    return logs
-
-
-def _split(value: str | None) -> dict[str, float] | None:
-    """Variant shares from ``--split``: explicit, ``stored`` in Redis, or none."""
-    if value != "stored":
-        return _parse_mapping(value, "--split")
-    from bandits.evaluation.logs import LogReadError, configured_split
-    from keyart.cli import settings_for_cli
-
-    try:
-        shares = configured_split(settings_for_cli())
-    except LogReadError as error:
-        raise _fail(f"--split stored: {error}", 1) from None
-    if shares is None:
-        # Nothing stored: the gateway serves its built-in split.
-        from gateway.config import ExperimentsDocument
-
-        shares = {
-            v.name: v.weight for v in ExperimentsDocument.model_validate({}).variants
-        }
-    return shares
-
-
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _print_table(frame: Any, title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in frame.columns:
-        table.add_column(
-            str(column), justify="left" if frame[column].dtype == object else "right"
-        )
-    for row in frame.itertuples(index=False):
-        table.add_row(*(_cell(v) for v in row))
-    Console(width=max(120, 12 * len(frame.columns))).print(table)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
-    return str(value)
-
-
-def _write_csv(frame: Any, target: Path) -> None:
-    if str(target) == "-":
-        frame.to_csv(sys.stdout, index=False)
-    else:
-        frame.to_csv(target, index=False)
-        typer.echo(f"wrote {target}", err=True)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
-
-
-def _clean(obj: Any) -> Any:
-    """Replace NaN and infinities by null so that the JSON is standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item"):
-        return _clean(obj.item())
-    return obj
 
 
 def register(app: typer.Typer) -> None:
@@ -245,15 +63,18 @@ def register(app: typer.Typer) -> None:
         ``keyart report --ab --control control --split control=0.1,ts=0.9``,
         ``keyart report --source obd --by placement --json``.
         """
+        from bandits.evaluation import _cli as io
         from bandits.evaluation.reports import ab_report, slice_table
 
         columns = [
             SLICE_ALIASES.get(c.strip(), c.strip()) for c in by.split(",") if c.strip()
         ]
-        logs = _load(source, obd, since, until)
+        logs = io.load(source, obd, since, until)
         impressions = logs.impressions
         if not len(impressions):
-            raise _fail(f"no impressions in {logs.source} for the chosen time range", 1)
+            raise io.fail(
+                f"no impressions in {logs.source} for the chosen time range", 1
+            )
         try:
             table = slice_table(
                 impressions,
@@ -268,17 +89,17 @@ def register(app: typer.Typer) -> None:
                     logs.decisions,
                     control,
                     metric,
-                    _split(split),
-                    _parse_mapping(latency_p99, "--latency-p99"),
+                    io.split_shares(split),
+                    io.parse_mapping(latency_p99, "--latency-p99"),
                     seed=seed,
                 )
                 if ab
                 else None
             )
         except ValueError as error:
-            raise _fail(str(error)) from None
+            raise io.fail(str(error)) from None
         if csv is not None:
-            _write_csv(table, csv)
+            io.write_csv(table, csv)
         if as_json:
             payload = {
                 "source": logs.source,
@@ -287,11 +108,11 @@ def register(app: typer.Typer) -> None:
             }
             if result is not None:
                 payload["ab"] = result.to_dict()
-            typer.echo(json.dumps(_clean(payload), default=_json_default))
+            typer.echo(io.dumps(payload))
             return
         if csv is not None and str(csv) == "-":
             return
-        _print_table(
+        io.print_table(
             table, f"{logs.source}: clicks by {', '.join(columns)} (95% intervals)"
         )
         if result is not None:
@@ -311,7 +132,9 @@ def register(app: typer.Typer) -> None:
                 "always_valid_p",
             ]
             if len(result.comparisons):
-                _print_table(result.comparisons[keep], f"A/B on {metric}: b against a")
+                io.print_table(
+                    result.comparisons[keep], f"A/B on {metric}: b against a"
+                )
             else:
                 typer.echo("A/B: only one variant in the log, nothing to compare")
             if result.srm is not None:
@@ -370,6 +193,7 @@ def register(app: typer.Typer) -> None:
         """
         import numpy as np
 
+        from bandits.evaluation import _cli as io
         from bandits.evaluation.feedback import impressions_to_bandit
         from bandits.evaluation.ope import evaluate as run_ope
         from bandits.evaluation.ope import observed_value, support_warning
@@ -384,10 +208,12 @@ def register(app: typer.Typer) -> None:
         names = [p.strip() for p in policies.split(",") if p.strip()]
         unknown = set(names) - set(POLICY_NAMES)
         if unknown:
-            raise _fail(f"--policies: unknown {sorted(unknown)}; known {POLICY_NAMES}")
+            raise io.fail(
+                f"--policies: unknown {sorted(unknown)}; known {POLICY_NAMES}"
+            )
         if not 0 < train_share < 1:
-            raise _fail(f"--train-share must lie in (0, 1), got {train_share}")
-        logs = _load(source, obd, since, until)
+            raise io.fail(f"--train-share must lie in (0, 1), got {train_share}")
+        logs = io.load(source, obd, since, until)
         impressions = logs.impressions.sort_values("event_time", kind="stable")
         for column, wanted in (("variant", variant), ("video_id", video)):
             if wanted:
@@ -396,7 +222,7 @@ def register(app: typer.Typer) -> None:
                     impressions[column].astype(str).isin(keep)
                 ]
         if len(impressions) < 4:
-            raise _fail(f"too few impressions in {logs.source} to evaluate", 1)
+            raise io.fail(f"too few impressions in {logs.source} to evaluate", 1)
         candidates = [str(i) for i in range(80)] if source == "obd" else None
         try:
             log = impressions_to_bandit(
@@ -406,7 +232,7 @@ def register(app: typer.Typer) -> None:
                 logs.source,
             )
         except ValueError as error:
-            raise _fail(f"{logs.source}: {error}", 1) from None
+            raise io.fail(f"{logs.source}: {error}", 1) from None
         cut = int(log.n * train_share)
         train = log.subset(np.arange(log.n) < cut)
         test = log.subset(np.arange(log.n) >= cut)
@@ -429,7 +255,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
             )
         except ValueError as error:
-            raise _fail(str(error)) from None
+            raise io.fail(str(error)) from None
         seen = observed_value(test)
         cautions = []
         for row in table.loc[table["estimator"] == "ips"].itertuples():
@@ -442,7 +268,7 @@ def register(app: typer.Typer) -> None:
             if text is not None:
                 cautions.append(text)
         if csv is not None:
-            _write_csv(table, csv)
+            io.write_csv(table, csv)
         if as_json:
             payload = {
                 "source": logs.source,
@@ -452,7 +278,7 @@ def register(app: typer.Typer) -> None:
                 "warnings": cautions,
                 "estimates": table.to_dict("records"),
             }
-            typer.echo(json.dumps(_clean(payload), default=_json_default))
+            typer.echo(io.dumps(payload))
             return
         if csv is not None and str(csv) == "-":
             return
@@ -460,6 +286,6 @@ def register(app: typer.Typer) -> None:
             f"{logs.source}: fitted on {train.n} decisions, evaluated on {test.n};"
             f" observed CTR {seen.estimate:.5f} [{seen.low:.5f}, {seen.high:.5f}]"
         )
-        _print_table(table, "off-policy estimates (95% intervals)")
+        io.print_table(table, "off-policy estimates (95% intervals)")
         for text in cautions:
             typer.secho("warning: " + text, fg="yellow")
