@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,13 +15,17 @@ from producers.events import EventProducer
 from tests.conftest import ROOT
 from tests.workers.topics import read_all
 from workers.catalog import CandidateRow, Catalog, JobRow
-from workers.runner import video_event
+from workers.pipeline import PipelineConfig, PosterPipeline
+from workers.runner import JobRunner, video_event
+from workers.worker import PosterWorker
 
 pytestmark = pytest.mark.slow
 
 
 def test_killed_worker_is_replaced_and_the_job_counts_once(make_settings, media):
-    settings = make_settings(topics=True, poster_session_timeout_s=6)
+    settings = make_settings(
+        topics=True, poster_session_timeout_s=6, poster_max_frames=6
+    )
     env = {
         **os.environ,
         "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -32,6 +35,7 @@ def test_killed_worker_is_replaced_and_the_job_counts_once(make_settings, media)
         "KEYART_DATA_CACHE": str(settings.data_cache),
         "KEYART_STATE_DIR": str(settings.state_dir),
         "KEYART_POSTER_SESSION_TIMEOUT_S": "6",
+        "KEYART_POSTER_MAX_FRAMES": "6",
     }
     command = [sys.executable, "-m", "keyart.cli", "posters", "worker"]
     producer = EventProducer(settings)
@@ -59,22 +63,18 @@ def test_killed_worker_is_replaced_and_the_job_counts_once(make_settings, media)
         assert session.scalar(sa.select(sa.func.count(CandidateRow.poster_id))) == 0
 
     # Worker B, same group, receives the uncommitted message and finishes it.
-    second = subprocess.run(
-        [*command, "--max-messages", "1"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
+    second = PosterWorker(
+        settings,
+        JobRunner(
+            settings, catalog, PosterPipeline(PipelineConfig.from_settings(settings))
+        ),
     )
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert json.loads(second.stdout.strip().splitlines()[-1]) == {"done": 1}
+    assert second.run(max_messages=1) == {"done": 1}
     done = job()
     assert (done.status, done.attempts, done.events_sent) == ("done", 2, True)
     with catalog.session() as session:
         ids = list(session.scalars(sa.select(CandidateRow.poster_id)))
-    assert len(ids) >= 36
+    assert len(ids) == 36
     events = read_all(settings, "candidates")
     assert sorted(m.key() for m in events) == [b"bikes"] * len(ids)
     assert len(events) == len(ids)
