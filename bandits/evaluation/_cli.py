@@ -14,6 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+__all__ = [
+    "dumps",
+    "fail",
+    "load",
+    "parse_mapping",
+    "parse_time",
+    "print_table",
+    "split_shares",
+    "write_csv",
+]
+
 if TYPE_CHECKING:
     import pandas as pd
 
