@@ -22,7 +22,11 @@ sample size ``(sum w)^2 / sum w^2`` says how many logged decisions the
 estimate is worth. Intervals are normal approximations on the per-decision
 contributions (delta method for ``snips``; Wilson for ``replay``) and, when
 asked, percentile bootstraps over decisions. The bootstrap keeps the
-cross-fitted reward model fixed, so it omits the model's own variance.
+cross-fitted reward model fixed, so it omits the model's own variance. When no
+decision with positive weight was clicked, the normal interval would collapse
+to a point; IPS and SNIPS then report ``[0, Wilson upper end of 0 clicks in
+ESS decisions]`` (method ``wilson-zero``). The mean importance weight should be
+1; :func:`support_warning` says when it is not.
 
 Examples
 --------
