@@ -72,6 +72,35 @@ def redis_arm_totals(run: Settings, video_id: str) -> tuple[int, int, int]:
     return n, c, arms
 
 
+def drift_verdicts(
+    sim: pd.DataFrame, shown: pd.DataFrame, drift_ms: int, drift_s: float
+) -> list[str]:
+    """After the drift: does the sliding window recover where all-time lags?"""
+    from bandits.evaluation.intervals import lift_log_ratio
+
+    after = sim[sim["event_time"] >= drift_ms]
+    counts = after.groupby("policy")["clicked"].agg(["sum", "size"])
+    late = shown[shown["t_s"] >= drift_s].groupby("policy")["regret"].sum()
+    if not {"thompson", "thompson_alltime"} <= set(counts.index):
+        return []
+    window, alltime = counts.loc["thompson"], counts.loc["thompson_alltime"]
+    lift = lift_log_ratio(
+        int(alltime["sum"]),
+        int(alltime["size"]),
+        int(window["sum"]),
+        int(window["size"]),
+    )
+    word = "recovers better than" if lift.low > 0 else "does NOT separate from"
+    return [
+        f"after the drift at {drift_s:.0f} s, sliding-window Thompson "
+        f"({100 * window['sum'] / window['size']:.2f}% CTR, regret "
+        f"{late.get('thompson', math.nan):.1f}) {word} all-time Thompson "
+        f"({100 * alltime['sum'] / alltime['size']:.2f}%, regret "
+        f"{late.get('thompson_alltime', math.nan):.1f}): lift "
+        f"{100 * lift.estimate:.1f}% [{100 * lift.low:.1f}%, {100 * lift.high:.1f}%]."
+    ]
+
+
 def _poster_cards(
     sim: pd.DataFrame, catalog: Any, video: str, start_ms: int
 ) -> dict[str, Any]:
@@ -82,14 +111,21 @@ def _poster_cards(
         shown = frame[frame["poster_id"] == poster]
         n, c = len(shown), int(shown["clicked"].sum()) if len(shown) else 0
         features = catalog.poster_to_features.get(poster, {})
-        traits = ", ".join(
-            f"{k} {features[k]:.2f}"
-            for k in ("face_count", "largest_face_share", "brightness", "warmth")
-            if k in features
+        faces = int(features.get("face_count", 0))
+        traits = (
+            f"{faces} face{'s' if faces != 1 else ''}"
+            + (
+                f" ({100 * features.get('largest_face_share', 0):.0f}% of area)"
+                if faces
+                else ""
+            )
+            + f", brightness {features.get('brightness', 0):.2f}"
+            + f", warmth {features.get('warmth', 0):.2f}"
+            + f", quality {features.get('quality', 0):.2f}"
         )
         cards.append(
             {
-                "poster_id": poster,
+                "poster_id": poster[:12],
                 "image": image_data_uri(catalog.poster_to_image[poster]),
                 "impressions": n,
                 "clicks": c,
@@ -127,6 +163,10 @@ def build_report(
     shown["regret"] = shown["best_ctr"] - shown["expected_ctr"]
     rows = summarize_variants(sim, shown, "control", dict(options.variants))
     lines = verdicts(rows)
+    start_ms = int(sim["event_time"].min()) if len(sim) else 0
+    drift_at = traffic.params.drift_at_s
+    if drift_at is not None:
+        lines += drift_verdicts(sim, shown, start_ms + int(drift_at * 1000), drift_at)
 
     # The learner's state against the events.
     checks, videos = [], {}
@@ -151,7 +191,6 @@ def build_report(
     undecodable = sum(logs.undecodable.values())
     checks.append(f"undecodable records on the topics: {undecodable}")
 
-    start_ms = int(sim["event_time"].min()) if len(sim) else 0
     results = replay["results"]
     params = traffic.params.as_dict()
     report = DemoReport(
@@ -170,7 +209,7 @@ def build_report(
         verdicts=lines,
         videos=[_poster_cards(sim, catalog, v, start_ms) for v in DEMO_VIDEOS],
         regret_png=regret_png(shown),
-        lag_png=lag_png(lag_samples),
+        lag_png=lag_png(lag_samples, traffic.seconds),
         ctr_png=ctr_png(rows),
         replay_png=replay_png(
             {r.policy: r.curve for r in results}, len(replay["log"].rounds)

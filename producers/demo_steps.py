@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "LagSampler",
     "configure_gateway",
     "make_posters",
+    "read_catalog",
     "replay_obd",
     "report",
     "simulate",
@@ -120,7 +122,12 @@ class Catalog:
     approved_total: int = 0
 
 
-def _read_catalog(run: Settings) -> Catalog:
+def read_catalog(
+    run: Settings,
+    videos: Sequence[str] = tuple(DEMO_VIDEOS),
+    placement: str = PLACEMENT,
+) -> Catalog:
+    """The approved posters of ``videos`` that fit ``placement``, from Redis."""
     import redis
 
     from gateway.placements import PLACEMENTS, fits
@@ -130,14 +137,14 @@ def _read_catalog(run: Settings) -> Catalog:
     catalog = Catalog()
     base = run.poster_url_base.rstrip("/")
     try:
-        for video in DEMO_VIDEOS:
+        for video in videos:
             ids = sorted(p.decode() for p in client.smembers(keys.posters(video)))
             catalog.approved_total += len(ids)
             for poster in ids:
                 raw = client.hgetall(keys.poster(poster))
                 aspect = raw.get(b"aspect", b"").decode()
                 placements = orjson.loads(raw.get(b"placements") or b"[]")
-                if not fits(PLACEMENTS[PLACEMENT], aspect, placements):
+                if not fits(PLACEMENTS[placement], aspect, placements):
                     continue
                 catalog.video_to_posters.setdefault(video, []).append(poster)
                 catalog.poster_to_features[poster] = {
@@ -204,7 +211,7 @@ def make_posters(
     with console.status("waiting for the learner to publish the arms"):
         while time.monotonic() < deadline:
             group.check_alive("streams", "gateway")
-            catalog = _read_catalog(run)
+            catalog = read_catalog(run)
             if catalog.approved_total != last:
                 last, stable_since = catalog.approved_total, time.monotonic()
             ready = all(catalog.video_to_posters.get(v) for v in DEMO_VIDEOS)
@@ -381,7 +388,10 @@ def replay_obd(
             "Open Bandit rounds through the broker", total=len(log.rounds), status=""
         )
         sent_impressions, sent_clicks = stream_log(
-            run, log.rounds, lambda n: progress.update(task, completed=n)
+            run,
+            log.rounds,
+            lambda n: progress.update(task, completed=n),
+            start_ms=int(time.time() * 1000),
         )
         results = []
         policies = demo_policies(log, items, options.seed)

@@ -195,9 +195,16 @@ def load_item_features(path: Path | None = None) -> dict[int, dict[str, float]]:
 
 
 def round_events(
-    item: LoggedRound, *, variant: str = "logged", policy: str = "uniform-random"
+    item: LoggedRound,
+    *,
+    variant: str = "logged",
+    policy: str = "uniform-random",
+    time_ms: int | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The impression (and click) events of one logged round, ids deterministic.
+
+    ``time_ms`` replaces the logged time (a replay at replay time); the logged
+    time is kept otherwise.
 
     Examples
     --------
@@ -206,6 +213,7 @@ def round_events(
     [('impression', 'obd-imp-3'), ('click', 'obd-clk-3')]
     """
     poster = poster_of_item(item.item_id)
+    at = item.time_ms if time_ms is None else time_ms
     impression_id = f"obd-imp-{item.index}"
     user_id = f"obd-user-{item.user_key}"
     placement = f"position-{item.position}"
@@ -213,7 +221,7 @@ def round_events(
         "impression",
         {
             "event_id": impression_id,
-            "event_time": item.time_ms,
+            "event_time": at,
             "user_id": user_id,
             "video_id": OBD_VIDEO,
             "poster_id": poster,
@@ -230,7 +238,7 @@ def round_events(
             "click",
             {
                 "event_id": f"obd-clk-{item.index}",
-                "event_time": item.time_ms,
+                "event_time": at,
                 "impression_id": impression_id,
                 "user_id": user_id,
                 "video_id": OBD_VIDEO,
@@ -244,9 +252,14 @@ def stream_log(
     settings: Settings,
     rounds: list[LoggedRound],
     on_progress: Callable[[int], None] | None = None,
+    start_ms: int | None = None,
 ) -> tuple[int, int]:
     """Produce the impression and click events of logged rounds to the broker.
 
+    With ``start_ms`` the rounds are replayed at replay time, 1 ms apart in
+    their logged order, rather than at their 2019 times: the learner's
+    attribution clock runs on event time, and week-old impressions behind a
+    partition's newer events would expire before their clicks are judged.
     Returns the numbers of impressions and clicks sent. The producer is closed
     on return, before anyone stops the broker.
     """
@@ -255,7 +268,8 @@ def stream_log(
     producer = EventProducer(settings)
     sent = {"impression": 0, "click": 0}
     for i, item in enumerate(rounds):
-        for kind, record in round_events(item):
+        at = None if start_ms is None else start_ms + i
+        for kind, record in round_events(item, time_ms=at):
             producer.send(kind, record)
             sent[kind] += 1
         if on_progress is not None and i % 500 == 499:

@@ -366,8 +366,11 @@ def ctr_png(rows: Sequence[VariantSummary]) -> str:
     return png_data_uri(fig)
 
 
-def lag_png(samples: Sequence[tuple[float, int, float]]) -> str:
-    """The learner's consumer lag (messages and seconds) over the run."""
+def lag_png(
+    samples: Sequence[tuple[float, int, float]], traffic_end_s: float | None = None
+) -> str:
+    """The learner's consumer lag (messages and seconds) over the run; a line
+    marks where the simulated traffic ends and the Open Bandit log starts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -381,6 +384,14 @@ def lag_png(samples: Sequence[tuple[float, int, float]]) -> str:
         right = ax.twinx()
         right.plot(t, seconds, color="#c44e52", label="seconds", linestyle="--")
         right.set_ylabel("age of oldest unprocessed event (s)")
+    if traffic_end_s is not None:
+        ax.axvline(traffic_end_s, color="#555", linewidth=0.8)
+        ax.annotate(
+            " traffic ends; Open Bandit log streamed",
+            (traffic_end_s, 0.9),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+        )
     ax.set_xlabel("seconds into the run")
     ax.set_title("Learner consumer lag on impressions and clicks")
     return png_data_uri(fig)

@@ -217,6 +217,19 @@ class Oracle:
     def __init__(self, model: ClickModel) -> None:
         self.model = model
 
+    def headroom(
+        self, users: Sequence[SimUser], posters: Sequence[str], t_s: float = 0.0
+    ) -> dict[str, float]:
+        """Mean CTR over ``users`` of a uniformly random poster, of the best
+        single poster, and of each user's own best: how much a context-free and
+        a contextual policy can gain at most."""
+        rates = np.array([[self.model.ctr(u, p, t_s) for p in posters] for u in users])
+        return {
+            "random": float(rates.mean()),
+            "best_single": float(rates.mean(axis=0).max()),
+            "per_user_best": float(rates.max(axis=1).mean()),
+        }
+
     def expected(self, user: SimUser, poster: str, t_s: float) -> float:
         return self.model.ctr(user, poster, t_s)
 

@@ -98,3 +98,9 @@ def test_regret_is_zero_for_the_best_and_positive_otherwise(users) -> None:
     assert oracle.regret(user, best, model.posters, 0.0) == 0.0
     others = [p for p in model.posters if p != best]
     assert all(oracle.regret(user, p, model.posters, 0.0) > 0 for p in others)
+
+
+def test_headroom_orders_random_single_and_per_user_best(users) -> None:
+    model = ClickModel(catalog(), ClickParams(seed=3))
+    room = Oracle(model).headroom(users, model.posters)
+    assert room["random"] < room["best_single"] < room["per_user_best"]
