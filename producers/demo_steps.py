@@ -293,8 +293,18 @@ def simulate(
         catalog.poster_to_features, params, catalog.poster_to_video, users
     )
     simulator = TrafficSimulator(users, model)
+    headroom = {
+        video: Oracle(model).headroom(users, posters)
+        for video, posters in catalog.video_to_posters.items()
+    }
     logger.info("click model parameters: %s", params.as_dict())
     console.print(f"synthetic click model (seeded, logged): {params.as_dict()}")
+    for video, room in headroom.items():
+        console.print(
+            f"{video}: mean CTR of a random poster {100 * room['random']:.1f}%, "
+            f"of the best single poster {100 * room['best_single']:.1f}%, of each "
+            f"user's own best {100 * room['per_user_best']:.1f}% (the oracle)"
+        )
     sampler = LagSampler(run)
     sampler.start()
     with _progress(console) as progress:
@@ -332,6 +342,7 @@ def simulate(
             sampler.stop()
             raise
     result.params = params  # type: ignore[attr-defined]
+    result.headroom = headroom  # type: ignore[attr-defined]
     console.print(
         f"{result.requests} rows requested, {len(result.shown)} impressions, "
         f"{result.clicks_sent} clicks sent ({result.clicks_after_run} clicks still "
