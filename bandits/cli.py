@@ -196,7 +196,11 @@ def register(app: typer.Typer) -> None:
         from bandits.evaluation import _cli as io
         from bandits.evaluation.feedback import impressions_to_bandit
         from bandits.evaluation.ope import evaluate as run_ope
-        from bandits.evaluation.ope import observed_value, support_warning
+        from bandits.evaluation.ope import (
+            few_clicks_warning,
+            observed_value,
+            support_warning,
+        )
         from bandits.evaluation.targets import (
             EpsilonGreedyPolicy,
             GreedyPolicy,
@@ -265,6 +269,9 @@ def register(app: typer.Typer) -> None:
                 float(row.weight_se),
                 float(row.clipped_share),
             )
+            if text is not None:
+                cautions.append(text)
+            text = few_clicks_warning(str(row.policy), float(row.ess), seen.estimate)
             if text is not None:
                 cautions.append(text)
         if csv is not None:

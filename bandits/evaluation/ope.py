@@ -24,8 +24,10 @@ contributions (delta method for ``snips``; Wilson for ``replay``) and, when
 asked, percentile bootstraps over decisions. The bootstrap keeps the
 cross-fitted reward model fixed, so it omits the model's own variance. When no
 decision with positive weight was clicked, the normal interval would collapse
-to a point; IPS and SNIPS then report ``[0, Wilson upper end of 0 clicks in
-ESS decisions]`` (method ``wilson-zero``). The mean importance weight should be
+to a point; IPS, SNIPS and DR then reach up to the Wilson upper end of 0
+clicks in ESS decisions (method ``wilson-zero``). With fewer than about 10
+clicks expected among the ESS decisions, intervals are too narrow
+(:func:`few_clicks_warning`). The mean importance weight should be
 1; :func:`support_warning` says when it is not.
 
 Examples
@@ -61,6 +63,7 @@ __all__ = [
     "doubly_robust",
     "effective_sample_size",
     "evaluate",
+    "few_clicks_warning",
     "ips",
     "observed_value",
     "replay",
@@ -177,18 +180,39 @@ def _normal(values: np.ndarray, estimate: float, confidence: float) -> Interval:
 
 
 def _zero_click(log: LoggedBandit, w: np.ndarray, interval: Interval) -> Interval:
-    """A Wilson upper end when the weighted rewards are all zero.
+    """Widen to a Wilson upper end when no weighted decision was clicked.
 
-    With no rewarded decision of positive weight the normal interval collapses
-    to a point; the target is then bounded like ``0`` clicks out of the
-    effective sample size.
+    With no clicked decision of positive weight the normal interval collapses
+    (IPS, SNIPS) or shows only the reward model's spread (DR); the target is
+    then bounded like ``0`` clicks out of the effective sample size.
     """
     binary = bool(np.isin(log.rewards, (0.0, 1.0)).all())
     if not binary or np.any((w > 0) & (log.rewards > 0)):
         return interval
     ess = max(1, round(effective_sample_size(w)))
-    high = wilson(0, ess, interval.confidence).high
-    return Interval(interval.estimate, 0.0, high, "wilson-zero", interval.confidence)
+    high = max(interval.high, wilson(0, ess, interval.confidence).high)
+    low = min(interval.low, 0.0)
+    return Interval(interval.estimate, low, high, "wilson-zero", interval.confidence)
+
+
+def few_clicks_warning(policy: str, ess: float, ctr: float) -> str | None:
+    """A sentence when fewer than 10 clicks are expected in the effective sample.
+
+    Normal intervals need several clicked decisions among those that carry
+    the weight; with rare clicks and a concentrated target they come out too
+    narrow.
+
+    Examples
+    --------
+    >>> few_clicks_warning("greedy", 70.0, 0.004) is not None
+    True
+    """
+    if math.isnan(ess) or math.isnan(ctr) or ess * ctr >= 10:
+        return None
+    return (
+        f"{policy}: about {ess * ctr:.1f} clicks expected among {ess:.0f} effective"
+        " decisions; its intervals are not reliable"
+    )
 
 
 def _mean_estimate(
@@ -321,9 +345,10 @@ def doubly_robust(
     w, share = _weights(log, probs, clip)
     dm = log.row_sum(probs * q_pairs)
     contributions = dm + w * (log.rewards - q_pairs[log.logged_pair])
-    return _mean_estimate(
+    found = _mean_estimate(
         "dr", policy, contributions, w, clip, share, confidence, bootstrap, seed
     )
+    return replace(found, interval=_zero_click(log, w, found.interval))
 
 
 def replay(

@@ -23,6 +23,7 @@ from bandits.evaluation.ope import (
     doubly_robust,
     effective_sample_size,
     evaluate,
+    few_clicks_warning,
     ips,
     observed_value,
     replay,
@@ -147,7 +148,16 @@ def test_zero_clicks_give_a_bounded_interval(log: LoggedBandit) -> None:
     quiet = log.subset(np.array([False, True, True, False]))  # no clicks at all
     found = ips(quiet, always_one_row2.probabilities(quiet))
     assert found.interval.method == "wilson-zero"
-    assert found.interval.low == 0.0 and found.interval.high > 0.0
+    # Only row 2 (action 0, propensity 0.8) has weight, 1.25: ESS 1 and no
+    # click, so the upper end is Wilson's for 0 of 1: 3.8415 / 4.8415.
+    assert found.interval.low == 0.0
+    assert found.interval.high == pytest.approx(0.793451, abs=1e-5)
+    q = np.full(quiet.pair_row.size, 0.3)
+    dr = doubly_robust(quiet, always_one_row2.probabilities(quiet), q)
+    assert dr.interval.method == "wilson-zero"
+    assert dr.interval.high == pytest.approx(0.793451, abs=1e-5)
+    assert few_clicks_warning("first", dr.ess, 0.1) is not None
+    assert few_clicks_warning("first", 1000.0, 0.1) is None
 
 
 def test_action_mean_model_by_hand(log: LoggedBandit) -> None:
