@@ -40,13 +40,13 @@ def _load_logs(
         with Progress(transient=True) as progress:
             task = progress.add_task("reading the event topics", total=None)
             try:
-                logs = load_kafka_logs(
+                events = load_kafka_logs(
                     settings, on_progress=lambda n: progress.advance(task, n)
                 )
             except LogReadError as error:
                 typer.secho(f"keyart train: {error}", fg="red", err=True)
                 raise typer.Exit(1) from None
-        return logs.impressions, logs.clicks, catalog_frame
+        return events.impressions, events.clicks, catalog_frame
     folder = Path(source)
     if not folder.is_dir():
         typer.secho(

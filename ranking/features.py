@@ -41,6 +41,13 @@ BEHAVIOUR_NAMES = (
 )
 
 
+def _number(value: object) -> float:
+    """A count from a candidate mapping; anything else than a number raises."""
+    if isinstance(value, int | float | np.number) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"expected a number, got {value!r}")
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Ordered feature columns of a click model.
@@ -155,7 +162,10 @@ class FeatureSpec:
         counts = np.zeros((n, 4), dtype=np.float64)
         if n == 0:
             return counts
-        counts[:, :2] = [(p.get("impressions", 0), p.get("clicks", 0)) for p in posters]
+        counts[:, :2] = [
+            (_number(p.get("impressions", 0)), _number(p.get("clicks", 0)))
+            for p in posters
+        ]
         video_to_index: dict[object, int] = {}
         video_index = np.array(
             [video_to_index.setdefault(p.get("video_id"), len(video_to_index))
@@ -166,8 +176,8 @@ class FeatureSpec:
             counts[:, 2 + j] = totals[video_index]
         for row, poster in enumerate(posters):
             if "video_impressions" in poster:
-                counts[row, 2] = poster["video_impressions"]  # type: ignore[assignment]
-                counts[row, 3] = poster.get("video_clicks", 0)  # type: ignore[assignment]
+                counts[row, 2] = _number(poster["video_impressions"])
+                counts[row, 3] = _number(poster.get("video_clicks", 0))
         return counts
 
     def serving_matrix(
@@ -193,10 +203,12 @@ class FeatureSpec:
         if n_ctx:
             x[:, :n_ctx] = [context.get(k, 0.0) for k in self.context_keys]
         if end > n_ctx:
-            maps = [p.get("features") or _EMPTY for p in posters]
-            for row, features in enumerate(maps):
+            maps: list[Mapping[str, float]] = []
+            for row, poster in enumerate(posters):
+                features = poster.get("features") or _EMPTY
                 if not isinstance(features, Mapping):
                     raise TypeError(f"candidate {row}: 'features' must be a map")
+                maps.append(features)
             x[:, n_ctx:end] = [[f.get(k, 0.0) for k in self.poster_keys] for f in maps]
         if counts is None:
             counts = self.serving_counts(posters)

@@ -55,7 +55,7 @@ class _DeepFM(nn.Module):
         self.deep = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs = (x - self.mean) * self.scale
+        xs = (x - self.get_buffer("mean")) * self.get_buffer("scale")
         embedded = xs.unsqueeze(2) * self.factors  # (n, fields, factors)
         summed = embedded.sum(dim=1)
         pairs = 0.5 * (summed * summed - (embedded * embedded).sum(dim=1)).sum(dim=1)
@@ -134,7 +134,7 @@ class DeepFMModel(ClickModel):
             torch.onnx.export(
                 _Probability(self.net).eval(),
                 (torch.zeros(2, width),),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # a file-like object is accepted
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "n"}, OUTPUT_NAME: {0: "n"}},

@@ -54,7 +54,8 @@ class GradientBoostedTreesModel(ClickModel):
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         self._fitted_width()
-        return self.booster.predict_proba(np.asarray(x, dtype=np.float32))[:, 1]
+        proba = self.booster.predict_proba(np.asarray(x, dtype=np.float32))
+        return np.asarray(proba)[:, 1]
 
     def to_onnx(self) -> onnx.ModelProto:
         from onnxmltools import convert_lightgbm
