@@ -32,7 +32,14 @@ import numpy as np
 
 from workers.onnx_models import Box, face_model_session, session
 
-__all__ = ["Box", "Detections", "Detector", "nms", "spectral_saliency"]
+__all__ = [
+    "Box",
+    "Detections",
+    "Detector",
+    "active_area",
+    "nms",
+    "spectral_saliency",
+]
 
 logger = logging.getLogger("workers")
 
@@ -69,6 +76,30 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
         overlap = inter / (area[i] + area[order[1:]] - inter + 1e-9)
         order = order[1:][overlap <= iou]
     return keep
+
+
+def active_area(
+    bgr: np.ndarray, black: int = 24, min_bar: float = 0.02
+) -> tuple[int, int, int, int]:
+    """The frame without its letterbox or pillarbox bars, ``(x0, y0, x1, y1)``.
+
+    A bar is a run of rows (or columns) at the frame's edge whose brightest
+    pixel stays below ``black``; runs thinner than ``min_bar`` of the side
+    are ignored. A wholly dark frame is returned whole.
+    """
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    h, w = grey.shape
+    rows = np.nonzero(grey.max(1) >= black)[0]
+    cols = np.nonzero(grey.max(0) >= black)[0]
+    if rows.size == 0 or cols.size == 0:
+        return 0, 0, w, h
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    if y0 < min_bar * h and h - y1 < min_bar * h:
+        y0, y1 = 0, h
+    if x0 < min_bar * w and w - x1 < min_bar * w:
+        x0, x1 = 0, w
+    return x0, y0, x1, y1
 
 
 def spectral_saliency(bgr: np.ndarray, width: int = 64) -> np.ndarray:

@@ -3,7 +3,9 @@
 1. :func:`workers.source.probe_video` refuses bad input;
 2. :func:`workers.frames.select_frames` decodes once and keeps the best
    frames (at most ``max_frames``);
-3. for each kept frame: :class:`workers.detect.Detector` finds faces, smiles,
+3. for each kept frame: letterbox and pillarbox bars are cut off
+   (:func:`workers.detect.active_area`, crop boxes are then relative to the
+   remaining picture); :class:`workers.detect.Detector` finds faces, smiles,
    people, text and saliency; :func:`workers.enhance.enhance` improves the
    frame once, measured; :func:`workers.crop.search_crops` picks the best
    ``crops_per_aspect`` windows per aspect ratio;
@@ -36,7 +38,7 @@ import cv2
 import numpy as np
 
 from workers.crop import parse_aspect, search_crops
-from workers.detect import Detector
+from workers.detect import Detector, active_area
 from workers.embed import Embedder
 from workers.enhance import enhance
 from workers.features import candidate_features
@@ -200,7 +202,9 @@ class PosterPipeline:
         shot: int,
         frame_score: float,
     ) -> list[Candidate]:
-        """Detect, enhance once, crop per aspect, and describe each crop."""
+        """Drop bars, detect, enhance once, crop per aspect, describe each crop."""
+        ax0, ay0, ax1, ay1 = active_area(image)
+        image = image[ay0:ay1, ax0:ax1]
         found = self.detector.detect(image)
         enhanced = enhance(image)
         height, width = image.shape[:2]
@@ -245,6 +249,7 @@ class PosterPipeline:
                     {
                         "crop_box": list(crop.box),
                         "frame_size": [width, height],
+                        "active_area": [ax0, ay0, ax1, ay1],
                         "faces": [list(map(round, f)) for f in found.faces],
                         "faces_whole": crop.faces_whole,
                         "faces_total": crop.faces_total,

@@ -15,7 +15,9 @@ spreads the topic's partitions over them. For each message:
    reason, original payload) is sent;
 5. commit the message's offset, only now: a worker that dies before this
    point leaves the message to the next owner of its partition, whose claim
-   finds the job and resumes, resends or skips it.
+   finds the job and resumes, resends or skips it. When the outcome cannot be
+   recorded (catalog or broker unreachable), the worker does not stop: it
+   waits (1 s doubling to 30 s) and handles the same message again.
 
 Examples
 --------
@@ -74,6 +76,7 @@ class PosterWorker:
         self.topic = settings.topic("videos")
         self.counts: dict[str, int] = {}
         self.assigned: set[int] = set()  # partitions this worker ever owned
+        self.unrecorded = 0  # messages whose outcome could not be recorded yet
 
     def _consumer(self) -> Any:
         from confluent_kafka import Consumer
@@ -193,6 +196,8 @@ class PosterWorker:
 
         Returns the count of each outcome.
         """
+        from confluent_kafka import TopicPartition
+
         stop = stop or threading.Event()
         consumer = self._consumer()
         consumer.subscribe(
@@ -201,6 +206,7 @@ class PosterWorker:
         )
         logger.info("poster worker %s consuming %s", self.worker_id, self.topic)
         handled = 0
+        backoff = 1.0
         try:
             while not stop.is_set() and (
                 max_messages is None or handled < max_messages
@@ -211,12 +217,30 @@ class PosterWorker:
                 if message.error():
                     logger.warning("consumer error: %s", message.error())
                     continue
-                status = self.handle(
-                    message.value() or b"",
-                    message.key(),
-                    message.partition(),
-                    message.offset(),
-                )
+                try:
+                    status = self.handle(
+                        message.value() or b"",
+                        message.key(),
+                        message.partition(),
+                        message.offset(),
+                    )
+                except Exception:  # the catalog or the broker is unreachable
+                    self.unrecorded += 1
+                    logger.exception(
+                        "could not record offset %s of partition %s; retrying in %s s",
+                        message.offset(),
+                        message.partition(),
+                        backoff,
+                    )
+                    stop.wait(backoff)
+                    backoff = min(30.0, backoff * 2)
+                    consumer.seek(
+                        TopicPartition(
+                            message.topic(), message.partition(), message.offset()
+                        )
+                    )
+                    continue
+                backoff = 1.0
                 # Step 5: the offset moves only once the job is recorded.
                 consumer.commit(message=message, asynchronous=False)
                 self.counts[status] = self.counts.get(status, 0) + 1

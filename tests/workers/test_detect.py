@@ -65,3 +65,30 @@ def test_saliency_is_a_distribution_peaking_on_the_subject(image):
 def test_nms_drops_overlapping_boxes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], float)
     assert nms(boxes, np.array([0.9, 0.8, 0.7]), 0.3) == [0, 2]
+
+
+def test_letterbox_bars_are_found_on_a_real_frame(media):
+    from workers.detect import active_area
+
+    capture = cv2.VideoCapture(str(media("bigbuckbunny.mp4")))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok
+    assert active_area(frame) == (0, 0, 1280, 720)
+    boxed = cv2.copyMakeBorder(frame, 90, 90, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    assert active_area(boxed) == (0, 90, 1280, 810)
+    pillar = cv2.copyMakeBorder(frame, 0, 0, 160, 160, cv2.BORDER_CONSTANT, value=0)
+    assert active_area(pillar) == (160, 0, 1440, 720)
+
+
+def test_letterboxed_frame_gives_posters_without_bars(pipeline, media):
+    capture = cv2.VideoCapture(str(media("bigbuckbunny.mp4")))
+    ok, frame = capture.read()
+    capture.release()
+    boxed = cv2.copyMakeBorder(frame, 90, 90, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    candidates = pipeline.run_image(boxed, "boxed")
+    assert candidates
+    for candidate in candidates:
+        grey = cv2.cvtColor(candidate.image, cv2.COLOR_BGR2GRAY)
+        assert grey[:3].max() >= 24 and grey[-3:].max() >= 24
+        assert candidate.details["active_area"] == [0, 90, 1280, 810]

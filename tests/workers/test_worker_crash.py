@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -79,3 +80,45 @@ def test_killed_worker_is_replaced_and_the_job_counts_once(make_settings, media)
     assert sorted(m.key() for m in events) == [b"bikes"] * len(ids)
     assert len(events) == len(ids)
     catalog.close()
+
+
+def test_worker_outlives_its_database_and_resumes(
+    make_settings, media, pg_url, pipeline
+):
+    from tests.conftest import PG_ADMIN_URL
+
+    settings = make_settings(topics=True, database_url=pg_url)
+    worker = PosterWorker(settings, JobRunner(settings, pipeline=pipeline))
+    name = sa.make_url(pg_url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    producer = EventProducer(settings)
+    producer.send("video_published", video_event(media("astronaut.png"), "astro"))
+    producer.flush()
+
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    deadline = time.monotonic() + 60
+    while worker.unrecorded < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert worker.unrecorded >= 2 and thread.is_alive()
+    assert worker.counts == {}  # nothing recorded, no offset committed
+
+    # The database comes back (empty): migrate it, the worker carries on.
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    catalog = Catalog(pg_url)
+    deadline = time.monotonic() + 90
+    while not worker.counts and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    thread.join(30)
+    assert worker.counts == {"done": 1}
+    with catalog.session() as session:
+        job = session.scalars(sa.select(JobRow)).one()
+        assert job.status == "done"
+    catalog.close()
+    worker.catalog.close()
