@@ -37,6 +37,7 @@ from schemas.codec import get_codec
 from streams import metrics
 from streams.fm_shard import merge_fm
 from streams.partition import DeadLetter, PartitionLearner
+from streams.resp import Transaction
 from streams.shards import LinUCBShard, merge_linucb
 from streams.state_keys import StreamKeys
 
@@ -185,12 +186,11 @@ class Learner:
                 await asyncio.gather(*futures)
             # Step 2
             now = _now_ms()
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = Transaction()
             written = 0
             for learner in self.partitions.values():
                 written += learner.write(pipe, self.keys, self.group, now)
-            if len(pipe):
-                await pipe.execute()
+            await pipe.execute(self.redis)
             # Step 3
             offsets = {
                 self._tp(topic, p): offset

@@ -226,3 +226,29 @@ def test_negative_sample_is_a_stable_tenth():
     kept = [keep_negative(f"i{i}") for i in range(20_000)]
     assert 0.08 < sum(kept) / len(kept) < 0.12
     assert kept == [keep_negative(f"i{i}") for i in range(20_000)]
+
+
+async def test_transaction_writes_atomically_and_reports_refusals(stack):
+    import redis.asyncio as aioredis
+    from redis.exceptions import ResponseError
+
+    from streams.resp import Transaction
+
+    client = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        t = Transaction()
+        t.hset("resp-test:h", mapping={"a": b"1", "b": 2.5, "c": 3})
+        t.execute_command("ZADD", "resp-test:z", 1.5, "x", 2.0, "y")
+        t.hdel("resp-test:h", "c")
+        assert await t.execute(client) == [3, 2, 1]
+        assert await client.hgetall("resp-test:h") == {b"a": b"1", b"b": b"2.5"}
+        assert await client.zrange("resp-test:z", 0, -1) == [b"x", b"y"]
+        bad = Transaction()
+        bad.hset("resp-test:h", mapping={"d": b"4"})
+        bad.execute_command("HSET", "resp-test:z", "f", "v")  # wrong type
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await bad.execute(client)
+        assert await client.ping()  # the pool still works after a refusal
+    finally:
+        await client.delete("resp-test:h", "resp-test:z")
+        await client.aclose()
