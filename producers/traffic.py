@@ -272,10 +272,11 @@ class TrafficRunner:
                 self.on_progress(last_progress, self.result)
             await asyncio.sleep(self.batch_interval_s)
 
-    async def _sessions(self, client: Any) -> None:
+    async def _sessions(self, client: Any, flusher: asyncio.Task[None]) -> None:
         running: set[asyncio.Task[None]] = set()
         started = 0
-        while self._now_s() < self.duration_s:
+        # A failed flusher (or progress callback) ends the run early.
+        while self._now_s() < self.duration_s and not flusher.done():
             if self.rate is not None and started > self.rate * self._now_s():
                 await asyncio.sleep(0.01)
                 continue
@@ -301,9 +302,11 @@ class TrafficRunner:
             stop = asyncio.Event()
             flusher = asyncio.create_task(self._flusher(client, stop))
             try:
-                await self._sessions(client)
+                await self._sessions(client, flusher)
                 end = self._now_s() + drain_s
-                while self._pending and self._pending[0].due <= end:
+                while (
+                    self._pending and self._pending[0].due <= end and not flusher.done()
+                ):
                     await asyncio.sleep(0.2)
             finally:
                 stop.set()
