@@ -37,6 +37,20 @@ def _bytes(value: Any) -> bytes:
     return str(value).encode()
 
 
+def _pack_words(words: Any) -> bytes:
+    out = []
+    for word in words:
+        kind = word.__class__
+        if kind is str:
+            data = word.encode()
+        elif kind is bytes:
+            data = word
+        else:
+            data = _bytes(word)
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
 class Transaction:
     """Commands queued as RESP bytes, executed atomically by :meth:`execute`."""
 
@@ -49,19 +63,14 @@ class Transaction:
 
     def execute_command(self, *args: Any) -> None:
         """Queue one command given as its words (``"ZADD", key, score, id``)."""
-        out = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = _bytes(arg)
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        self._parts.append(b"".join(out))
+        self._parts.append(b"*%d\r\n" % len(args) + _pack_words(args))
         self._count += 1
 
     def hset(self, key: str, mapping: Mapping[Any, Any]) -> None:
-        words: list[Any] = ["HSET", key]
-        for field, value in mapping.items():
-            words.append(field)
-            words.append(value)
-        self.execute_command(*words)
+        head = _pack_words(("HSET", key))
+        body = _pack_words([x for item in mapping.items() for x in item])
+        self._parts.append(b"*%d\r\n%s%s" % (2 + 2 * len(mapping), head, body))
+        self._count += 1
 
     def hdel(self, key: str, *fields: Any) -> None:
         self.execute_command("HDEL", key, *fields)

@@ -50,8 +50,9 @@ def feature_rows(
         groups.setdefault((tuple(context), tuple(poster)), []).append(i)
     for (user_keys, poster_keys), rows in groups.items():
         n = len(rows)
-        u = np.array([list(pairs[i][0].values()) for i in rows], dtype=float)
-        p = np.array([list(pairs[i][1].values()) for i in rows], dtype=float)
+        members = [pairs[i] for i in rows]
+        u = np.array([v for c, _ in members for v in c.values()], dtype=float)
+        p = np.array([v for _, q in members for v in q.values()], dtype=float)
         # Columns in sorted name order, the order the projection was built in.
         u = u.reshape(n, len(user_keys))[:, np.argsort(user_keys)]
         p = p.reshape(n, len(poster_keys))[:, np.argsort(poster_keys)]
@@ -60,7 +61,10 @@ def feature_rows(
         projection = _projection(
             tuple(sorted(user_keys)), tuple(sorted(poster_keys)), dim
         )
-        out[rows] = raw @ projection
+        if n == len(pairs):
+            out[:] = raw @ projection
+        else:
+            out[rows] = raw @ projection
     return out
 
 
