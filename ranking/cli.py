@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
         from keyart.cli import settings_for_cli
         from ranking.dataset import build_training_set
-        from ranking.evaluate import comparison_table
+        from ranking.evaluate import comparison_table, reliability_rich
         from ranking.models import MODEL_KINDS, TorchMissingError, model_class
         from ranking.train import evaluate_online, train_model, write_outputs
 
@@ -173,6 +173,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"[yellow]skipped {line}[/yellow]")
         if trained:
             best = min(trained, key=lambda t: t.evaluation.log_loss)
+            console.print(reliability_rich(best.evaluation))
             console.print(
                 f"lowest log loss: {best.kind}; serve it with "
                 f"KEYART_RANKER_PATH={paths[best.kind]}"

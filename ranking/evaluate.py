@@ -31,7 +31,7 @@ import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
 __all__ = ["Evaluation", "comparison_table", "evaluate", "online_scores"]
-__all__ += ["reliability_table"]
+__all__ += ["reliability_rich", "reliability_table"]
 
 
 @dataclass(frozen=True)
@@ -162,5 +162,23 @@ def comparison_table(evaluations: Sequence[Evaluation], title: str = "") -> obje
             f"{e.mean_prediction:.4f}",
             f"{e.click_rate:.4f}",
             str(e.impressions),
+        )
+    return table
+
+
+def reliability_rich(evaluation: Evaluation) -> object:
+    """A rich Table of one evaluation's reliability bins."""
+    from rich.table import Table
+
+    table = Table(title=f"reliability of {evaluation.name} (equal-count bins)")
+    for column in ("predicted range", "impressions", "mean p", "click rate", "gap"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in evaluation.reliability.itertuples():
+        table.add_row(
+            f"{row.low:.3f}-{row.high:.3f}",
+            str(row.impressions),
+            f"{row.mean_prediction:.4f}",
+            f"{row.click_rate:.4f}",
+            f"{row.click_rate - row.mean_prediction:+.4f}",
         )
     return table

@@ -41,6 +41,7 @@ def test_train_all_on_synthetic_logs_writes_four_models(tmp_path) -> None:
     }
     assert all(m["onnx_max_error"] <= 1e-5 for m in report["models"])
     assert "KEYART_RANKER_PATH=" in result.output
+    assert "reliability of" in result.output
 
 
 def test_train_from_a_folder_of_parquet_logs_with_online_models(tmp_path) -> None:
