@@ -13,8 +13,10 @@
    embedding. Its score is ``0.7 crop score + 0.3 frame informativeness``
    (both 0 to 1), the number ``auto_approve_score`` is compared with.
 
-Poster ids are derived from the video id, frame number, aspect and rank, so a
-retried job produces the same ids and overwrites the same files.
+Poster ids are derived from the video id, the job's event id, frame number,
+aspect and rank, so a retried job produces the same ids and overwrites the
+same files, while a new event for the same video never touches the files of
+posters already reviewed.
 
 Examples
 --------
@@ -125,9 +127,15 @@ class VideoResult:
     candidates: list[Candidate]
 
 
-def poster_id_for(video_id: str, frame_index: int, aspect: str, rank: int) -> str:
-    """Stable id of a candidate: the same inputs always give the same id."""
-    text = f"{video_id}|{frame_index}|{aspect}|{rank}"
+def poster_id_for(
+    video_id: str, frame_index: int, aspect: str, rank: int, salt: str = ""
+) -> str:
+    """Stable id of a candidate: the same inputs always give the same id.
+
+    ``salt`` is the job's event id: a retry of one event reproduces its ids,
+    a new event for the same video gets new ones.
+    """
+    text = f"{video_id}|{salt}|{frame_index}|{aspect}|{rank}"
     return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:20]
 
 
@@ -146,6 +154,7 @@ class PosterPipeline:
         kind: str = "other",
         progress: Callable[[int], None] | None = None,
         on_start: Callable[[int], None] | None = None,
+        salt: str = "",
     ) -> VideoResult:
         """Make every candidate of a video (steps of the module docstring).
 
@@ -171,6 +180,7 @@ class PosterPipeline:
                 frame.time_s,
                 frame.shot,
                 frame.score,
+                salt,
             )
         logger.info(
             "video %s: %s shots, %s frames, %s candidates",
@@ -182,7 +192,9 @@ class PosterPipeline:
         )
         return VideoResult(selection, candidates)
 
-    def run_image(self, image: np.ndarray, video_id: str) -> list[Candidate]:
+    def run_image(
+        self, image: np.ndarray, video_id: str, salt: str = ""
+    ) -> list[Candidate]:
         """Candidates of a single photo (treated as frame 0 of one shot)."""
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         measures = {
@@ -191,7 +203,7 @@ class PosterPipeline:
             "colourfulness": colourfulness(image),
         }
         score = informativeness(measures, self.detector.face_share(image))
-        return self.frame_candidates(image, video_id, 0, 0.0, 0, score)
+        return self.frame_candidates(image, video_id, 0, 0.0, 0, score, salt)
 
     def frame_candidates(
         self,
@@ -201,6 +213,7 @@ class PosterPipeline:
         time_s: float,
         shot: int,
         frame_score: float,
+        salt: str = "",
     ) -> list[Candidate]:
         """Drop bars, detect, enhance once, crop per aspect, describe each crop."""
         ax0, ay0, ax1, ay1 = active_area(image)
@@ -264,7 +277,9 @@ class PosterPipeline:
                 )
                 out.append(
                     Candidate(
-                        poster_id=poster_id_for(video_id, frame_index, aspect, rank),
+                        poster_id=poster_id_for(
+                            video_id, frame_index, aspect, rank, salt
+                        ),
                         aspect=aspect,
                         image=np.ascontiguousarray(poster),
                         frame_index=frame_index,

@@ -106,9 +106,14 @@ class JobRunner:
         path = local_path(event["uri"])
         if path.suffix.lower() in IMAGE_SUFFIXES:
             image = read_image(path, self.pipeline.config.limits)
-            return self.pipeline.run_image(image, event["video_id"])
+            return self.pipeline.run_image(image, event["video_id"], event["event_id"])
         result = self.pipeline.run_video(
-            path, event["video_id"], event.get("kind", "other"), progress, on_start
+            path,
+            event["video_id"],
+            event.get("kind", "other"),
+            progress,
+            on_start,
+            salt=event["event_id"],
         )
         return result.candidates
 

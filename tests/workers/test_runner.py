@@ -1,0 +1,42 @@
+"""One job end to end without Kafka: ids, files and a second event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import sqlalchemy as sa
+
+from workers.catalog import CandidateRow
+from workers.review import ReviewService
+from workers.runner import JobRunner, video_event
+
+
+def test_ids_repeat_per_event_and_differ_across_events(make_settings, media, pipeline):
+    settings = make_settings(topics=True)
+    runner = JobRunner(settings, pipeline=pipeline)
+    first = video_event(media("astronaut.png"), "astro")
+    outcome = runner.run(first, "t")
+    assert outcome.status == "done"
+    first_ids = {row["poster_id"] for row in outcome.rows}
+    again = pipeline.run_image(
+        cv2.imread(str(media("astronaut.png"))), "astro", first["event_id"]
+    )
+    assert {c.poster_id for c in again} == first_ids
+
+    approved = sorted(first_ids)[0]
+    ReviewService(runner.catalog, settings).approve([approved], reviewer="ana")
+    path = Path(settings.poster_store) / next(
+        r["image_path"] for r in outcome.rows if r["poster_id"] == approved
+    )
+    before = path.read_bytes()
+
+    second = runner.run(video_event(media("astronaut.png"), "astro"), "t")
+    assert second.status == "done"
+    assert not first_ids & {row["poster_id"] for row in second.rows}
+    assert path.read_bytes() == before
+    with runner.catalog.session() as session:
+        rows = session.scalars(sa.select(CandidateRow)).all()
+    assert len(rows) == 12
+    assert {r.poster_id for r in rows if r.status == "approved"} == {approved}
+    runner.catalog.close()
