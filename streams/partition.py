@@ -330,7 +330,7 @@ class PartitionLearner:
             if added:
                 flat: list[Any] = []
                 for event_id, t in added.items():
-                    flat.append(t / 1000.0)
+                    flat.append(b"%d.%03d" % divmod(t, 1000))  # seconds
                     flat.append(event_id)
                 pipe.execute_command("ZADD", key, *flat)
             cutoff = dedupe.cutoff(self.attribution.clock) / 1000.0

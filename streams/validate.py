@@ -17,8 +17,8 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
+from math import isfinite
 from typing import Any
 
 __all__ = ["REQUIRED_IDS", "check_event"]
@@ -31,6 +31,14 @@ REQUIRED_IDS: dict[str, tuple[str, ...]] = {
 """Fields of each kind that must be non-empty strings."""
 
 _FEATURE_FIELDS = ("context", "poster_features", "features")
+_EVENT_ID = ("event_id",)
+
+
+def _feature_problem(kind: str, name: str, features: Mapping[str, float]) -> str:
+    for feature, value in features.items():
+        if not isfinite(value):
+            return f"invalid {kind}: {name}[{feature!r}] is not finite"
+    return f"invalid {kind}: {name} values are too large to sum"
 
 
 def check_event(kind: str, record: Mapping[str, Any], key: bytes | None) -> str | None:
@@ -46,20 +54,18 @@ def check_event(kind: str, record: Mapping[str, Any], key: bytes | None) -> str 
         The Kafka message key; when present it must be the video id, or the
         event would sit on another video's partition and miss its impression.
     """
-    for name in REQUIRED_IDS.get(kind, ("event_id",)):
-        if not record.get(name):
+    get = record.get
+    for name in REQUIRED_IDS.get(kind, _EVENT_ID):
+        if not get(name):
             return f"invalid {kind}: empty {name}"
-    event_time = record.get("event_time", 0)
+    event_time = get("event_time", 0)
     if event_time < 0:
         return f"invalid {kind}: negative event_time {event_time}"
     for name in _FEATURE_FIELDS:
-        features = record.get(name)
+        features = get(name)
         # sum() is NaN or infinite exactly when some value is (the fast path).
-        if features and not math.isfinite(sum(features.values())):
-            for feature, value in features.items():
-                if not math.isfinite(value):
-                    return f"invalid {kind}: {name}[{feature!r}] is not finite"
-            return f"invalid {kind}: {name} values are too large to sum"
+        if features and not isfinite(sum(features.values())):
+            return _feature_problem(kind, name, features)
     if key is not None and kind != "poster_published":
         if key != record["video_id"].encode():
             return f"invalid {kind}: key {key[:64]!r} is not the video id"
