@@ -113,7 +113,9 @@ class Ranker:
             if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
                 raise ValueError(f"graph takes {inputs} and gives {outputs}")
             if width != spec.n_features:
-                raise ValueError(f"graph wants {width} features, spec has {spec}")
+                raise ValueError(
+                    f"graph wants {width} features, its spec names {spec.n_features}"
+                )
         except Exception as error:  # any bad file means: serve without
             RANKER_UNAVAILABLE.set(1)
             logger.warning(

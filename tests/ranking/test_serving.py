@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from ranking.dataset import TrainingSet
 from ranking.export import save_model
+from ranking.features import FeatureSpec
 from ranking.serving import Ranker
 from ranking.train import train_model
 
@@ -136,3 +137,24 @@ def test_prior_ignores_the_arms_own_counts_and_weighs_strength(model_file) -> No
         ranker.prior({}, same_video, "home")[0], ranker.prior({}, also, "home")[0]
     )
     assert ranker.prior({"age": "old"}, fresh) is None
+
+
+def test_spec_that_does_not_fit_the_graph_gives_none(
+    model_file: Path, tmp_path, caplog
+) -> None:
+    model = onnx.load(model_file)
+    for entry in model.metadata_props:
+        if entry.key == "keyart.spec":
+            spec = FeatureSpec.from_json(entry.value)
+            wider = FeatureSpec(
+                (*spec.context_keys, "extra"),
+                spec.poster_keys,
+                spec.placements,
+                spec.prior_ctr,
+            )
+            entry.value = wider.to_json()
+    path = tmp_path / "wider.onnx"
+    path.write_bytes(model.SerializeToString())
+    with caplog.at_level(logging.WARNING, logger="ranking"):
+        assert Ranker.load(path) is None
+    assert "graph wants" in caplog.text
