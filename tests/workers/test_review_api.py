@@ -111,3 +111,31 @@ def test_service_is_shared_with_the_cli(client):
     service = client.app.state.review_service
     assert isinstance(service, ReviewService)
     assert isinstance(service.catalog, Catalog)
+
+
+async def test_the_gateway_mounts_review_behind_the_admin_token(
+    make_settings, media, pipeline
+):
+    from gateway.app import create_app
+
+    settings = make_settings(topics=True, admin_token="s3cret")
+    runner = JobRunner(settings, pipeline=pipeline)
+    assert (
+        runner.run(video_event(media("astronaut.png"), "astro"), "t").status == "done"
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        path = "/admin/review/candidates"
+        assert (await http.get(path)).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await http.get(path, headers=wrong)).status_code == 401
+        good = {"Authorization": "Bearer s3cret"}
+        answer = await http.get(path, headers=good)
+        assert answer.status_code == 200 and answer.json()["total"] == 6
+        image = answer.json()["candidates"][0]["image_url"]
+        served = await http.get(image)
+        assert served.status_code == 200
+        assert served.headers["content-type"] == "image/jpeg"
+    app.state.review_service.catalog.close()
+    runner.catalog.close()
