@@ -21,6 +21,22 @@ def training_set(logs: SyntheticLogs) -> TrainingSet:
     return build_training_set(logs.impressions, logs.clicks, logs.catalog)
 
 
+TORCH_MISSING = (
+    "PyTorch is not installed: the ranking tests check DeepFM too. Install the "
+    "train extra (pip install -e '.[dev,train]', torch==2.13.0 CPU build) "
+    "rather than skip them."
+)
+
+
+@pytest.fixture(scope="session")
+def require_torch() -> None:
+    """Fail, never skip, when DeepFM's PyTorch is absent."""
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        pytest.fail(TORCH_MISSING)
+
+
 @pytest.fixture(scope="session")
 def fitted(training_set: TrainingSet) -> Callable[[str], ClickModel]:
     """``fitted(kind)``: that model trained once with its declared test parameters.
@@ -33,11 +49,8 @@ def fitted(training_set: TrainingSet) -> Callable[[str], ClickModel]:
         if kind not in cache:
             try:
                 cls = model_class(kind)
-            except TorchMissingError as error:
-                pytest.fail(
-                    f"{error}. The ranking tests check every model: install the "
-                    "train extra (pip install -e '.[train]') rather than skip DeepFM."
-                )
+            except TorchMissingError:
+                pytest.fail(TORCH_MISSING)
             model = cls(seed=0, **cls.test_params)
             cache[kind] = model.fit(training_set.train.x, training_set.train.y)
         return cache[kind]

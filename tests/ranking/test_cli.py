@@ -11,7 +11,9 @@ from ranking.serving import Ranker
 from ranking.synthetic import simulate_logs
 
 
-def test_train_all_on_synthetic_logs_writes_four_models(tmp_path) -> None:
+def test_train_all_on_synthetic_logs_writes_four_models(
+    tmp_path, require_torch
+) -> None:
     out = tmp_path / "models"
     result = CliRunner().invoke(
         app,

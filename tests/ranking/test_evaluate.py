@@ -66,9 +66,11 @@ def test_online_models_are_scored_on_the_same_period() -> None:
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples_run(name: str) -> None:
+def test_docstring_examples_run(name: str, request: pytest.FixtureRequest) -> None:
     import doctest
 
+    if name.endswith("deepfm"):
+        request.getfixturevalue("require_torch")
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
