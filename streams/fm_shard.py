@@ -10,8 +10,10 @@ keeps the click probability calibrated at a tenth of the training cost.
 Every feature's latent vector is drawn from a generator seeded by the feature
 name, not from one shared stream, so a shard restored from Redis draws the
 same vectors as one that never stopped, and all shards start each feature
-from the same point. The owner of partition 0 publishes the example-weighted
-average of the shards (federated averaging) under ``{p}:model:fm``.
+from the same point. A flush writes only the features learnt since the last
+one. The owner of partition 0 publishes the example-weighted average of the
+shards (federated averaging) under ``{p}:model:fm`` every
+:data:`FM_PUBLISH_S` seconds.
 
 Known limitation: SGD depends on the order of examples, and a click that
 waited for its impression is learnt when the impression arrives, which
@@ -23,8 +25,8 @@ Examples
 --------
 >>> shard = FMShard(seed=1)
 >>> shard.learn([{"u:age": 1.0, "poster=p1": 1.0}], [True], [1.0])
->>> restored = FMShard.from_export(shard.export(), seed=1)
->>> restored.export() == shard.export()
+>>> fields = {k.encode(): v for k, v in shard.take_changes().items()}
+>>> FMShard.from_fields(fields, seed=1).export() == shard.export()
 True
 """
 
@@ -38,13 +40,23 @@ import numpy as np
 
 from bandits.fm import OnlineFM
 
-__all__ = ["FM_FACTORS", "NEGATIVE_RATE", "FMShard", "keep_negative", "merge_fm"]
+__all__ = [
+    "FM_FACTORS",
+    "FM_PUBLISH_S",
+    "NEGATIVE_RATE",
+    "FMShard",
+    "keep_negative",
+    "merge_fm",
+]
 
 FM_FACTORS = 8
 """Length of each feature's latent vector."""
 
 FM_LEARNING_RATE = 0.02
 """SGD step of weights, latent vectors and intercept."""
+
+FM_PUBLISH_S = 5.0
+"""How often the merged FM is published (reading every shard costs its size)."""
 
 NEGATIVE_RATE = 0.1
 """Share of unclicked impressions the FM learns from (weighted back up)."""
@@ -87,6 +99,7 @@ class FMShard:
         self.fm.model.latents = _SeededLatents(FM_FACTORS, seed)
         self.examples = 0
         self.written_version = 0
+        self.touched: set[str] = set()
 
     @property
     def version(self) -> int:
@@ -100,8 +113,10 @@ class FMShard:
     ) -> None:
         """Learn labelled impressions in order, each with its sample weight."""
         model = self.fm.model
+        touched = self.touched
         for x, y, w in zip(xs, ys, weights, strict=True):
             model.learn_one(dict(x), bool(y), w=w)
+            touched.update(x)
         self.examples += len(xs)
         self.fm.version = self.examples
 
@@ -112,6 +127,43 @@ class FMShard:
         data["examples"] = self.examples
         data["version"] = self.examples
         return data
+
+    def take_changes(self) -> dict[str, bytes]:
+        """Hash fields changed since the last call: ``intercept``,
+        ``examples``, ``w:<feature>`` (float text) and ``v:<feature>`` (latent
+        vector, float64 bytes). Writing only these keeps a flush's cost
+        proportional to the features learnt, not to the model's size."""
+        model = self.fm.model
+        fields: dict[str, bytes] = {
+            "intercept": repr(float(model.intercept)).encode(),
+            "examples": str(self.examples).encode(),
+            "n_factors": str(FM_FACTORS).encode(),
+        }
+        for name in self.touched:
+            fields[f"w:{name}"] = repr(float(model.weights[name])).encode()
+            fields[f"v:{name}"] = np.asarray(model.latents[name], "<f8").tobytes()
+        self.touched = set()
+        self.written_version = self.examples
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[bytes, bytes], seed: int) -> FMShard:
+        """Rebuild a shard from the hash :meth:`take_changes` wrote."""
+        shard = cls(seed)
+        if not fields:
+            return shard
+        model = shard.fm.model
+        for raw, value in fields.items():
+            name = raw.decode()
+            if name.startswith("w:"):
+                model.weights[name[2:]] = float(value)
+            elif name.startswith("v:"):
+                model.latents[name[2:]] = np.frombuffer(value, "<f8").copy()
+        model.intercept = float(fields[b"intercept"])
+        shard.examples = int(fields[b"examples"])
+        shard.fm.version = shard.examples
+        shard.written_version = shard.examples
+        return shard
 
     @classmethod
     def from_export(cls, data: Mapping[str, Any], seed: int) -> FMShard:

@@ -6,15 +6,18 @@ Steps of one batch (:meth:`Learner.on_batch`):
 2. each partition learner skips what it already applied, decodes, checks,
    dedupes, counts and attributes (no Redis on this path);
 3. bad records become dead letters, produced right away;
-4. when ``flush_interval_ms`` has passed since the last flush, flush.
+4. when ``flush_interval_ms`` has passed since the last flush, start one in
+   the background (batches go on being applied while Redis works).
 
-Steps of a flush (:meth:`Learner.flush`):
+Steps of a flush (:meth:`Learner.flush`, one at a time):
 
 1. wait until the broker has every dead letter produced so far;
-2. write each partition's changes, offsets included, in one ``MULTI/EXEC``;
+2. take each partition's changes, offsets included, under the learner's lock
+   (a consistent cut), and write them in one ``MULTI/EXEC``;
 3. commit the same offsets to Kafka (so Kafka's committed offset never passes
    the one in Redis);
-4. the owner of partition 0 merges the LinUCB shards into ``{p}:model:linucb``.
+4. the owner of partition 0 merges the LinUCB shards into ``{p}:model:linucb``
+   and, every few seconds or when idle, the FM shards into ``{p}:model:fm``.
 
 On assignment the learner rebuilds each new partition from Redis before Faust
 resumes fetching; on revocation it flushes, then forgets the partition.
@@ -35,7 +38,7 @@ from bandits.features import FEATURE_DIM
 from keyart.settings import Settings
 from schemas.codec import get_codec
 from streams import metrics
-from streams.fm_shard import merge_fm
+from streams.fm_shard import FM_PUBLISH_S, FMShard, merge_fm
 from streams.partition import DeadLetter, PartitionLearner
 from streams.resp import Transaction
 from streams.shards import LinUCBShard, merge_linucb
@@ -87,6 +90,9 @@ class Learner:
         self.dim = FEATURE_DIM
         self.partitions: dict[int, PartitionLearner] = {}
         self.lock = asyncio.Lock()
+        self.flush_lock = asyncio.Lock()
+        self._flush_task: asyncio.Future[None] | None = None
+        self._fm_published_at = 0.0
         self.last_flush = time.monotonic()
         self.last_flush_wall = time.time()
         self.pending_dead: list[Any] = []
@@ -127,8 +133,13 @@ class Learner:
             # Step 3
             for item in dead:
                 self._send_dead(item)
-        if time.monotonic() - self.last_flush >= self.settings.flush_interval_ms / 1000:
-            await self.flush()
+        interval = self.settings.flush_interval_ms / 1000
+        if (
+            time.monotonic() - self.last_flush >= interval
+            and not self.flush_lock.locked()
+        ):
+            # Step 4, in the background: fetching goes on while Redis works.
+            self._flush_task = asyncio.ensure_future(self.flush())
 
     def _export_counts(self, learner: PartitionLearner) -> None:
         counts: Counter[str] = learner.counts
@@ -175,39 +186,59 @@ class Learner:
     # -- flushing --------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write every partition's changes and offsets (see the module's steps)."""
+        """Write every partition's changes and offsets (see the module's steps).
+
+        Flushes run one at a time; batches keep being applied while one
+        waits for Redis. A failed flush crashes the worker: the changes it
+        carried are no longer marked dirty, so the only safe way on is a
+        restart from the state and offsets last written.
+        """
+        async with self.flush_lock:
+            try:
+                await self._flush()
+            except Exception as error:
+                logger.error(
+                    "flush to Redis failed; the worker stops and restarts from "
+                    "the last flush: %r",
+                    error,
+                )
+                await self.app.crash(error)
+                raise
+
+    async def _flush(self) -> None:
+        started = time.perf_counter()
+        # Step 1
+        if self.pending_dead:
+            sends, self.pending_dead = self.pending_dead, []
+            futures = await asyncio.gather(*sends)
+            await self.app.producer.flush()
+            await asyncio.gather(*futures)
+        # Step 2: build under the lock (a consistent cut), send outside it.
+        now = _now_ms()
+        transaction = Transaction()
+        written = 0
         async with self.lock:
-            started = time.perf_counter()
-            # Step 1
-            if self.pending_dead:
-                sends, self.pending_dead = self.pending_dead, []
-                futures = await asyncio.gather(*sends)
-                await self.app.producer.flush()
-                await asyncio.gather(*futures)
-            # Step 2
-            now = _now_ms()
-            pipe = Transaction()
-            written = 0
             for learner in self.partitions.values():
-                written += learner.write(pipe, self.keys, self.group, now)
-            await pipe.execute(self.redis)
-            # Step 3
+                written += learner.write(transaction, self.keys, self.group, now)
             offsets = {
                 self._tp(topic, p): offset
                 for p, learner in self.partitions.items()
                 for topic, offset in learner.offsets.items()
             }
-            if offsets:
-                await self.app.consumer.commit_offsets(offsets)
-            self.last_flush = time.monotonic()
-            self.last_flush_wall = time.time()
-            self.flushes += 1
-            metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
-            metrics.ARMS_WRITTEN.inc(written)
-            self._export_lag(offsets)
-            # Step 4
-            if 0 in self.partitions:
-                await self._merge_models(now)
+            owns_zero = 0 in self.partitions
+        await transaction.execute(self.redis)
+        # Step 3
+        if offsets:
+            await self.app.consumer.commit_offsets(offsets)
+        self.last_flush = time.monotonic()
+        self.last_flush_wall = time.time()
+        self.flushes += 1
+        metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+        metrics.ARMS_WRITTEN.inc(written)
+        self._export_lag(offsets)
+        # Step 4
+        if owns_zero:
+            await self._merge_models(now, idle=written == 0)
 
     def _tp(self, topic: str, partition: int) -> Any:
         return self.app.consumer._new_topicpartition(topic, partition)
@@ -223,15 +254,19 @@ class Learner:
                     max(0, end - offset)
                 )
 
-    async def _merge_models(self, now_ms: int) -> None:
+    async def _merge_models(self, now_ms: int, idle: bool) -> None:
         n = self.settings.topic_partitions
         pipe = self.redis.pipeline(transaction=False)
         for p in range(n):
             pipe.hgetall(self.keys.model_shard("linucb", p))
         for p in range(n):
-            pipe.hget(self.keys.model_shard("fm", p), "data")
+            pipe.hget(self.keys.model_shard("fm", p), "examples")
         results = await pipe.execute()
-        await self._merge_fm([orjson.loads(d) for d in results[n:] if d], now_ms)
+        fm_examples = sum(int(x) for x in results[n:] if x)
+        due = time.monotonic() - self._fm_published_at >= FM_PUBLISH_S
+        if fm_examples != self._merged_fm and (due or idle):
+            await self._merge_fm(now_ms)
+            self._merged_fm = fm_examples
         shards = [LinUCBShard.from_mapping(m, self.dim) for m in results[:n]]
         total = sum(s.n + s.clicks for s in shards)
         if total == self._merged_n:
@@ -242,11 +277,17 @@ class Learner:
         await self.redis.hset(self.keys.model("linucb"), mapping=mapping)
         self._merged_n = total
 
-    async def _merge_fm(self, exports: list[dict[str, Any]], now_ms: int) -> None:
-        total = sum(e.get("examples", 0) for e in exports)
-        if total == self._merged_fm:
-            return
+    async def _merge_fm(self, now_ms: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for p in range(self.settings.topic_partitions):
+            pipe.hgetall(self.keys.model_shard("fm", p))
+        seed = self.settings.seed
+        exports = [
+            FMShard.from_fields(fields, seed).export()
+            for fields in await pipe.execute()
+        ]
         merged = merge_fm(exports)
+        self._fm_published_at = time.monotonic()
         if merged is None:
             return
         await self.redis.hset(
@@ -257,7 +298,6 @@ class Learner:
                 "updated_ms": now_ms,
             },
         )
-        self._merged_fm = total
 
     # -- rebalances ------------------------------------------------------------------
 

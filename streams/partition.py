@@ -25,8 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-import orjson
-
 from bandits.fm import fm_features
 from bandits.window import SlidingWindow
 from keyart.keys import arm_field, escape
@@ -342,14 +340,7 @@ class PartitionLearner:
             pipe.hset(keys.model_shard("linucb", p), mapping=self.linucb.to_mapping())
             self.linucb.written_version = self.linucb.version
         if self.fm.version != self.fm.written_version:
-            pipe.hset(
-                keys.model_shard("fm", p),
-                mapping={
-                    "data": orjson.dumps(self.fm.export()),
-                    "version": self.fm.version,
-                },
-            )
-            self.fm.written_version = self.fm.version
+            pipe.hset(keys.model_shard("fm", p), mapping=self.fm.take_changes())
         pipe.hset(
             keys.learner(p),
             mapping={"clock_ms": self.attribution.clock, "updated_ms": now_ms},
@@ -425,8 +416,7 @@ class PartitionLearner:
         if self.time_window and clock:
             self.window.expire(clock / 1000.0)
         self.linucb = LinUCBShard.from_mapping(shard, self.dim)
-        if fm.get(b"data"):
-            self.fm = FMShard.from_export(orjson.loads(fm[b"data"]), self.settings.seed)
+        self.fm = FMShard.from_fields(fm, self.settings.seed)
         for kind, items in (("impression", d_imp), ("click", d_click)):
             self.dedupe[kind].restore(
                 (i.decode(), round(score * 1000)) for i, score in items
