@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         from keyart.cli import settings_for_cli
         from keyart.data import fetch
-        from producers.demo_steps import read_catalog
+        from producers.demo_posters import read_catalog
         from producers.simulator import (
             ClickModel,
             ClickParams,

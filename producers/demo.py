@@ -164,6 +164,7 @@ def run_demo(
     broker and Redis (the tests' stack).
     """
     from producers import demo_steps as steps
+    from producers.demo_posters import make_posters
 
     console = console or Console()
     started = time.monotonic()
@@ -190,7 +191,7 @@ def run_demo(
         with ProcessGroup(out / "logs") as group:
             base_url = steps.start_services(group, run, env, console)  # Step 2
             steps.configure_gateway(base_url, run, options, console)
-            catalog = steps.make_posters(group, run, env, options, console)  # Step 3
+            catalog = make_posters(group, run, env, options, console)  # Step 3
             traffic, lag = steps.simulate(  # Step 4
                 group, run, catalog, base_url, options, console
             )

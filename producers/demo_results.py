@@ -21,17 +21,19 @@ from bandits.state import ArmStats
 from keyart.keys import Keys
 from keyart.settings import Settings
 from producers.demo import DEMO_VIDEOS, DemoOptions
-from producers.replay import OBD_VIDEO
-from producers.report import (
-    DemoReport,
+from producers.plots import (
     ctr_png,
     image_data_uri,
     lag_png,
     regret_png,
-    render_html,
     replay_png,
-    replay_rows,
     share_over_time_png,
+)
+from producers.replay import OBD_VIDEO
+from producers.report import (
+    DemoReport,
+    render_html,
+    replay_rows,
     summarize_variants,
     variant_rich_table,
     verdicts,

@@ -16,10 +16,10 @@ The model, on the logit scale, for user ``u`` and poster ``p`` of a video::
 model has the same spread whatever scale the workers' features use), and
 ``w_k(u)`` are weights by age band, gender and occupation group
 (:data:`TRAIT_WEIGHTS`). ``appeal[p]`` is a poster's own appeal, drawn once
-per poster from the seed. A shown poster is looked at with a probability that
-falls with its position in the row; a click comes after a log-normal delay
-(seconds to minutes; some fall after the attribution window), and a share of
-events is delivered twice.
+per poster from the seed and the poster's features. A shown poster is looked
+at with a probability that falls with its position in the row; a click comes
+after a log-normal delay (seconds to minutes; some fall after the attribution
+window), and a share of events is delivered twice.
 
 :class:`Oracle` gives the expected click-through rate of every user and poster
 at any time, from which the demo computes regret.
@@ -92,6 +92,11 @@ def poster_traits(features: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def _looks(features: Mapping[str, float]) -> str:
+    """A stable text of a poster's features (3 decimals), to seed its appeal."""
+    return "|".join(f"{k}={float(features[k]):.3f}" for k in sorted(features))
+
+
 def _user_keys(user: SimUser) -> set[str]:
     keys = {"all", user.age_band, f"occ_{user.group}"}
     keys.add("gender_f" if user.gender == "F" else "gender_m")
@@ -157,11 +162,13 @@ class ClickModel:
         spread[spread == 0] = 1.0
         z = np.clip((raw - raw.mean(axis=0)) / spread, -1.5, 1.5)
         self._z = {p: z[i] for i, p in enumerate(self.posters)}
-        # Each poster's own appeal depends only on the seed and its id.
+        # Each poster's own appeal depends only on the seed and what the poster
+        # looks like (its measured features), not on its id, which changes
+        # with every production job: the same video gives the same model.
         self.appeal = {
             p: float(
                 np.random.default_rng(
-                    [self.params.seed, zlib.crc32(p.encode())]
+                    [self.params.seed, zlib.crc32(_looks(catalog[p]).encode())]
                 ).normal(0.0, self.params.appeal_sd)
             )
             for p in self.posters

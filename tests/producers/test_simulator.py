@@ -104,3 +104,14 @@ def test_headroom_orders_random_single_and_per_user_best(users) -> None:
     model = ClickModel(catalog(), ClickParams(seed=3))
     room = Oracle(model).headroom(users, model.posters)
     assert room["random"] < room["best_single"] < room["per_user_best"]
+
+
+def test_the_model_follows_what_posters_look_like_not_their_ids(users) -> None:
+    posters = catalog()
+    renamed = {f"job2-{name}": features for name, features in posters.items()}
+    first = ClickModel(posters, ClickParams(seed=3))
+    second = ClickModel(renamed, ClickParams(seed=3))
+    for name in posters:
+        assert first.ctr(users[5], name, 0.0) == second.ctr(
+            users[5], f"job2-{name}", 0.0
+        )
