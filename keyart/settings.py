@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     linucb_alpha: float = Field(1.0, ge=0, description="LinUCB exploration width.")
     epsilon: float = Field(0.1, ge=0, le=1, description="Epsilon-greedy rate.")
     ucb_c: float = Field(2.0, ge=0, description="UCB1 exploration constant.")
+    fm_sample_rate: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Share of impressions (by id hash) the FM click model learns "
+        "from; river's FM costs a few hundred microseconds an example.",
+    )
     streams_session_timeout_s: float = Field(
         10.0,
         ge=1.0,

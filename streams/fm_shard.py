@@ -1,11 +1,13 @@
 """Per-partition shards of the factorization-machine click model.
 
-Each partition learns its own :class:`bandits.fm.OnlineFM` from its labelled
-impressions: a credited click is a positive at once; an impression that
-leaves the attribution window unclicked is a negative. Negatives are
-subsampled at :data:`NEGATIVE_RATE` (chosen by a hash of the impression id,
-so a replay picks the same ones) and weighted ``1 / NEGATIVE_RATE``, which
-keeps the click probability calibrated at a tenth of the training cost.
+Each partition learns its own :class:`bandits.fm.OnlineFM` from a sample of
+its impressions (``fm_sample_rate``, chosen by a hash of the impression id, so
+a replay picks the same ones): a sampled impression that is credited a click
+is a positive at once; one that leaves the attribution window unclicked is a
+negative. Sampling impressions, not labels, keeps the click probability
+calibrated without weights; river's FM costs a few hundred microseconds an
+example, so learning from every impression would cost more than everything
+else the learner does.
 
 Every feature's latent vector is drawn from a generator seeded by the feature
 name, not from one shared stream, so a shard restored from Redis draws the
@@ -43,9 +45,8 @@ from bandits.fm import OnlineFM
 __all__ = [
     "FM_FACTORS",
     "FM_PUBLISH_S",
-    "NEGATIVE_RATE",
     "FMShard",
-    "keep_negative",
+    "in_fm_sample",
     "merge_fm",
 ]
 
@@ -58,13 +59,10 @@ FM_LEARNING_RATE = 0.02
 FM_PUBLISH_S = 5.0
 """How often the merged FM is published (reading every shard costs its size)."""
 
-NEGATIVE_RATE = 0.1
-"""Share of unclicked impressions the FM learns from (weighted back up)."""
 
-
-def keep_negative(impression_id: str) -> bool:
-    """Whether this unclicked impression is in the FM's negative sample."""
-    return zlib.crc32(impression_id.encode()) % 1000 < NEGATIVE_RATE * 1000
+def in_fm_sample(impression_id: str, rate: float) -> bool:
+    """Whether the FM learns from this impression (a stable hash sample)."""
+    return zlib.crc32(impression_id.encode()) % 100_000 < rate * 100_000
 
 
 class _SeededLatents(dict):

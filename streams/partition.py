@@ -32,7 +32,7 @@ from keyart.settings import Settings
 from schemas.codec import Codec, DecodeError
 from streams.attribution import Attribution, Pending, WaitingClick
 from streams.dedupe import DedupeWindow
-from streams.fm_shard import NEGATIVE_RATE, FMShard, keep_negative
+from streams.fm_shard import FMShard, in_fm_sample
 from streams.shards import LinUCBShard, feature_rows
 from streams.state_keys import StreamKeys
 from streams.validate import check_event
@@ -98,6 +98,7 @@ class PartitionLearner:
         self.attribution = Attribution(round(settings.attribution_window_s * 1000))
         self.linucb = LinUCBShard(dim)
         self.fm = FMShard(seed=settings.seed)
+        self.fm_rate = settings.fm_sample_rate
         self.fm_examples: tuple[list, list, list] = ([], [], [])
         self.offsets: dict[str, int] = {}
         self.dirty_offsets = False
@@ -182,7 +183,8 @@ class PartitionLearner:
         self._count(counts, pending.arm, pending.time_ms, 1)
         impression = self.codec.decode("impression", pending.payload)
         click_pairs.append((impression["context"], impression["poster_features"]))
-        self._fm_example(impression, True, 1.0)
+        if in_fm_sample(impression["event_id"], self.fm_rate):
+            self._fm_example(impression, True, 1.0)
 
     def _fm_example(self, impression: Mapping[str, Any], y: bool, w: float) -> None:
         xs, ys, ws = self.fm_examples
@@ -278,9 +280,9 @@ class PartitionLearner:
             self.dirty.update(self.window.expire(clock / 1000.0))
         unclicked, given_up = self.attribution.expire()
         for impression_id, pending in unclicked:
-            if keep_negative(impression_id):
+            if in_fm_sample(impression_id, self.fm_rate):
                 impression = self.codec.decode("impression", pending.payload)
-                self._fm_example(impression, False, 1.0 / NEGATIVE_RATE)
+                self._fm_example(impression, False, 1.0)
         self._learn_fm()
         if given_up:
             self.counts["no_impression"] += given_up

@@ -220,12 +220,13 @@ def test_fm_merge_is_the_example_weighted_average():
     assert merge_fm([FMShard(seed=0).export()]) is None
 
 
-def test_negative_sample_is_a_stable_tenth():
-    from streams.fm_shard import keep_negative
+def test_fm_sample_is_stable_and_near_its_rate():
+    from streams.fm_shard import in_fm_sample
 
-    kept = [keep_negative(f"i{i}") for i in range(20_000)]
+    kept = [in_fm_sample(f"i{i}", 0.1) for i in range(20_000)]
     assert 0.08 < sum(kept) / len(kept) < 0.12
-    assert kept == [keep_negative(f"i{i}") for i in range(20_000)]
+    assert kept == [in_fm_sample(f"i{i}", 0.1) for i in range(20_000)]
+    assert all(in_fm_sample(f"i{i}", 1.0) for i in range(1000))
 
 
 async def test_transaction_writes_atomically_and_reports_refusals(stack):

@@ -133,6 +133,7 @@ def run(make_settings, stack, tmp_path_factory):
         attribution_window_s=WINDOW_MS / 1000,
         flush_interval_ms=200,
         streams_session_timeout_s=6.0,
+        fm_sample_rate=1.0,
     )
     logs = tmp_path_factory.mktemp("worker-logs")
     codec = get_codec()

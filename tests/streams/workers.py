@@ -30,6 +30,7 @@ ENV_FIELDS = (
     "flush_interval_ms",
     "metrics_port",
     "streams_session_timeout_s",
+    "fm_sample_rate",
 )
 
 
