@@ -171,6 +171,7 @@ class Ranker:
         posters: Sequence[Mapping[str, object]],
         placement: str = "",
         strength: float = 20.0,
+        step: float = 0.5,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Beta pseudo-counts ``(p m, (1 - p) m)`` per candidate, or ``None``.
 
@@ -179,6 +180,12 @@ class Ranker:
         prior, and a prior that had seen them already would count every click
         twice. The video's counts stay (summed over the candidates of the
         same video unless given). Never raises, like :meth:`try_predict`.
+
+        The pseudo-clicks are rounded to multiples of ``step`` (at least one
+        step), and the pseudo-misses are the rest of ``strength``: the
+        gateway's Beta sampler caches Gamma quantiles per shape, and shapes
+        that differ in every request would rebuild them each time (seconds per
+        request). ``step=0`` keeps them exact.
 
         Examples
         --------
@@ -194,8 +201,10 @@ class Ranker:
         except Exception as error:  # a request never fails on the ranker
             self._failed(error)
             return None
-        p = np.clip(p, 1e-6, 1.0 - 1e-6)
-        return p * strength, (1.0 - p) * strength
+        alpha = np.clip(p, 1e-6, 1.0 - 1e-6) * strength
+        if step > 0:
+            alpha = np.clip(np.round(alpha / step) * step, step, strength - step)
+        return alpha, strength - alpha
 
     def try_predict(
         self,

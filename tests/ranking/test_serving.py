@@ -137,6 +137,9 @@ def test_prior_ignores_the_arms_own_counts_and_weighs_strength(model_file) -> No
         ranker.prior({}, same_video, "home")[0], ranker.prior({}, also, "home")[0]
     )
     assert ranker.prior({"age": "old"}, fresh) is None
+    exact, _ = ranker.prior({"kids": 1.0}, fresh, "home", strength=30.0, step=0)
+    np.testing.assert_allclose(alpha, np.round(exact * 2) / 2)
+    assert len(np.unique(exact)) == len(fresh)
 
 
 def test_spec_that_does_not_fit_the_graph_gives_none(
