@@ -91,11 +91,19 @@ def _gateway(request: Request) -> Any:
     return request.app.state.gateway
 
 
+async def _refreshed(request: Request) -> Any:
+    gateway = _gateway(request)
+    try:
+        await gateway.refresh()
+    except Exception as error:  # Redis unreachable: say so, do not 500
+        raise HTTPException(503, f"redis (KEYART_REDIS_URL): {error!r}") from None
+    return gateway
+
+
 @router.get("/rules", response_model=RulesView)
 async def get_rules(request: Request) -> RulesView:
     """The rules in use by this process (refreshed every gateway_cache_s)."""
-    gateway = _gateway(request)
-    await gateway.refresh()
+    gateway = await _refreshed(request)
     return RulesView(
         version=gateway.rules_version,
         document=gateway.rules,
@@ -116,6 +124,8 @@ async def put_rules(update: RulesUpdate, request: Request) -> RulesView:
         )
     except ConfigConflict as error:
         raise HTTPException(409, f"expected_version: {error}") from None
+    except Exception as error:  # Redis unreachable: nothing was stored
+        raise HTTPException(503, f"redis (KEYART_REDIS_URL): {error!r}") from None
     gateway.set_rules(update.document, version)
     return RulesView(
         version=version,
@@ -127,8 +137,7 @@ async def put_rules(update: RulesUpdate, request: Request) -> RulesView:
 @router.get("/experiments", response_model=ExperimentsView)
 async def get_experiments(request: Request) -> ExperimentsView:
     """The experiment split in use by this process."""
-    gateway = _gateway(request)
-    await gateway.refresh()
+    gateway = await _refreshed(request)
     return ExperimentsView(
         version=gateway.experiments_version, document=gateway.experiments
     )
@@ -149,5 +158,7 @@ async def put_experiments(
         )
     except ConfigConflict as error:
         raise HTTPException(409, f"expected_version: {error}") from None
+    except Exception as error:  # Redis unreachable: nothing was stored
+        raise HTTPException(503, f"redis (KEYART_REDIS_URL): {error!r}") from None
     gateway.set_experiments(update.document, version)
     return ExperimentsView(version=version, document=update.document)

@@ -39,7 +39,7 @@ from bandits.state import ArmStats
 from gateway.config import RuleConfig
 from gateway.placements import Placement, fits
 from gateway.retirement import Retirement
-from gateway.rules import exposure_mask, row_similarity, scene_matches
+from gateway.rules import row_similarity, scene_matches
 from gateway.scoring import PolicyBook, posterior_counts
 from gateway.state import PosterCache, PosterMeta, VideoState
 from keyart.keys import arm_field, escape
@@ -186,28 +186,34 @@ class RowDecider:
         similarity = None  # Step 4
         if rules.mmr_lambda > 0 and len(segments) > 1:
             similarity = row_similarity(flat)
-        bonus = np.zeros(len(flat))
+        bonus = (multipliers - 1.0) * reference
+        first = np.where(mask, draws[0] + bonus, -np.inf) if draws is not None else None
+        ramping_all = (mask & (counts[:, 0] < rules.ramp_min_impressions)).tolist()
+        can_ramp = rules.ramp_share > 0 and name != "random"
+        no_ramp = RampUp(np.zeros(0, dtype=bool), 0.0)
         ramps: list[RampUp] = []
         chosen = np.zeros(len(segments), dtype=np.intp)
         p_policy = np.zeros(len(segments))
         placed: list[int] = []
         for j, seg in enumerate(segments):
             s, e = seg.start, seg.end
-            factor = multipliers[s:e]
             if similarity is not None and placed:
-                closest = similarity[s:e][:, placed].max(axis=1)
+                closest = similarity[s:e, placed].max(axis=1)
                 if closest.any():
-                    factor = factor * (1.0 - rules.mmr_lambda * closest)
+                    factor = multipliers[s:e] * (1.0 - rules.mmr_lambda * closest)
+                    bonus[s:e] = (factor - 1.0) * reference[s:e]
+                    if first is not None:
+                        first[s:e] = np.where(
+                            mask[s:e], draws[0, s:e] + bonus[s:e], -np.inf
+                        )
                     seg.rules.append("mmr")
-            bonus[s:e] = (factor - 1.0) * reference[s:e]
-            ramping = mask[s:e] & (counts[s:e, 0] < rules.ramp_min_impressions)
-            share = rules.ramp_share if ramping.any() and name != "random" else 0.0
-            ramp = RampUp(ramping, share)
+            ramp = no_ramp
+            if can_ramp and any(ramping_all[s:e]):
+                ramp = RampUp(np.array(ramping_all[s:e]), rules.ramp_share)
             ramps.append(ramp)
             explores = ramp.explores(self.rng)
-            if draws is not None:
-                scores = np.where(mask[s:e], draws[0, s:e] + bonus[s:e], -np.inf)
-                index = int(np.argmax(scores))
+            if first is not None:
+                index = int(first[s:e].argmax())
             else:
                 seg_x = X[s:e] if X is not None else None
                 assert stats is not None
@@ -218,7 +224,7 @@ class RowDecider:
             if explores:
                 index = ramp.pick(self.rng)
                 seg.rules.append("ramp_up")
-                if draws is None:
+                if first is None:
                     p_policy[j] = policy.propensity(
                         stats[s:e],  # type: ignore[index]
                         index,
@@ -237,7 +243,9 @@ class RowDecider:
             out[seg.index] = VideoDecision(
                 video_id=seg.state.video_id,
                 poster=flat[chosen[j]],
-                propensity=ramps[j].propensity(index, float(p_policy[j])),
+                propensity=ramps[j].propensity(index, float(p_policy[j]))
+                if ramps[j].share
+                else float(p_policy[j]),
                 policy=name,
                 model_version=version
                 or int(seg.state.arms.get(b"_updated_ms", b"0") or 0),
@@ -256,66 +264,90 @@ class RowDecider:
         counts: np.ndarray,
         cue_text: str,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Step 2: every rule except MMR, as multipliers and a mask."""
-        multipliers = np.ones(len(flat))
-        mask = np.ones(len(flat), dtype=bool)
-        scene = scene_matches(flat, cue_text) if rules.scene_boost != 1.0 else None
+        """Step 2: every rule except MMR, as multipliers and a mask.
+
+        Plain Python over each video's handful of candidates: cheaper than
+        many numpy calls on arrays of five.
+        """
+        k = len(flat)
+        multipliers = [1.0] * k
+        mask = [True] * k
+        ids = [p.poster_id for p in flat]
+        impressions = counts[:, 0].tolist()
+        scene = [False] * k
+        if rules.scene_boost != 1.0 and cue_text:
+            scene = scene_matches(flat, cue_text).tolist()
+        cap = rules.exposure_cap_share
         for seg in segments:
             s, e = seg.start, seg.end
-            posters = flat[s:e]
-            statuses = self.retirement.statuses(
-                seg.state.video_id,
-                rules,
-                [p.poster_id for p in posters],
-                counts[s:e, 0].tolist(),
-                counts[s:e, 1].tolist(),
-            )
-            retired = np.array([st == "retired" for st in statuses])
-            if retired.any() and not retired.all():
-                mask[s:e] &= ~retired
-                seg.retired = [
-                    (p.poster_id, "retirement rule: credibly below the best poster")
-                    for p, r in zip(posters, retired, strict=True)
-                    if r
-                ]
-                seg.rules.append("retired")
-            demoted = np.array([st == "demoted" for st in statuses])
-            if demoted.any() and rules.demote_factor != 1.0:
-                multipliers[s:e][demoted] *= rules.demote_factor
-                seg.rules.append("demoted")
+            if max(impressions[s:e]) >= rules.retire_min_impressions:
+                self._retirement(
+                    rules, seg, ids, impressions, counts, mask, multipliers
+                )
 
             exposure = seg.state.exposure
-            if rules.exposure_cap_share < 1.0 and exposure:
-                over = exposure_mask(
-                    [exposure.get(escape(p.poster_id), 0) for p in posters],
-                    sum(exposure.values()),
-                    rules.exposure_cap_share,
-                    rules.exposure_min_impressions,
-                )
-                _forbid(mask, s, e, over, seg.rules, "exposure_cap")
+            if cap < 1.0 and exposure:
+                total = sum(exposure.values())
+                if total > 0 and total >= rules.exposure_min_impressions:
+                    over = [
+                        exposure.get(escape(ids[i]), 0) / total > cap
+                        for i in range(s, e)
+                    ]
+                    remaining = [mask[s + j] and not o for j, o in enumerate(over)]
+                    if any(over) and any(remaining):
+                        mask[s:e] = remaining
+                        seg.rules.append("exposure_cap")
 
             seen = seg.state.seen
             if seen and rules.deweight_factor != 1.0:
-                hits = np.array([p.poster_id in seen for p in posters])
-                if hits.any():
-                    multipliers[s:e][hits] *= rules.deweight_factor
+                hit = False
+                for i in range(s, e):
+                    if ids[i] in seen:
+                        multipliers[i] *= rules.deweight_factor
+                        hit = True
+                if hit:
                     seg.rules.append("deweight")
-            if scene is not None and scene[s:e].any():
-                multipliers[s:e][scene[s:e]] *= rules.scene_boost
+            if any(scene[s:e]):
+                for i in range(s, e):
+                    if scene[i]:
+                        multipliers[i] *= rules.scene_boost
                 seg.rules.append("scene_match")
-        return multipliers, mask
+        return np.array(multipliers), np.array(mask)
 
-
-def _forbid(
-    mask: np.ndarray, s: int, e: int, hits: np.ndarray, fired: list[str], rule: str
-) -> None:
-    """Mask ``hits`` of one video unless that would leave it no candidate."""
-    if not hits.any():
-        return
-    remaining = mask[s:e] & ~hits
-    if remaining.any():
-        mask[s:e] = remaining
-        fired.append(rule)
+    def _retirement(
+        self,
+        rules: RuleConfig,
+        seg: _Segment,
+        ids: list[str],
+        impressions: list[float],
+        counts: np.ndarray,
+        mask: list[bool],
+        multipliers: list[float],
+    ) -> None:
+        s, e = seg.start, seg.end
+        statuses = self.retirement.statuses(
+            seg.state.video_id,
+            rules,
+            ids[s:e],
+            impressions[s:e],
+            counts[s:e, 1].tolist(),
+        )
+        retired = [st == "retired" for st in statuses]
+        if any(retired) and not all(retired):
+            for j, r in enumerate(retired):
+                if r:
+                    mask[s + j] = False
+            seg.retired = [
+                (ids[s + j], "retirement rule: credibly below the best poster")
+                for j, r in enumerate(retired)
+                if r
+            ]
+            seg.rules.append("retired")
+        if "demoted" in statuses and rules.demote_factor != 1.0:
+            for j, st in enumerate(statuses):
+                if st == "demoted":
+                    multipliers[s + j] *= rules.demote_factor
+            seg.rules.append("demoted")
 
 
 def _thompson_propensities(

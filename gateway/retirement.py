@@ -6,10 +6,14 @@ for the irreversible step). Evaluating it costs milliseconds, far more than a
 whole row may take, so requests never run it: they read the statuses cached
 for the video and queue the video when those are older than ``recheck_s``
 (or its posters or rules changed). One background thread evaluates the queue,
-the newest counts of each video, one video at a time. A poster is therefore
+the newest counts of each video, one video at a time and at most
+``max_per_s`` videos a second (a few milliseconds of CPU each), so the rule
+never takes more than a small share of the process. A poster is therefore
 demoted or retired up to ``recheck_s`` seconds plus the queue's delay after
 the evidence is in, which matters little for a rule that needs thousands of
-impressions anyway; a video never evaluated yet is served as all active.
+impressions anyway; a video never evaluated yet is served as all active, and
+a catalog of many thousands of busy videos is re-judged less often than
+``recheck_s``.
 
 A demoted poster keeps being served at ``demote_factor`` times its score; a
 retired one is masked at once and reported, so the service records it in the
@@ -46,7 +50,9 @@ class Retirement:
     prior_alpha, prior_beta
         Beta prior of the posteriors.
     recheck_s
-        Longest time a video's statuses are served from the cache.
+        Time a video's statuses are served before it is queued again.
+    max_per_s
+        Most evaluations per second.
     """
 
     def __init__(
@@ -54,13 +60,15 @@ class Retirement:
         seed: int,
         prior_alpha: float = 1.0,
         prior_beta: float = 1.0,
-        recheck_s: float = 60.0,
+        recheck_s: float = 300.0,
+        max_per_s: float = 20.0,
         max_videos: int = 100_000,
     ) -> None:
         self.seed = seed
         self.prior_alpha = prior_alpha
         self.prior_beta = prior_beta
         self.recheck_s = recheck_s
+        self.max_per_s = max_per_s
         self.max_videos = max_videos
         self._rules: dict[tuple[float, ...], RetirementRule] = {}
         self._cache: dict[str, tuple[float, tuple[Any, ...], list[str]]] = {}
@@ -154,3 +162,4 @@ class Retirement:
                         identity,
                         statuses,
                     )
+                    await asyncio.sleep(1.0 / self.max_per_s)

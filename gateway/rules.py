@@ -45,7 +45,6 @@ from gateway.state import PosterMeta
 __all__ = [
     "Adjustment",
     "cue_text",
-    "exposure_mask",
     "scene_matches",
     "row_similarity",
 ]
@@ -81,16 +80,6 @@ class Adjustment:
         self.rules.append(rule)
 
 
-def exposure_mask(
-    exposure: Sequence[int], video_total: int, cap_share: float, min_total: int
-) -> np.ndarray:
-    """Candidates whose share of the video's windowed impressions exceeds the cap."""
-    counts = np.asarray(exposure, dtype=np.float64)
-    if cap_share >= 1.0 or video_total <= 0 or video_total < min_total:
-        return np.zeros(counts.shape, dtype=bool)
-    return counts / video_total > cap_share
-
-
 def cue_text(cues: Sequence[str]) -> str:
     """Normalise UI text cues for tag matching: lower case, words padded by spaces."""
     words = " ".join(_NON_WORD.sub(" ", c.casefold()) for c in cues).split()
@@ -98,19 +87,14 @@ def cue_text(cues: Sequence[str]) -> str:
 
 
 def scene_matches(posters: Sequence[PosterMeta], text: str) -> np.ndarray:
-    """Posters with a tag that appears as whole words in the cue text."""
+    """Posters with a tag that appears as whole words in the cue text
+    (tags are normalised once, by :func:`gateway.state.tag_phrase`)."""
     if not text:
         return np.zeros(len(posters), dtype=bool)
-    hits = []
-    for poster in posters:
-        found = False
-        for tag in poster.tags:
-            words = _NON_WORD.sub(" ", tag).split()
-            if words and f" {' '.join(words)} " in text:
-                found = True
-                break
-        hits.append(found)
-    return np.asarray(hits, dtype=bool)
+    return np.array(
+        [any(p and p in text for p in poster.tag_phrases) for poster in posters],
+        dtype=bool,
+    )
 
 
 def row_similarity(posters: Sequence[PosterMeta]) -> np.ndarray:

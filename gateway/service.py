@@ -191,15 +191,22 @@ class Gateway:
             metrics.FALLBACKS.labels(reason=reason).inc(len(decisions))
         else:
             self.fallback.remember(states)
-            decisions = self.decider.decide_row(
-                variant.policy,
-                placement,
-                rules,
-                states,
-                request.context,
-                cue_text(request.cues),
-                request.segment,
-            )
+            try:
+                decisions = self.decider.decide_row(
+                    variant.policy,
+                    placement,
+                    rules,
+                    states,
+                    request.context,
+                    cue_text(request.cues),
+                    request.segment,
+                )
+            except Exception:  # unreadable live state must not cost a 5xx
+                logger.exception("cannot decide a row from its live state")
+                decisions = self.fallback.decide(
+                    request.video_ids, placement, "state_error"
+                )
+                metrics.FALLBACKS.labels(reason="state_error").inc(len(decisions))
         response = self._answer(request, variant.name, variant.policy, decisions)
         metrics.ROW_SECONDS.observe(time.perf_counter() - started)
         return response

@@ -18,6 +18,7 @@ the script as it meets them.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,11 @@ __all__ = [
     "VideoState",
     "exposure_field",
     "parse_poster",
+    "tag_phrase",
     "RowReader",
 ]
+
+_NON_WORD = re.compile(r"[^\w]+")
 
 EXPOSURE_BUCKET_MS = 600_000
 EXPOSURE_KEEP_BUCKETS = 24 * 6  # a day
@@ -104,6 +108,8 @@ class PosterMeta:
     embedding: np.ndarray | None
     status: str
     created_ms: int
+    tag_phrases: tuple[str, ...] = ()
+    """Tags normalised for scene matching (see :func:`gateway.rules.tag_phrase`)."""
 
 
 def _text(value: Any, default: str = "") -> str:
@@ -124,6 +130,9 @@ def parse_poster(poster_id: str, raw: dict[bytes, bytes]) -> PosterMeta | None:
             norm = float(np.linalg.norm(vector))
             embedding = vector / norm if norm > 0 else None
         features = orjson.loads(raw.get(b"features") or b"{}")
+        tags = frozenset(
+            str(t).casefold() for t in orjson.loads(raw.get(b"tags") or b"[]")
+        )
         return PosterMeta(
             poster_id=poster_id,
             video_id=_text(raw.get(b"video_id")),
@@ -131,15 +140,21 @@ def parse_poster(poster_id: str, raw: dict[bytes, bytes]) -> PosterMeta | None:
             aspect=_text(raw.get(b"aspect")),
             placements=tuple(orjson.loads(raw.get(b"placements") or b"[]")),
             features={str(k): float(v) for k, v in features.items()},
-            tags=frozenset(
-                str(t).casefold() for t in orjson.loads(raw.get(b"tags") or b"[]")
-            ),
+            tags=tags,
             embedding=embedding,
             status=_text(raw.get(b"status"), "approved"),
             created_ms=int(_text(raw.get(b"created_ms"), "0") or 0),
+            tag_phrases=tuple(tag_phrase(t) for t in tags),
         )
     except (ValueError, TypeError, AttributeError):
         return None
+
+
+def tag_phrase(tag: str) -> str:
+    """A tag lower-cased, its words padded by spaces, for whole-word matching
+    against :func:`gateway.rules.cue_text`."""
+    words = _NON_WORD.sub(" ", tag.casefold()).split()
+    return f" {' '.join(words)} " if words else ""
 
 
 @dataclass(slots=True)

@@ -62,6 +62,10 @@ def test_admin_requires_the_token_and_is_off_without_one(gateway, make_settings)
     wrong = {"Authorization": "Bearer not-the-token"}
     assert gateway.client.get("/admin/rules", headers=wrong).status_code == 401
     assert gateway.client.get("/admin/rules", headers=ADMIN).status_code == 200
+    assert gateway.client.get("/admin/review/candidates").status_code == 401
+    assert (
+        gateway.client.get("/admin/review/candidates", headers=wrong).status_code == 401
+    )
     bad_rules = gateway.client.put(
         "/admin/rules",
         headers=ADMIN,
