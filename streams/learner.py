@@ -93,6 +93,8 @@ class Learner:
         self.flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Future[None] | None = None
         self._fm_published_at = 0.0
+        self._logged_at = time.monotonic()
+        self._logged_applied = 0
         self.last_flush = time.monotonic()
         self.last_flush_wall = time.time()
         self.pending_dead: list[Any] = []
@@ -236,9 +238,27 @@ class Learner:
         metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
         metrics.ARMS_WRITTEN.inc(written)
         self._export_lag(offsets)
+        self._progress(offsets)
         # Step 4
         if owns_zero:
             await self._merge_models(now, idle=written == 0)
+
+    def _progress(self, offsets: Mapping[Any, int]) -> None:
+        """Log the applied offsets at most every 30 seconds."""
+        now = time.monotonic()
+        if now - self._logged_at < 30.0:
+            return
+        applied = sum(offsets.values())
+        rate = (applied - self._logged_applied) / (now - self._logged_at)
+        self._logged_at, self._logged_applied = now, applied
+        logger.info(
+            "learner at %s records (%.0f/s), %s partitions, %s flushes",
+            applied,
+            rate,
+            len(self.partitions),
+            self.flushes,
+            extra={"applied": applied, "partitions": sorted(self.partitions)},
+        )
 
     def _tp(self, topic: str, partition: int) -> Any:
         return self.app.consumer._new_topicpartition(topic, partition)

@@ -35,6 +35,10 @@ def run_worker(settings: Settings) -> None:
             max_age,
         ),
     }
+    for name in ("redis", "broker"):
+        ok, detail = checks[name]()
+        if not ok:
+            raise SystemExit(f"keyart streams cannot start: {detail}")
     server = serve_health(settings, "streams", checks)
     logger.info(
         "learner %s reading %s and %s; metrics on port %s",
