@@ -90,31 +90,44 @@ class GatewayProducer:
             self._thread.join(timeout=2)
         self._producer = _Closed()  # librdkafka stops reconnecting once released
 
-    def produce(
-        self, kind: str, value: bytes, key: str
-    ) -> asyncio.Future[str | None] | None:
-        """Queue one encoded record; the future gets None or the error text.
-
-        Returns None (nothing queued) when the local queue is full.
-        """
+    def produce_many(
+        self, items: list[tuple[str, bytes, str]]
+    ) -> asyncio.Future[list[str | None]]:
+        """Queue ``(kind, value, key)`` records; one future settles with every
+        record's outcome (None or the error text) once all are known."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("GatewayProducer.start was not called")
-        future: asyncio.Future[str | None] = loop.create_future()
+        future: asyncio.Future[list[str | None]] = loop.create_future()
+        outcomes: list[str | None] = [None] * len(items)
+        left = [len(items)]
+        lock = threading.Lock()
 
-        def delivered(error: Any, message: Any) -> None:
-            outcome = None if error is None else str(error)
-            loop.call_soon_threadsafe(_settle, future, outcome)
+        def settle_one(index: int, outcome: str | None) -> None:
+            outcomes[index] = outcome
+            with lock:
+                left[0] -= 1
+                done = left[0] == 0
+            if done:
+                loop.call_soon_threadsafe(_settle, future, outcomes)
 
-        try:
-            self._producer.produce(
-                self._topics[kind],
-                value=value,
-                key=key.encode() if key else None,
-                on_delivery=delivered,
+        def callback(index: int) -> Any:
+            return lambda error, message: settle_one(
+                index, None if error is None else str(error)
             )
-        except BufferError:
-            return None
+
+        if not items:
+            future.set_result(outcomes)
+        for index, (kind, value, key) in enumerate(items):
+            try:
+                self._producer.produce(
+                    self._topics[kind],
+                    value=value,
+                    key=key.encode() if key else None,
+                    on_delivery=callback(index),
+                )
+            except BufferError:
+                settle_one(index, "local queue full")
         return future
 
     def log(self, kind: str, record: Mapping[str, Any]) -> None:
@@ -150,7 +163,7 @@ class _Closed:
         return 0
 
 
-def _settle(future: asyncio.Future[str | None], outcome: str | None) -> None:
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
     if not future.done():
         future.set_result(outcome)
 

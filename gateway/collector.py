@@ -6,9 +6,9 @@ Steps of :meth:`Collector.collect`:
    in the answer, the others go on);
 2. verify each event's impression token and fill the record from it, so the
    user, video, poster, policy and propensity are what the gateway decided;
-3. claim each event id with ``SET NX`` (kept ``dedupe_window_s``), in one
-   round trip that also fetches metadata of posters not cached; an id already
-   claimed is a duplicate and is not produced again;
+3. claim each event id with ``SET NX`` (kept ``dedupe_window_s``), all in
+   one script call (the metadata of posters not cached is fetched alongside);
+   an id already claimed is a duplicate and is not produced again;
 4. encode with the schemas codec and produce, keyed by video id, and wait for
    the broker's acknowledgement;
 5. release the claims of events the broker refused (the client may resend
@@ -51,6 +51,34 @@ FUTURE_SLACK_MS = 300_000
 _EVENT = TypeAdapter(Annotated[ImpressionIn | ClickIn, Field(discriminator="type")])
 
 
+# One round trip per batch, whatever its size: claim every event id.
+_CLAIM = """
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) and 1 or 0
+end
+return out
+"""
+
+# Release the claims of undelivered events (the first ARGV[1] keys), then
+# for each delivered impression: its user's seen set and its exposure bucket.
+_AFTER = """
+local released = tonumber(ARGV[1])
+for i = 1, released do
+  redis.call('DEL', KEYS[i])
+end
+local arg = 5
+for i = released + 1, #KEYS, 2 do
+  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[arg])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+  redis.call('HINCRBY', KEYS[i + 1], ARGV[arg + 1], 1)
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[4])
+  arg = arg + 2
+end
+return 0
+"""
+
+
 class BatchError(ValueError):
     """The batch as a whole is unusable; the message names the field."""
 
@@ -82,6 +110,8 @@ class Collector:
         self.posters = posters
         self.codec = codec or get_codec()
         self._warn = RateLimitedLog(logger)
+        self._claim_script = redis.register_script(_CLAIM)
+        self._after_script = redis.register_script(_AFTER)
 
     def _parse(self, body: bytes) -> list[Any]:
         try:
@@ -171,6 +201,7 @@ class Collector:
         claimed = await self._claim(valid)  # Step 3
         pending = []
         unusable: list[str] = []
+        records = []
         for (index, event, token), fresh in zip(valid, claimed, strict=True):
             if not fresh:
                 duplicates += 1
@@ -184,14 +215,14 @@ class Collector:
                 errors.append(EventError(index=index, reason=str(error)))
                 outcomes[event.type, "invalid"] += 1
                 continue
-            future = self.producer.produce(kind, value, record["video_id"])
-            pending.append((index, event, token, future))
+            records.append((kind, value, record["video_id"]))
+            pending.append((index, event, token))
+        results = await self.producer.produce_many(records)
 
         accepted = 0
         failed = []
         delivered = []
-        for index, event, token, future in pending:
-            outcome = "local queue full" if future is None else await future
+        for (index, event, token), outcome in zip(pending, results, strict=True):
             if outcome is None:
                 accepted += 1
                 delivered.append((event, token))
@@ -229,12 +260,19 @@ class Collector:
             }
         )
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for _, event, _ in valid:
-                    pipe.set(self.keys.collected(event.event_id), 1, nx=True, ex=ttl)
-                for poster_id in missing:
-                    pipe.hgetall(self.keys.poster(poster_id))
-                replies = await asyncio.wait_for(pipe.execute(), 2.0)
+            claims = self._claim_script(
+                keys=[self.keys.collected(event.event_id) for _, event, _ in valid],
+                args=[ttl],
+            )
+            if missing:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for poster_id in missing:
+                        pipe.hgetall(self.keys.poster(poster_id))
+                    fetched, posters = await asyncio.wait_for(
+                        asyncio.gather(claims, pipe.execute()), 2.0
+                    )
+            else:
+                fetched, posters = await asyncio.wait_for(claims, 2.0), []
         except Exception as error:  # Redis down: produce without the check
             self._warn.warning("dedupe", "cannot dedupe events: %r", error)
             metrics.COLLECTED.labels(kind="any", outcome="undeduplicated").inc(
@@ -242,9 +280,9 @@ class Collector:
             )
             return [True] * len(valid)
         now = time.monotonic()
-        for poster_id, raw in zip(missing, replies[len(valid) :], strict=True):
+        for poster_id, raw in zip(missing, posters, strict=True):
             self.posters.put(poster_id, parse_poster(poster_id, raw), now)
-        return [bool(r) for r in replies[: len(valid)]]
+        return [bool(r) for r in fetched]
 
     async def _after(
         self,
@@ -255,19 +293,15 @@ class Collector:
         impressions = [t for e, t in delivered if e.type == "impression"]
         if not failed and not impressions:
             return
+        keys = [self.keys.collected(event_id) for event_id in failed]
+        args: list[Any] = [len(failed), now_ms, SEEN_TTL_S, EXPOSURE_TTL_S]
+        for token in impressions:
+            keys += (
+                self.keys.seen(token.user_id, token.video_id),
+                self.keys.exposure(token.video_id),
+            )
+            args += (token.poster_id, exposure_field(escape(token.poster_id), now_ms))
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for event_id in failed:
-                    pipe.delete(self.keys.collected(event_id))
-                for token in impressions:
-                    seen = self.keys.seen(token.user_id, token.video_id)
-                    pipe.zadd(seen, {token.poster_id: now_ms})
-                    pipe.expire(seen, SEEN_TTL_S)
-                    exposure = self.keys.exposure(token.video_id)
-                    pipe.hincrby(
-                        exposure, exposure_field(escape(token.poster_id), now_ms), 1
-                    )
-                    pipe.expire(exposure, EXPOSURE_TTL_S)
-                await asyncio.wait_for(pipe.execute(), 2.0)
+            await asyncio.wait_for(self._after_script(keys=keys, args=args), 2.0)
         except Exception as error:  # the rules then lag; the events are in Kafka
             self._warn.warning("after", "cannot record exposure: %r", error)
