@@ -18,8 +18,9 @@ Steps of :meth:`RowDecider.decide_row`:
 5. propensities: Thompson sampling's by Monte Carlo over the same adjusted
    draws for all videos at once, with the add-one smoothing of
    :func:`bandits.propensity.monte_carlo_propensities`; the other policies'
-   from :meth:`bandits.policies.Policy.choose` (closed forms); then mixed with
-   ramp-up.
+   from :meth:`bandits.policies.Policy.choose` (closed forms; LinUCB scores
+   the whole row in one product and splits ties with the same
+   :func:`bandits.policies.base.argmax_choice`); then mixed with ramp-up.
 
 Because step 4 looks at earlier choices, a propensity is conditional on the
 posters already placed in the row, which is what off-policy estimators of a
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bandits.policies._beta import beta_draws
+from bandits.policies.base import argmax_choice
 from bandits.ramp import RampUp
 from bandits.state import ArmStats
 from gateway.config import RuleConfig
@@ -171,11 +173,16 @@ class RowDecider:
         multipliers, mask = self._rules(rules, flat, segments, counts, cue_text)
 
         name, policy, version = self.book.get(policy_name)  # Step 3
-        stats = None
-        if name not in ("thompson", "thompson_alltime"):
-            stats = [ArmStats(*map(int, row)) for row in counts]
         X = self.book.features(name, policy, flat, context)
-        reference = self.book.reference_counts(name, policy, counts, X)
+        raw = None
+        if name == "linucb":  # one product for the row, not one per video
+            raw = np.asarray(policy.scores(None, X), dtype=np.float64)  # type: ignore[attr-defined]
+            reference = np.abs(raw)
+        else:
+            reference = self.book.reference_counts(name, policy, counts, X)
+        stats = None
+        if name not in ("thompson", "thompson_alltime") and raw is None:
+            stats = [ArmStats(*map(int, row)) for row in counts]
         draws = None
         if name in ("thompson", "thompson_alltime"):
             n, c = posterior_counts(name, counts)
@@ -214,6 +221,10 @@ class RowDecider:
             explores = ramp.explores(self.rng)
             if first is not None:
                 index = int(first[s:e].argmax())
+            elif raw is not None:  # as ArgmaxPolicy.choose: ties split evenly
+                adjusted = np.where(mask[s:e], raw[s:e] + bonus[s:e], -np.inf)
+                index, ties = argmax_choice(adjusted, self.rng)
+                p_policy[j] = 1.0 / ties.size
             else:
                 seg_x = X[s:e] if X is not None else None
                 assert stats is not None
@@ -224,7 +235,11 @@ class RowDecider:
             if explores:
                 index = ramp.pick(self.rng)
                 seg.rules.append("ramp_up")
-                if first is None:
+                if raw is not None:
+                    adjusted = np.where(mask[s:e], raw[s:e] + bonus[s:e], -np.inf)
+                    ties = np.flatnonzero(adjusted == adjusted.max())
+                    p_policy[j] = 1.0 / ties.size if index in ties else 0.0
+                elif first is None:
                     p_policy[j] = policy.propensity(
                         stats[s:e],  # type: ignore[index]
                         index,

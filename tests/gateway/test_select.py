@@ -7,7 +7,7 @@ import time
 from bandits.state import ArmStats
 from gateway.token import TokenSigner
 from schemas.codec import get_codec
-from tests.gateway.conftest import RULES_OFF, TOKEN_SECRET, add_poster, new_id
+from tests.gateway.conftest import ADMIN, RULES_OFF, TOKEN_SECRET, add_poster, new_id
 from tests.helpers import consume_raw
 
 
@@ -95,3 +95,35 @@ def test_openapi_documents_fields_and_examples(gateway):
     assert request["properties"]["cues"]["description"]
     assert request["examples"][0]["placement"] == "home_row"
     assert "/v1/events" in spec["paths"] and "/admin/rules" in spec["paths"]
+
+
+def test_linucb_serves_from_the_learners_model_in_redis(gateway):
+    import numpy as np
+
+    from bandits.features import FEATURE_DIM, cross_features
+    from bandits.linucb import LinUCB
+
+    gateway.set_rules(**RULES_OFF)
+    gateway.set_variants(("lin", "linucb", 1.0))
+    model = LinUCB(dim=FEATURE_DIM, alpha=0.1)
+    dark = cross_features({"night": 1.0}, {"dark": 1.0})
+    light = cross_features({"night": 1.0}, {"dark": 0.0})
+    model.update_many(np.vstack([dark, light] * 200), np.array([1.0, 0.0] * 200))
+    mapping = dict(model.to_mapping())
+    mapping["updated_ms"] = 1_700_000_000_123
+    gateway.redis.hset(gateway.keys.model("linucb"), mapping=mapping)
+    gateway.client.get("/admin/rules", headers=ADMIN)  # refreshes models now
+
+    video, dark_id, light_id = new_id("v"), new_id("p"), new_id("p")
+    add_poster(gateway, video, dark_id, features={"dark": 1.0})
+    add_poster(gateway, video, light_id, features={"dark": 0.0})
+    slots = [
+        gateway.select(new_id("u"), [video], context={"night": 1.0})["slots"][0]
+        for _ in range(10)
+    ]
+    assert {s["poster_id"] for s in slots} == {dark_id}
+    assert {s["propensity"] for s in slots} == {1.0}
+    token = TokenSigner(TOKEN_SECRET.encode()).verify(
+        slots[0]["token"], int(time.time() * 1000), 60_000
+    )
+    assert (token.policy, token.model_version) == ("linucb", 1_700_000_000_123)
