@@ -33,8 +33,24 @@ BatchSink = Callable[[Mapping[TP, Sequence[Any]]], Awaitable[None]]
 """Called with fetched records of the learner's topics, by topic-partition."""
 
 
+FETCH_MAX_WAIT_MS = 100
+"""How long the broker may hold a fetch for more data. Faust fixes 1500 ms;
+the local broker holds fetches that long even when records are waiting, which
+alone made Redis state about 0.4 s older at the median."""
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_consumer(self, loop: Any) -> Any:
+        consumer = super()._create_consumer(loop)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when it starts
+        return consumer
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with a batch path for chosen topics."""
+
+    def _new_consumer_thread(self) -> Any:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def commit_offsets(self, offsets: Mapping[TP, int]) -> bool:
         """Commit next offsets of learner partitions (still assigned ones only)."""
