@@ -289,9 +289,7 @@ def _mount_operations(app: FastAPI, gateway: Gateway) -> None:
         "redis": redis_ping,
         "broker": check_broker(gateway.settings.kafka_bootstrap),
     }
-    # Not in the OpenAPI document: the shared router annotates its handlers with
-    # a type imported inside a function, which schema generation cannot resolve.
-    app.include_router(health_router(checks, name="gateway"), include_in_schema=False)
+    app.include_router(health_router(checks, name="gateway"))
 
 
 def _mount_posters(app: FastAPI, settings: Settings) -> None:
