@@ -16,7 +16,8 @@ Tables
                 (JSON numbers), ``tags``, ``details`` (JSON), ``embedding``
                 (float32 bytes), image path, image and thumbnail URLs, ``status``
                 (``pending_review``, ``approved``, ``rejected``), reviewer,
-                reason and timestamps.
+                reason, ``placements`` (empty: every placement of its aspect;
+                else the only ones a reviewer allowed) and timestamps.
 
 Examples
 --------
@@ -120,6 +121,9 @@ class CandidateRow(Base):
     )
     reviewer: Mapped[str] = mapped_column(sa.String(200), default="")
     reason: Mapped[str] = mapped_column(sa.Text, default="")
+    placements: Mapped[list[str]] = mapped_column(
+        sa.JSON, default=list, server_default="[]"
+    )
     published: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow)
     reviewed_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)

@@ -171,12 +171,21 @@ def review_list(
         )
 
 
-def _decide(action: str, poster_ids: list[str], reviewer: str, reason: str) -> None:
+def _decide(
+    action: str,
+    poster_ids: list[str],
+    reviewer: str,
+    reason: str,
+    placements: list[str] | None = None,
+) -> None:
     from workers.review import ReviewError
 
     service = _service()
     try:
-        done = getattr(service, action)(poster_ids, reviewer, reason)
+        if action == "approve":
+            done = service.approve(poster_ids, reviewer, reason, placements or [])
+        else:
+            done = service.reject(poster_ids, reviewer, reason)
     except ReviewError as error:
         typer.secho(str(error), fg="red", err=True)
         raise typer.Exit(1) from None
@@ -189,12 +198,16 @@ def review_approve(
     poster_ids: list[str] = typer.Argument(..., help="Poster ids to approve."),
     reviewer: str = typer.Option(..., help="Who approves."),
     reason: str = typer.Option("", help="Why (optional)."),
+    placement: list[str] = typer.Option(
+        None, help="Only in this placement (repeat; default: all of its aspect)."
+    ),
 ) -> None:
     """Approve candidates: each is published as an arm of its video.
 
-    Example: ``keyart posters review approve 3f2a9c... --reviewer ana``.
+    Example: ``keyart posters review approve 3f2a9c... --reviewer ana
+    --placement home_row``.
     """
-    _decide("approve", poster_ids, reviewer, reason)
+    _decide("approve", poster_ids, reviewer, reason, placement)
 
 
 @review.command("reject")

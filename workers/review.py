@@ -62,6 +62,7 @@ def candidate_view(row: CandidateRow, with_embedding: bool = False) -> dict[str,
         "details": row.details,
         "reviewer": row.reviewer,
         "reason": row.reason,
+        "placements": list(row.placements or []),
         "published": row.published,
         "created_at": row.created_at.isoformat() if row.created_at else None,
         "reviewed_at": row.reviewed_at.isoformat() if row.reviewed_at else None,
@@ -80,13 +81,33 @@ def published_record(row: CandidateRow) -> dict[str, Any]:
         "poster_id": row.poster_id,
         "image_url": row.image_url,
         "aspect": row.aspect,
-        "placements": [],
+        "placements": list(row.placements or []),
         "features": {k: float(v) for k, v in row.features.items()},
         "tags": list(row.tags),
         "embedding": row.embedding_vector(),
         "reviewer": row.reviewer,
         "retired": False,
     }
+
+
+def _check_placements(aspect: str, placements: Sequence[str]) -> None:
+    """Refuse placements that do not exist or do not have the poster's aspect."""
+    try:
+        from gateway.placements import PLACEMENTS
+    except ImportError:  # a workers-only install: names cannot be checked
+        return
+    for name in placements:
+        placement = PLACEMENTS.get(name)
+        if placement is None:
+            raise ReviewError(
+                f"unknown placement {name!r}; known: {sorted(PLACEMENTS)}", 422
+            )
+        if placement.aspect != aspect:
+            raise ReviewError(
+                f"placement {name!r} shows {placement.aspect} posters, "
+                f"this poster is {aspect}",
+                422,
+            )
 
 
 class ReviewService:
@@ -157,7 +178,12 @@ class ReviewService:
             return candidate_view(row, with_embedding=True)
 
     def _decide(
-        self, poster_ids: Sequence[str], status: str, reviewer: str, reason: str
+        self,
+        poster_ids: Sequence[str],
+        status: str,
+        reviewer: str,
+        reason: str,
+        placements: Sequence[str] = (),
     ) -> list[CandidateRow]:
         if not reviewer.strip():
             raise ReviewError("reviewer must not be empty", 422)
@@ -189,6 +215,9 @@ class ReviewService:
                     raise ReviewError(
                         f"candidate {poster_id!r} is already {row.status}", 409
                     )
+                if placements:
+                    _check_placements(row.aspect, placements)
+                    row.placements = list(placements)
                 row.status = status
                 row.reviewer = reviewer
                 row.reason = reason
@@ -197,16 +226,24 @@ class ReviewService:
         return changed
 
     def approve(
-        self, poster_ids: Sequence[str], reviewer: str, reason: str = ""
+        self,
+        poster_ids: Sequence[str],
+        reviewer: str,
+        reason: str = "",
+        placements: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
         """Approve candidates and publish each as an arm.
+
+        ``placements`` limits the posters to those placements (each must have
+        the poster's aspect); empty allows every placement of its aspect.
 
         Raises
         ------
         ReviewError
-            404 for an unknown id, 409 for a rejected one, 422 without reviewer.
+            404 for an unknown id, 409 for a rejected one, 422 without
+            reviewer or for a placement of another aspect.
         """
-        rows = self._decide(poster_ids, "approved", reviewer, reason)
+        rows = self._decide(poster_ids, "approved", reviewer, reason, placements)
         if rows:
             for row in rows:
                 self.producer.send("poster_published", published_record(row))

@@ -8,8 +8,9 @@ token. Endpoints (paths relative to the mount point):
 ``&min_score=&limit=&offset=``              score first, with image and thumbnail
                                             URLs, features and tags
 ``GET  /candidates/{poster_id}``            one candidate, with its embedding
-``POST /candidates/{poster_id}/approve``    ``{"reviewer", "reason"}``: approve
-                                            and publish it as an arm
+``POST /candidates/{poster_id}/approve``    ``{"reviewer", "reason",
+                                            "placements"}``: approve and publish
+                                            it as an arm (placements optional)
 ``POST /candidates/{poster_id}/reject``     ``{"reviewer", "reason"}`` (reason
                                             required): reject, publish nothing
 ``POST /bulk-approve``                      ``{"reviewer", "reason", "video_id",
@@ -42,7 +43,7 @@ from pydantic import BaseModel, Field
 
 from workers.review import ReviewError, ReviewService
 
-__all__ = ["Decision", "BulkApproval", "router", "review_service"]
+__all__ = ["Approval", "BulkApproval", "Decision", "review_service", "router"]
 
 router = APIRouter(tags=["review"])
 _lock = threading.Lock()
@@ -53,6 +54,12 @@ class Decision(BaseModel):
 
     reviewer: str = Field(..., min_length=1, max_length=200)
     reason: str = Field("", max_length=2000)
+
+
+class Approval(Decision):
+    """An approval, optionally limited to some placements of the aspect."""
+
+    placements: list[str] = Field(default_factory=list, max_length=50)
 
 
 class BulkApproval(Decision):
@@ -120,11 +127,11 @@ def get_candidate(
 
 @router.post("/candidates/{poster_id}/approve")
 def approve(
-    poster_id: str, body: Decision, service: ReviewService = Depends(review_service)
+    poster_id: str, body: Approval, service: ReviewService = Depends(review_service)
 ) -> dict[str, Any]:
     """Approve one candidate; it is published as an arm of its video."""
     try:
-        service.approve([poster_id], body.reviewer, body.reason)
+        service.approve([poster_id], body.reviewer, body.reason, body.placements)
         return service.get(poster_id)
     except ReviewError as error:
         raise _http(error) from None

@@ -64,6 +64,45 @@ def test_migrations_match_the_models(catalog):
     Catalog(str(catalog.engine.url.render_as_string(hide_password=False))).close()
 
 
+def test_upgrade_keeps_rows_written_under_the_first_revision(tmp_path):
+    from workers.catalog import make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = make_engine(url)
+    upgrade(engine, "0001")
+    now = "2026-01-01 00:00:00"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO videos VALUES ('v1', 't', 'u', 'other', '[]', '[]', "
+                ":now, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (video_id, event_id, status, reason, attempts, "
+                "worker, events_sent, created_at) "
+                "VALUES ('v1', 'e1', 'done', '', 1, 'w', 1, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO candidates VALUES ('p1', 'v1', 1, '2:3', 2, 3, 0, 0.0, "
+                "0, 0.5, '{}', '[]', '{}', x'', 'a.jpg', '/a.jpg', '/a.t.jpg', "
+                "'approved', 'ana', '', 1, :now, NULL)"
+            ),
+            {"now": now},
+        )
+    engine.dispose()
+    catalog = Catalog(url)  # upgrades to the newest revision
+    with catalog.session() as session:
+        kept = session.get(CandidateRow, "p1")
+        assert (kept.status, kept.reviewer, kept.placements) == ("approved", "ana", [])
+    catalog.close()
+
+
 def test_a_job_counts_once(catalog):
     first = claim_job(catalog, event(), "w1", max_attempts=3)
     assert (first.action, first.attempts) == ("process", 1)

@@ -139,3 +139,34 @@ async def test_the_gateway_mounts_review_behind_the_admin_token(
         assert served.headers["content-type"] == "image/jpeg"
     app.state.review_service.catalog.close()
     runner.catalog.close()
+
+
+def test_approval_limited_to_placements_of_the_aspect(client):
+    from schemas.codec import get_codec
+    from tests.workers.topics import read_all
+
+    aspect_to_placement = {"2:3": "home_row", "16:9": "search", "1:1": "continue"}
+    pending = client.get("/admin/review/candidates").json()["candidates"]
+    portrait = pending[0]
+    right = aspect_to_placement[portrait["aspect"]]
+    other = next(p for a, p in aspect_to_placement.items() if a != portrait["aspect"])
+    url = f"/admin/review/candidates/{portrait['poster_id']}/approve"
+    wrong = client.post(url, json={"reviewer": "ana", "placements": [other]})
+    assert wrong.status_code == 422 and "shows" in wrong.json()["detail"]
+    unknown = client.post(url, json={"reviewer": "ana", "placements": ["moon"]})
+    assert (
+        unknown.status_code == 422 and "unknown placement" in unknown.json()["detail"]
+    )
+    assert (
+        client.get(f"/admin/review/candidates/{portrait['poster_id']}").json()["status"]
+        == "pending_review"
+    )
+    ok = client.post(url, json={"reviewer": "ana", "placements": [right]})
+    assert ok.status_code == 200 and ok.json()["placements"] == [right]
+    settings = client.app.state.settings
+    published = [
+        get_codec().decode("poster_published", m.value())
+        for m in read_all(settings, "posters")
+    ]
+    event = next(p for p in published if p["poster_id"] == portrait["poster_id"])
+    assert event["placements"] == [right]
