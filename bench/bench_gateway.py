@@ -16,7 +16,10 @@ Steps:
    process, timed from each request's scheduled start (queueing counts),
    on both endpoints;
 5. print our figures beside the empty endpoint's, with the issue's targets
-   (p99 <= 10 ms at 500 rows/s; rows/s >= 50 % of the empty endpoint's).
+   (p99 <= 10 ms at 500 rows/s; rows/s >= 50 % of the empty endpoint's), the
+   share of decisions made from live state (the rest are Redis-budget
+   fallbacks, which an overloaded process serves more of) and the machine's
+   load average.
 """
 
 from __future__ import annotations
@@ -173,6 +176,29 @@ def gateway_process(settings: Settings, log: Path):
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def live_share(url: str, before: tuple[float, float] | None = None):
+    """Decisions and fallbacks so far; with ``before``, the live share since."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    totals = {
+        "keyart_gateway_decisions_total": 0.0,
+        "keyart_gateway_fallbacks_total": 0.0,
+    }
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    now = (
+        totals["keyart_gateway_decisions_total"],
+        totals["keyart_gateway_fallbacks_total"],
+    )
+    if before is None:
+        return now
+    decided = now[0] - before[0]
+    return 1.0 - (now[1] - before[1]) / decided if decided else float("nan")
+
+
 def wrk_throughput(url: str, path: str, body_file: Path, seconds: float) -> float:
     """Step 3 with wrk: requests per second of 2xx answers."""
     script = body_file.with_suffix(".lua")
@@ -308,20 +334,27 @@ def main() -> None:
         with gateway_process(settings, Path(folder) / "gateway.log") as url:
             python_load(url, "/v1/select", payloads, 5.0, connections=8)  # warm up
             rates = {}
+            live = {}
             tool = "wrk" if shutil.which("wrk") else "python"
             for path in ("/v1/select", "/v1/ping"):
+                before = live_share(url)
                 if tool == "wrk":
                     rates[path] = wrk_throughput(url, path, body_file, args.seconds)
                 else:
                     lat, elapsed = python_load(url, path, payloads, args.seconds)
                     rates[path] = lat.size / elapsed
+                live["throughput"] = live_share(url, before)
             latency = {}
             for path in ("/v1/select", "/v1/ping"):
+                before = live_share(url)
                 lat, _ = python_load(url, path, payloads, args.seconds, rate=args.rate)
                 latency[path] = (
                     np.percentile(lat, 50) * 1e3,
                     np.percentile(lat, 99) * 1e3,
                 )
+                if path == "/v1/select":
+                    live["latency"] = live_share(url, before)
+            load = os.getloadavg()[0]
 
     select_rate, ping_rate = rates["/v1/select"], rates["/v1/ping"]
     print(
@@ -334,12 +367,15 @@ def main() -> None:
         f"{'>= 50% of empty':>22}"
     )
     print(f"{'  as share of the empty endpoint':34}{select_rate / ping_rate:16.1%}")
+    print(f"{'  decisions from live state':34}{live['throughput']:16.1%}")
     for i, name in enumerate(("p50", "p99")):
         print(
             f"{name + f' latency at {args.rate:.0f}/s, ms':34}"
             f"{latency['/v1/select'][i]:16.2f}{latency['/v1/ping'][i]:16.2f}"
             f"{'<= 10 ms' if name == 'p99' else '':>22}"
         )
+    print(f"{'  decisions from live state':34}{live['latency']:16.1%}")
+    print(f"machine load average (1 min) at the end: {load:.1f}")
 
 
 if __name__ == "__main__":
