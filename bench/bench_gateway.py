@@ -177,26 +177,22 @@ def gateway_process(settings: Settings, log: Path):
 
 
 def live_share(url: str, before: tuple[float, float] | None = None):
-    """Decisions and fallbacks so far; with ``before``, the live share since."""
+    """Live decisions and fallback slots so far; with ``before``, the share of
+    slots answered from live state since then."""
     import httpx
 
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    totals = {
-        "keyart_gateway_decisions_total": 0.0,
-        "keyart_gateway_fallbacks_total": 0.0,
-    }
-    for line in text.splitlines():
-        name = line.split("{", 1)[0]
-        if name in totals:
-            totals[name] += float(line.rsplit(" ", 1)[1])
-    now = (
-        totals["keyart_gateway_decisions_total"],
-        totals["keyart_gateway_fallbacks_total"],
-    )
+    live = fallback = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        value = line.rsplit(" ", 1)[-1]
+        if line.startswith("keyart_gateway_decisions_total{"):
+            if 'policy="fallback"' not in line:
+                live += float(value)
+        elif line.startswith("keyart_gateway_fallbacks_total{"):
+            fallback += float(value)
     if before is None:
-        return now
-    decided = now[0] - before[0]
-    return 1.0 - (now[1] - before[1]) / decided if decided else float("nan")
+        return live, fallback
+    live, fallback = live - before[0], fallback - before[1]
+    return live / (live + fallback) if live + fallback else float("nan")
 
 
 def wrk_throughput(url: str, path: str, body_file: Path, seconds: float) -> float:
@@ -343,7 +339,8 @@ def main() -> None:
                 else:
                     lat, elapsed = python_load(url, path, payloads, args.seconds)
                     rates[path] = lat.size / elapsed
-                live["throughput"] = live_share(url, before)
+                if path == "/v1/select":
+                    live["throughput"] = live_share(url, before)
             latency = {}
             for path in ("/v1/select", "/v1/ping"):
                 before = live_share(url)
