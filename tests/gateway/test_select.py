@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import orjson
+import pytest
+
 from bandits.state import ArmStats
 from gateway.token import TokenSigner
 from schemas.codec import get_codec
@@ -127,3 +130,54 @@ def test_linucb_serves_from_the_learners_model_in_redis(gateway):
         slots[0]["token"], int(time.time() * 1000), 60_000
     )
     assert (token.policy, token.model_version) == ("linucb", 1_700_000_000_123)
+
+
+@pytest.mark.parametrize(
+    "policy", ["thompson", "thompson_alltime", "ucb1", "epsilon_greedy", "random"]
+)
+def test_every_count_based_policy_serves_with_a_valid_propensity(gateway, policy):
+    gateway.set_rules(**{**RULES_OFF, "ramp_share": 0.2, "ramp_min_impressions": 50})
+    gateway.set_variants(("only", policy, 1.0))
+    video = new_id("v")
+    for n, c in ((500, 40), (500, 20), (10, 1)):
+        add_poster(gateway, video, new_id("p"), stats=ArmStats(n, c, n, c))
+    for i in range(20):
+        answer = gateway.select(f"u{i}", [video, new_id("v")])
+        slot = answer["slots"][0]
+        assert answer["policy"] == policy and slot["poster_id"]
+        assert 0.0 < slot["propensity"] <= 1.0
+
+
+def test_fm_serves_from_the_learners_export_with_softmax_propensities(gateway):
+    from bandits.fm import OnlineFM, fm_features
+
+    gateway.set_rules(**RULES_OFF)
+    gateway.set_variants(("fm", "fm", 1.0))
+    video, dark_id, light_id = new_id("v"), new_id("p"), new_id("p")
+    fm = OnlineFM(n_factors=4, seed=3, learning_rate=0.05)
+    for _ in range(300):
+        fm.learn_one(
+            fm_features({"night": 1.0}, {"dark": 1.0}, poster_id=dark_id), True
+        )
+        fm.learn_one(
+            fm_features({"night": 1.0}, {"dark": 0.0}, poster_id=light_id), False
+        )
+    export = fm.export()
+    gateway.redis.hset(
+        gateway.keys.model("fm"),
+        mapping={"data": orjson.dumps(export), "version": 1, "updated_ms": 4242},
+    )
+    gateway.client.get("/admin/rules", headers=ADMIN)  # refreshes models now
+    add_poster(gateway, video, dark_id, features={"dark": 1.0})
+    add_poster(gateway, video, light_id, features={"dark": 0.0})
+    slots = [
+        gateway.select(new_id("u"), [video], context={"night": 1.0})["slots"][0]
+        for _ in range(30)
+    ]
+    dark = [s for s in slots if s["poster_id"] == dark_id]
+    assert len(dark) >= 25
+    assert all(s["propensity"] > 0.9 for s in dark)
+    token = TokenSigner(TOKEN_SECRET.encode()).verify(
+        slots[0]["token"], int(time.time() * 1000), 60_000
+    )
+    assert (token.policy, token.model_version) == ("fm", 4242)
