@@ -13,11 +13,11 @@ learner's batch and flush (about ``flush_interval_ms`` later). river's
 at once. Target: keyart's cumulative regret within 10 % of river's.
 
 Part 2, an abrupt change. With a 20-second time window, the best poster of
-every video becomes the worst after 30 seconds. Target: from one window
-after the change on, the windowed policy picks the new best poster at least
-80 % of the time; the all-time policy (same learner, all-time counts) does
-not. A window must hold enough impressions to tell 9 % from 7 %, so this part
-uses a few busy videos (``--change-videos``).
+every video becomes the worst after ``--change-at`` seconds (60). Target:
+from one window after the change on, the windowed policy picks the new best
+poster at least 80 % of the time; the all-time policy (same learner,
+all-time counts) does not. A window must hold enough impressions to tell
+9 % from 7 %, so this part uses a few busy videos (``--change-videos``).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def stationary(args) -> None:
 
 
 def abrupt_change(args) -> None:
-    window_s, change_s, after_s = 20.0, 30.0, 10.0
+    window_s, change_s, after_s = 20.0, args.change_at, 10.0
     videos_n = args.change_videos
     rate = args.rate
     rounds = int((change_s + window_s + after_s) * rate / (2 * videos_n))
@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument(
         "--change-videos",
         type=int,
-        default=4,
+        default=2,
         help="videos per policy in the abrupt-change part (fewer: more data each)",
     )
     parser.add_argument(
