@@ -1,6 +1,8 @@
 """Features of a poster candidate: what the rankers and the bandits read.
 
-Numeric features (``features`` of the catalog and of the events), with units:
+Numeric features (``features`` of the catalog and of the events), with units;
+image measures are taken on a copy at most 640 px on its long side
+(:func:`workers.measures.analysis_copy`):
 
 ========================  ==================================================
 ``sharpness``             variance of the Laplacian of the grey image (grey
@@ -52,6 +54,7 @@ import cv2
 import numpy as np
 
 from workers.measures import (
+    analysis_copy,
     colourfulness,
     exposure,
     noise_sigma,
@@ -162,6 +165,8 @@ def candidate_features(
     ``poster`` is the final (cropped, maybe enhanced) image; boxes are in the
     frame's pixels and ``crop`` is the poster's window in that frame.
     """
+    full = poster
+    poster = analysis_copy(poster)
     grey = cv2.cvtColor(poster, cv2.COLOR_BGR2GRAY)
     mean, dark, bright = exposure(grey)
     area = float((crop[2] - crop[0]) * (crop[3] - crop[1]))
@@ -180,7 +185,7 @@ def candidate_features(
         "bright_share": bright,
         "colourfulness": colourfulness(poster),
         "noise_sigma": noise_sigma(grey),
-        "quality": quality_score(poster),
+        "quality": quality_score(full),
         "face_count": float(len(whole)),
         "largest_face_share": max(face_areas, default=0.0) / area,
         "smile": float(any(smiles[i] for i in whole)),

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "ANALYSIS_SIDE",
+    "analysis_copy",
     "colourfulness",
     "entropy_bits",
     "exposure",
@@ -26,6 +28,24 @@ __all__ = [
     "quality_score",
     "sharpness",
 ]
+
+
+ANALYSIS_SIDE = 640
+
+
+def analysis_copy(bgr: np.ndarray, long_side: int = ANALYSIS_SIDE) -> np.ndarray:
+    """``bgr`` area-downscaled to at most ``long_side`` pixels on its long side.
+
+    Quality and feature measures are taken on this copy: they cost the same
+    for a 4K frame as for a 720p one, and sharpness and noise are comparable
+    across source resolutions.
+    """
+    h, w = bgr.shape[:2]
+    factor = long_side / max(h, w)
+    if factor >= 1.0:
+        return bgr
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
 
 
 def sharpness(grey: np.ndarray) -> float:
@@ -81,8 +101,10 @@ def quality_score(bgr: np.ndarray) -> float:
     against 64), colourfulness (against 100), exposure (1 at mid-grey, minus
     clipped shares) and cleanliness (1 minus the noise sigma against 12).
     It is a heuristic, not a learnt model: it ranks versions of one image, it
-    does not compare different images well.
+    does not compare different images well. Measured on
+    :func:`analysis_copy`.
     """
+    bgr = analysis_copy(bgr)
     grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     sharp = min(1.0, math.log1p(sharpness(grey)) / math.log1p(1000.0))
     contrast = min(1.0, float(grey.std()) / 64.0)
