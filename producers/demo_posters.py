@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import orjson
 from rich.console import Console
@@ -45,10 +46,11 @@ def read_catalog(
     base = run.poster_url_base.rstrip("/")
     try:
         for video in videos:
-            ids = sorted(p.decode() for p in client.smembers(keys.posters(video)))
+            members = cast(set[bytes], client.smembers(keys.posters(video)))
+            ids = sorted(p.decode() for p in members)
             catalog.approved_total += len(ids)
             for poster in ids:
-                raw = client.hgetall(keys.poster(poster))
+                raw = cast(dict[bytes, bytes], client.hgetall(keys.poster(poster)))
                 aspect = raw.get(b"aspect", b"").decode()
                 placements = orjson.loads(raw.get(b"placements") or b"[]")
                 if not fits(PLACEMENTS[placement], aspect, placements):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from rich.console import Console
@@ -62,7 +62,8 @@ def redis_arm_totals(run: Settings, video_id: str) -> tuple[int, int, int]:
 
     client = redis.Redis.from_url(run.redis_url)
     try:
-        raw = client.hgetall(Keys(run.redis_prefix).arms(video_id))
+        key = Keys(run.redis_prefix).arms(video_id)
+        raw = cast(dict[bytes, bytes], client.hgetall(key))
     finally:
         client.close()
     n = c = arms = 0

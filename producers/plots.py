@@ -37,12 +37,11 @@ def image_data_uri(path: Path, height: int = 220) -> str:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            width = max(1, round(image.width * height / image.height))
-            image = image.resize((width, height))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=85)
+        with Image.open(path) as opened:
+            rgb = opened.convert("RGB")
+        width = max(1, round(rgb.width * height / rgb.height))
+        buffer = io.BytesIO()
+        rgb.resize((width, height)).save(buffer, format="JPEG", quality=85)
     except OSError:
         return ""
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()

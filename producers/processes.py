@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -163,7 +163,7 @@ class ProcessGroup:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> object:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt for the block, so cleanup runs."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:

@@ -117,7 +117,8 @@ def summarize_variants(
         rows.append(
             VariantSummary(
                 variant=name,
-                policy=variant_to_policy.get(name) or max(shares, key=shares.get),
+                policy=variant_to_policy.get(name)
+                or max(shares, key=lambda p: shares[p]),
                 impressions=int(row["impressions"]),
                 clicks=int(row["clicks"]),
                 ctr=Interval(row["ctr"], row["ctr_low"], row["ctr_high"], "wilson"),
@@ -158,7 +159,8 @@ def verdicts(rows: Sequence[VariantSummary], control: str = "control") -> list[s
                 f"{row.served_text} of its impressions: it had no {row.policy} "
                 "model to use, so this row measures the fallback."
             )
-            label = f"{row.variant} (served as {max(row.served, key=row.served.get)})"
+            top = max(row.served, key=lambda name: row.served[name])
+            label = f"{row.variant} (served as {top})"
         else:
             measured[row.policy] = row
         if row.lift is None:
@@ -174,13 +176,14 @@ def verdicts(rows: Sequence[VariantSummary], control: str = "control") -> list[s
                 f"{label} does NOT beat random in this run: "
                 f"lift {_interval(row.lift, 1)} includes 0."
             )
-    by_policy = measured
-    ts = by_policy.get("thompson")
+    ts = measured.get("thompson")
     for name in ("linucb", "fm"):
-        row = by_policy.get(name)
-        if ts is None or row is None:
+        other = measured.get(name)
+        if ts is None or other is None:
             continue
-        lift = lift_log_ratio(ts.clicks, ts.impressions, row.clicks, row.impressions)
+        lift = lift_log_ratio(
+            ts.clicks, ts.impressions, other.clicks, other.impressions
+        )
         word = (
             "beats"
             if lift.low > 0
@@ -189,7 +192,7 @@ def verdicts(rows: Sequence[VariantSummary], control: str = "control") -> list[s
             else "does NOT separate from"
         )
         out.append(
-            f"{row.variant} ({name}) {word} Thompson sampling: lift "
+            f"{other.variant} ({name}) {word} Thompson sampling: lift "
             f"{_interval(lift, 1)}."
         )
     return out

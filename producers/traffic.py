@@ -257,10 +257,10 @@ class TrafficRunner:
             answer = response.json()
             self.result.events_accepted += answer["accepted"]
             self.result.events_duplicate += answer["duplicates"]
-            for error in answer.get("errors", []):
-                self.result.event_errors.append(error["reason"])
-                if error.get("retry"):
-                    self._outbox.append(batch[error["index"]])
+            for refused in answer.get("errors", []):
+                self.result.event_errors.append(refused["reason"])
+                if refused.get("retry"):
+                    self._outbox.append(batch[refused["index"]])
 
     async def _flusher(self, client: Any, stop: asyncio.Event) -> None:
         last_progress = 0.0
