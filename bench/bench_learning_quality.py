@@ -216,6 +216,9 @@ def main() -> None:
         help="videos per policy in the abrupt-change part (fewer: more data each)",
     )
     parser.add_argument(
+        "--change-at", type=float, default=60.0, help="seconds before the change"
+    )
+    parser.add_argument(
         "--part", choices=["both", "stationary", "change"], default="both"
     )
     args = parser.parse_args()
