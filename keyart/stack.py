@@ -361,11 +361,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _is_ours(pid: int | None, marker: str) -> bool:
+    """Whether ``pid`` is alive and runs a program whose command line names
+    ``marker``; a state file is only a hint, so a stale or edited one must not
+    make keyart signal an unrelated process."""
+    if pid is None or pid <= 1 or pid == os.getpid() or not _alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(marker.encode() in part for part in argv)
+
+
 def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM the process group, then SIGKILL it if it outlives ``timeout``."""
+    """SIGTERM the process, then SIGKILL it if it outlives ``timeout``.
+
+    Children started here lead their own session, so their whole group is
+    signalled; any other process is signalled alone.
+    """
+    try:
+        group = os.getpgid(pid) == pid and pid != os.getpgid(0)
+    except OSError:
+        return
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
@@ -382,7 +406,7 @@ def read_state(state_dir: Path) -> StackInfo | None:
         info = StackInfo(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if info.broker_pid is not None and not _alive(info.broker_pid):
+    if not _is_ours(info.broker_pid, "tansu"):
         return None
     return info
 
@@ -394,15 +418,15 @@ def stop_from_state(state_dir: Path, timeout: float = 10.0) -> StackInfo | None:
         info = StackInfo(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if info.owner_pid != os.getpid() and _alive(info.owner_pid):
+    if _is_ours(info.owner_pid, "keyart"):
         # A foreground `keyart up` owns the children: ask it to stop them.
         with contextlib.suppress(ProcessLookupError):
             os.kill(info.owner_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _alive(info.owner_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-    for pid in (info.redis_pid, info.broker_pid):
-        if pid is not None:
-            _terminate(pid, timeout)
+    for pid, marker in ((info.redis_pid, "redis-server"), (info.broker_pid, "tansu")):
+        if _is_ours(pid, marker):
+            _terminate(pid, timeout)  # type: ignore[arg-type]
     path.unlink(missing_ok=True)
     return info

@@ -174,3 +174,30 @@ def test_detached_up_and_down(tmp_path: Path) -> None:
         timeout=60,
     )
     assert _wait_gone(info.broker_pid) and _wait_gone(info.redis_pid)
+
+
+def test_down_never_signals_processes_it_did_not_start(tmp_path: Path) -> None:
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        forged = {
+            "kafka_bootstrap": "127.0.0.1:1",
+            "redis_url": "redis://127.0.0.1:1/0",
+            "broker_pid": bystander.pid,
+            "redis_pid": 1,
+            "owner_pid": bystander.pid,
+        }
+        (tmp_path / "stack.json").write_text(json.dumps(forged))
+        assert read_state(tmp_path) is None  # not a broker: not "up"
+        down = subprocess.run(
+            [sys.executable, "-m", "keyart.cli", "down"],
+            env={**os.environ, "KEYART_STATE_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert bystander.poll() is None, "keyart down killed a bystander"
+    finally:
+        bystander.kill()
+        bystander.wait()
