@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         frozen=True,
+        allow_inf_nan=False,  # an infinite window or budget is always a typo
         extra="forbid",
         case_sensitive=False,
     )

@@ -30,6 +30,8 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("KEYART_REDIS_URL", "http://x"),
         ("KEYART_WINDOW_KIND", "forever"),
         ("KEYART_EPSILON", "2"),
+        ("KEYART_ATTRIBUTION_WINDOW_S", "inf"),
+        ("KEYART_REDIS_BUDGET_MS", "nan"),
     ],
 )
 def test_wrong_value_names_the_variable(
