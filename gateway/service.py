@@ -46,6 +46,7 @@ __all__ = ["Gateway"]
 logger = logging.getLogger("gateway")
 
 CIRCUIT_FAILURES = 3
+POSTER_TTL_S = 600.0
 CIRCUIT_OPEN_S = 1.0
 
 
@@ -62,7 +63,10 @@ class Gateway:
             )
             secret = secrets.token_bytes(32)
         self.signer = TokenSigner(secret)
-        self.posters = PosterCache(ttl_s=max(30.0, settings.gateway_cache_s))
+        # Poster metadata barely changes (whether a poster may be served is
+        # read live from the video's set and retired hash on every request),
+        # so it is kept for minutes: a large catalog is not re-read per row.
+        self.posters = PosterCache(ttl_s=max(POSTER_TTL_S, settings.gateway_cache_s))
         self.models = ModelCache(self.keys, settings)
         self.rng = np.random.default_rng(settings.seed)
         self.book = PolicyBook(settings, self.models)
@@ -91,6 +95,8 @@ class Gateway:
         self._skip_until = 0.0
         self._refresher: asyncio.Task[None] | None = None
         self._retirer: asyncio.Task[None] | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
+        self.loop_lag_s = 0.0
         self._pending: list[dict[str, Any]] = []
         self._warn = RateLimitedLog(logger, every_s=10.0)
 
@@ -117,6 +123,7 @@ class Gateway:
         except Exception as error:  # Redis down at start: serve defaults, retry
             logger.warning("cannot read configuration at start: %r", error)
         self._refresher = asyncio.create_task(self._refresh_forever())
+        self._lag_probe = asyncio.create_task(self._probe_lag())
         self._retirer = asyncio.create_task(self.retirement.run())
         logger.info(
             "gateway ready: rules v%s, experiments v%s",
@@ -125,7 +132,7 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        for task in (self._refresher, self._retirer):
+        for task in (self._refresher, self._retirer, self._lag_probe):
             if task is not None:
                 task.cancel()
         self._drain()
@@ -241,7 +248,17 @@ class Gateway:
         self._failures = 0
         return states, ""
 
+    async def _probe_lag(self) -> None:
+        """Keep :attr:`loop_lag_s`: how late a 50 ms sleep wakes up."""
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.05)
+            self.loop_lag_s = time.perf_counter() - started - 0.05
+
     def _failed(self, reason: str) -> str:
+        budget = self.settings.redis_budget_ms / 1000
+        if reason == "redis_timeout" and self.loop_lag_s > budget / 2:
+            return reason  # the process is congested, not Redis
         self._failures += 1
         if self._failures >= CIRCUIT_FAILURES:
             self._skip_until = time.monotonic() + CIRCUIT_OPEN_S

@@ -5,7 +5,8 @@ poster set, retired posters, exposure hash and the user's seen set, and
 answers all of them in one reply: the gateway pays one network round trip per
 row, and the exposure window is summed next to the data. Poster metadata
 (image URL, aspect, features, tags, embedding) changes rarely and is cached
-in process memory; only posters not in the cache cost a second round trip.
+in process memory for ten minutes; only posters not in the cache cost a
+second round trip.
 
 The script addresses several keys of different hash slots, so it needs a
 single Redis (or a replica of one), not Redis Cluster.
