@@ -102,12 +102,12 @@ class Player:
         return arm
 
 
-def run_games(player, videos, problems, policies, rounds, rate):
+def run_games(player, videos, problems, policies, rounds, rate, until=None):
     """Round-robin decisions at ``rate`` per second.
 
     ``problems[v]`` is a video's click rates, or a function of the seconds
-    since the start returning them. Returns the chosen arms and the time of
-    each round.
+    since the start returning them. Stops after ``rounds`` or at ``until``
+    seconds. Returns the chosen arms and the time of each round.
     """
     chosen = np.zeros((len(videos), rounds), dtype=int)
     round_times = np.zeros(rounds)
@@ -115,6 +115,9 @@ def run_games(player, videos, problems, policies, rounds, rate):
     step = 0
     for r in range(rounds):
         round_times[r] = time.monotonic() - started
+        if until is not None and round_times[r] >= until:
+            chosen, round_times = chosen[:, :r], round_times[:r]
+            break
         for v, video in enumerate(videos):
             target = started + step / rate
             delay = target - time.monotonic()
@@ -161,7 +164,8 @@ def abrupt_change(args) -> None:
     window_s, change_s, after_s = 20.0, args.change_at, 10.0
     videos_n = args.change_videos
     rate = args.rate
-    rounds = int((change_s + window_s + after_s) * rate / (2 * videos_n))
+    # Enough rounds to outlast the clock even at a third of the asked rate.
+    rounds = int((change_s + window_s + after_s) * rate / (2 * videos_n)) * 3
     rng = np.random.default_rng(args.seed + 1)
     before = [rng.permutation(RATES) for _ in range(videos_n)]
     after = []
@@ -184,8 +188,16 @@ def abrupt_change(args) -> None:
             problems = [problem(v) for v in range(videos_n)] * 2
             policies = [ThompsonSampling(use_window=True)] * videos_n
             policies += [ThompsonSampling(use_window=False)] * videos_n
-            chosen, times = run_games(player, videos, problems, policies, rounds, rate)
-    late = times >= change_s + window_s
+            chosen, times = run_games(
+                player,
+                videos,
+                problems,
+                policies,
+                rounds,
+                rate,
+                until=change_s + window_s + after_s,
+            )
+    late = (times >= change_s + window_s) & (times < change_s + window_s + after_s)
     new_best = np.array([int(a.argmax()) for a in after] * 2)
     hits = chosen[:, late] == new_best[:, None]
     windowed = hits[:videos_n].mean()

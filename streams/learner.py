@@ -344,14 +344,24 @@ class Learner:
         )
 
     async def on_revoked(self, revoked: set[Any]) -> None:
-        """Flush everything, then forget the revoked partitions."""
+        """Flush everything, then forget the revoked partitions.
+
+        Both under the flush lock, so no background flush can write a revoked
+        partition after its new owner has loaded it.
+        """
         gone = {tp.partition for tp in revoked if tp.topic in self.topics}
         if not gone:
             return
-        await self.flush()
-        async with self.lock:
-            for p in gone:
-                self.partitions.pop(p, None)
+        async with self.flush_lock:
+            try:
+                await self._flush()
+            except Exception as error:
+                logger.error("flush before handing partitions over failed: %r", error)
+                await self.app.crash(error)
+                raise
+            async with self.lock:
+                for p in gone:
+                    self.partitions.pop(p, None)
         logger.info(
             "learner partitions revoked: %s",
             sorted(gone),
