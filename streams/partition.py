@@ -3,18 +3,22 @@
 A :class:`PartitionLearner` owns the arms of the videos on one partition of
 the impression and click topics: their all-time and sliding-window counts,
 the dedupe memory, pending impressions and waiting clicks, the partition's
-LinUCB shard and the next offset to apply on each topic. Applying a batch
-never talks to Redis; :meth:`PartitionLearner.write` queues the changes since
-the last flush on a Redis ``MULTI/EXEC`` pipeline, offsets included, and
+LinUCB and FM shards and the next offset to apply on each topic. Applying a
+batch never talks to Redis; :meth:`PartitionLearner.write` queues the changes
+since the last flush on one ``MULTI/EXEC`` transaction, offsets included, and
 :meth:`PartitionLearner.restore` rebuilds the learner from what was written.
 Because offsets and state move together, replaying events the worker had
 already applied (after a crash, or a rebalance) is a no-op: records below the
 stored offset are skipped.
 
-Known limitation: impressions and clicks are separate topics, so the order
+Events are tallied per arm and window bucket before the window is updated
+(one update per arm and bucket per batch).
+
+Known limitations: impressions and clicks are separate topics, so the order
 in which a worker sees them depends on fetch timing. The attribution rules
 make the final counts independent of that order, except for clicks that sit
-right at a window's edge.
+right at a window's edge, and for a batch spanning more than a whole window.
+The FM, which learns by SGD, may see the same examples in another order.
 """
 
 from __future__ import annotations

@@ -18,7 +18,12 @@ key                                      type    what it holds
 ``{p}:learner:{partition}``              hash    ``clock_ms`` (partition clock),
                                                  ``updated_ms``
 ``{p}:model:linucb:{partition}``         hash    LinUCB shard: ``a``, ``b``
-                                                 (float64 bytes), ``n``, ``dim``
+                                                 (float64 bytes), ``n``,
+                                                 ``clicks``, ``dim``
+``{p}:model:fm:{partition}``             hash    FM shard: ``intercept``,
+                                                 ``examples``, ``n_factors``,
+                                                 ``w:{feature}``,
+                                                 ``v:{feature}`` (float64 bytes)
 =======================================  ======  ================================
 """
 
