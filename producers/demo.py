@@ -24,6 +24,7 @@ stack started here is stopped too.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
 import shutil
@@ -198,9 +199,17 @@ def run_demo(
                 group, run, catalog, base_url, options, console
             )
             replay = steps.replay_obd(group, run, options, console)  # Step 5
-            steps.wait_caught_up(run, console)
+            steps.wait_caught_up(run, console, group=group)
             summary = steps.report(  # Step 6
                 run, options, catalog, traffic, lag, replay, console
+            )
+            summary["restarts"] = {
+                name: child.restarts_done for name, child in group.children.items()
+            }
+            if any(summary["restarts"].values()):
+                console.print(f"[yellow]processes started again: {summary['restarts']}")
+            (out / "summary.json").write_text(
+                json.dumps(summary, indent=2, default=str)
             )
     summary["seconds"] = round(time.monotonic() - started, 1)
     console.print(f"demo finished in {summary['seconds']:.0f} s")

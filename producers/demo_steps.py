@@ -44,8 +44,10 @@ def start_services(
     """Start the learner and the gateway; return the gateway's base URL."""
     import httpx
 
-    group.start("streams", keyart_argv("streams"), env)
-    group.start("gateway", keyart_argv("gateway"), env)
+    # The learner stops on purpose when it loses Redis or the broker and
+    # expects to be started again (from its last flush), as a supervisor would.
+    group.start("streams", keyart_argv("streams"), env, restarts=2)
+    group.start("gateway", keyart_argv("gateway"), env, restarts=2)
     base_url = f"http://{run.gateway_host}:{run.gateway_port}"
     deadline = time.monotonic() + 90
     with console.status("starting the learner (keyart streams) and the gateway"):
@@ -297,13 +299,20 @@ def replay_obd(
     return {"log": log, "results": results}
 
 
-def wait_caught_up(run: Settings, console: Console, timeout: float = 120.0) -> None:
+def wait_caught_up(
+    run: Settings,
+    console: Console,
+    timeout: float = 120.0,
+    group: ProcessGroup | None = None,
+) -> None:
     """Wait until the learner has read every impression and click and flushed."""
     sampler = LagSampler(run)
     deadline = time.monotonic() + timeout
     messages = -1
     with console.status("waiting for the learner to catch up"):
         while time.monotonic() < deadline:
+            if group is not None:
+                group.check_alive("streams")
             try:
                 messages, _ = sampler.measure()
             except Exception as error:  # a slow broker answer: ask again

@@ -54,6 +54,10 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str]
+    env: dict[str, str]
+    restarts_left: int = 0
+    restarts_done: int = 0
 
     def tail(self, lines: int = 15) -> str:
         """The last lines of the child's log, for error messages."""
@@ -72,12 +76,11 @@ class ProcessGroup:
         self.grace_s = grace_s
         self.children: dict[str, Child] = {}
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
-        """Start ``argv`` as the child ``name`` with ``env`` added to ours."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
+    def _spawn(
+        self, argv: Sequence[str], env: Mapping[str, str], log_path: Path
+    ) -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 list(argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -86,7 +89,24 @@ class ProcessGroup:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a signal
             )
-        child = Child(name, process, log_path)
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        restarts: int = 0,
+    ) -> Child:
+        """Start ``argv`` as the child ``name`` with ``env`` added to ours.
+
+        A service that stops on purpose when it loses Redis or the broker (and
+        expects a supervisor to start it again, as the learner does) is given
+        ``restarts``: :meth:`check_alive` starts it again that many times.
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        process = self._spawn(argv, env, log_path)
+        child = Child(name, process, log_path, list(argv), dict(env), restarts)
         self.children[name] = child
         logger.info("started %s (pid %s)", name, process.pid, extra={"child": name})
         return child
@@ -127,6 +147,18 @@ class ProcessGroup:
         for name in names or tuple(self.children):
             child = self.children[name]
             code = child.process.poll()
+            if code is not None and child.restarts_left > 0:
+                child.restarts_left -= 1
+                child.restarts_done += 1
+                logger.warning(
+                    "%s exited with code %s; starting it again (%s restarts left)",
+                    name,
+                    code,
+                    child.restarts_left,
+                    extra={"child": name},
+                )
+                child.process = self._spawn(child.argv, child.env, child.log_path)
+                continue
             if code is not None:
                 raise ChildFailed(
                     f"{name} exited with code {code}; its log "

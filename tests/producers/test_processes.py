@@ -111,3 +111,17 @@ def test_sigterm_to_the_demo_runs_its_cleanup(tmp_path) -> None:
     while alive(child_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child_pid)
+
+
+def test_a_service_given_restarts_is_started_again_then_reported(tmp_path) -> None:
+    with ProcessGroup(tmp_path) as group:
+        child = group.start(
+            "learner", [sys.executable, "-c", "raise SystemExit(1)"], {}, restarts=1
+        )
+        first = child.process.pid
+        child.process.wait(timeout=10)
+        group.check_alive("learner")  # started again
+        assert child.process.pid != first and child.restarts_done == 1
+        child.process.wait(timeout=10)
+        with pytest.raises(ChildFailed, match="code 1"):
+            group.check_alive("learner")
