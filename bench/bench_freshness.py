@@ -33,10 +33,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--flush-ms", type=int, default=500, help="flush_interval_ms")
     args = parser.parse_args()
     from confluent_kafka import Producer
 
-    with private_stack(flush_interval_ms=500) as settings:
+    with private_stack(flush_interval_ms=args.flush_ms) as settings:
         log = Path(tempfile.mkdtemp(prefix="keyart-bench-")) / "worker.log"
         client = redis.Redis.from_url(settings.redis_url)
         key = Keys(settings.redis_prefix).offsets(settings.streams_app_id)
