@@ -38,13 +38,13 @@ from bandits.policies._beta import beta_draws
 from bandits.policies.base import argmax_choice
 from bandits.ramp import RampUp
 from bandits.state import ArmStats
+from gateway.candidates import CandidateBlock, CandidateCache
 from gateway.config import RuleConfig
-from gateway.placements import Placement, fits
+from gateway.placements import Placement
 from gateway.retirement import Retirement
-from gateway.rules import row_similarity, scene_matches
+from gateway.rules import scene_matches
 from gateway.scoring import PolicyBook, posterior_counts
 from gateway.state import PosterCache, PosterMeta, VideoState
-from keyart.keys import arm_field, escape
 
 __all__ = ["RowDecider", "VideoDecision"]
 
@@ -82,6 +82,7 @@ class _Segment:
 
     index: int
     state: VideoState
+    block: CandidateBlock
     start: int
     end: int
     rules: list[str]
@@ -120,19 +121,11 @@ class RowDecider:
         self.rng = rng
         self.split_by_placement = split_by_placement
         self.split_by_segment = split_by_segment
+        self.candidates = CandidateCache(posters)
 
     def recall(self, state: VideoState, placement: Placement) -> list[PosterMeta]:
         """Step 1: approved, unretired posters of the video that fit the slot."""
-        out = []
-        for poster_id in state.poster_ids:
-            if poster_id in state.retired:
-                continue
-            meta = self.posters.peek(poster_id)
-            if meta is None or meta.status != "approved":
-                continue
-            if fits(placement, meta.aspect, meta.placements):
-                out.append(meta)
-        return out
+        return list(self.candidates.block(state, placement, "", "").metas)
 
     def decide_row(
         self,
@@ -151,21 +144,22 @@ class RowDecider:
         raw: list[bytes | None] = []
         where = placement.name if self.split_by_placement else ""
         who = segment if self.split_by_segment else ""
+        blocks: list[CandidateBlock] = []
         for i, state in enumerate(states):  # Step 1
-            posters = self.recall(state, placement)
+            block = self.candidates.block(state, placement, where, who)
+            posters = block.metas
             if not posters:
                 out[i] = VideoDecision(
                     state.video_id, None, 1.0, policy_name, 0, reason="no_candidates"
                 )
                 continue
             segments.append(
-                _Segment(i, state, len(flat), len(flat) + len(posters), [], [])
+                _Segment(i, state, block, len(flat), len(flat) + len(posters), [], [])
             )
+            blocks.append(block)
             flat += posters
-            raw += [
-                state.arms.get(arm_field(p.poster_id, where, who).encode())
-                for p in posters
-            ]
+            arms = state.arms
+            raw += [arms.get(f) for f in block.fields]
         if not flat:
             return [d for d in out if d is not None]
 
@@ -192,7 +186,7 @@ class RowDecider:
 
         similarity = None  # Step 4
         if rules.mmr_lambda > 0 and len(segments) > 1:
-            similarity = row_similarity(flat)
+            similarity = self.candidates.similarity(blocks, flat)
         bonus = (multipliers - 1.0) * reference
         first = np.where(mask, draws[0] + bonus, -np.inf) if draws is not None else None
         ramping_all = (mask & (counts[:, 0] < rules.ramp_min_impressions)).tolist()
@@ -264,7 +258,7 @@ class RowDecider:
                 policy=name,
                 model_version=version
                 or int(seg.state.arms.get(b"_updated_ms", b"0") or 0),
-                candidates=[p.poster_id for p in flat[seg.start : seg.end]],
+                candidates=list(seg.block.ids),
                 scores=reference[seg.start : seg.end].tolist(),
                 rules=seg.rules,
                 retired=seg.retired,
@@ -287,7 +281,7 @@ class RowDecider:
         k = len(flat)
         multipliers = [1.0] * k
         mask = [True] * k
-        ids = [p.poster_id for p in flat]
+        ids = [p for seg in segments for p in seg.block.ids]
         impressions = counts[:, 0].tolist()
         scene = [False] * k
         if rules.scene_boost != 1.0 and cue_text:
@@ -304,10 +298,7 @@ class RowDecider:
             if cap < 1.0 and exposure:
                 total = sum(exposure.values())
                 if total > 0 and total >= rules.exposure_min_impressions:
-                    over = [
-                        exposure.get(escape(ids[i]), 0) / total > cap
-                        for i in range(s, e)
-                    ]
+                    over = [exposure.get(p, 0) / total > cap for p in seg.block.escaped]
                     remaining = [mask[s + j] and not o for j, o in enumerate(over)]
                     if any(over) and any(remaining):
                         mask[s:e] = remaining

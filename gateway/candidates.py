@@ -1,0 +1,156 @@
+"""Each video's recalled candidates, prepared once and reused across requests.
+
+A row of 20 videos has about a hundred candidates; rebuilding their arm
+fields, escaped ids, tag columns and embedding matrix on every request cost
+more than the policy itself. :class:`CandidateCache` keeps them per video and
+placement, valid while the video's poster set, its retired set and every
+poster's cached metadata object stay the same (a metadata refresh builds a
+new :class:`~gateway.state.PosterMeta`, which invalidates the entry).
+
+Examples
+--------
+>>> from gateway.state import PosterCache
+>>> cache = CandidateCache(PosterCache(ttl_s=60.0))
+>>> cache.similarity([], []).shape
+(0, 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.placements import Placement, fits
+from gateway.rules import row_similarity
+from gateway.state import PosterCache, PosterMeta, VideoState
+from keyart.keys import arm_field, escape
+
+__all__ = ["CandidateBlock", "CandidateCache"]
+
+MAX_ENTRIES = 100_000
+MAX_TAGS = 1_000_000
+
+
+@dataclass(slots=True, eq=False)
+class CandidateBlock:
+    """One video's candidates for one placement and arm split."""
+
+    poster_ids: list[str]
+    """The video's poster set the block was built from (sorted)."""
+    retired: frozenset[str]
+    sources: list[PosterMeta | None]
+    """The cached metadata of every poster in ``poster_ids`` at build time."""
+    metas: list[PosterMeta]
+    """Recalled candidates, in poster-id order."""
+    ids: list[str]
+    escaped: list[str]
+    fields: list[bytes]
+    """Encoded arm fields of the candidates."""
+    unit: np.ndarray | None
+    """``(k, d)`` unit embeddings when every candidate has one of length d."""
+    tag_rows: np.ndarray
+    tag_cols: np.ndarray
+    """Candidate index and global tag column of each (candidate, tag) pair."""
+
+
+class CandidateCache:
+    """Recall (step 1 of :mod:`gateway.decide`) with its results cached."""
+
+    def __init__(self, posters: PosterCache) -> None:
+        self.posters = posters
+        self._blocks: dict[tuple[str, str, str, str], CandidateBlock] = {}
+        self._tags: dict[str, int] = {}
+
+    def block(
+        self, state: VideoState, placement: Placement, where: str, who: str
+    ) -> CandidateBlock:
+        """The video's approved, unretired candidates that fit the placement."""
+        key = (state.video_id, placement.name, where, who)
+        found = self._blocks.get(key)
+        if found is not None and self._valid(found, state):
+            return found
+        if len(self._blocks) >= MAX_ENTRIES or len(self._tags) >= MAX_TAGS:
+            self._blocks.clear()
+            self._tags.clear()
+        built = self._build(state, placement, where, who)
+        self._blocks[key] = built
+        return built
+
+    def _valid(self, block: CandidateBlock, state: VideoState) -> bool:
+        if block.poster_ids != state.poster_ids or block.retired != state.retired:
+            return False
+        peek = self.posters.peek
+        return all(
+            peek(p) is m for p, m in zip(block.poster_ids, block.sources, strict=True)
+        )
+
+    def _build(
+        self, state: VideoState, placement: Placement, where: str, who: str
+    ) -> CandidateBlock:
+        sources = [self.posters.peek(p) for p in state.poster_ids]
+        metas = [
+            meta
+            for poster_id, meta in zip(state.poster_ids, sources, strict=True)
+            if poster_id not in state.retired
+            and meta is not None
+            and meta.status == "approved"
+            and fits(placement, meta.aspect, meta.placements)
+        ]
+        ids = [m.poster_id for m in metas]
+        unit = None
+        lengths = {m.embedding.shape[0] for m in metas if m.embedding is not None}
+        if metas and len(lengths) == 1 and all(m.embedding is not None for m in metas):
+            unit = np.stack([m.embedding for m in metas]).astype(np.float64)  # type: ignore[misc]
+        rows, cols = [], []
+        for i, meta in enumerate(metas):
+            for tag in meta.tags:
+                rows.append(i)
+                cols.append(self._tags.setdefault(tag, len(self._tags)))
+        return CandidateBlock(
+            poster_ids=list(state.poster_ids),
+            retired=state.retired,
+            sources=sources,
+            metas=metas,
+            ids=ids,
+            escaped=[escape(p) for p in ids],
+            fields=[arm_field(p, where, who).encode() for p in ids],
+            unit=unit,
+            tag_rows=np.array(rows, dtype=np.intp),
+            tag_cols=np.array(cols, dtype=np.intp),
+        )
+
+    def similarity(
+        self, blocks: Sequence[CandidateBlock], flat: Sequence[PosterMeta]
+    ) -> np.ndarray:
+        """:func:`gateway.rules.row_similarity` of the row, from cached parts.
+
+        Falls back to the direct computation when the row's embeddings are
+        not all of one length (that function then ignores the odd ones).
+        """
+        if not blocks:
+            return np.zeros((0, 0))
+        units = [b.unit for b in blocks]
+        dims = {u.shape[1] for u in units if u is not None}
+        if any(u is None for u in units) or len(dims) > 1:
+            return row_similarity(flat)
+        k = len(flat)
+        similarity = np.zeros((k, k))
+        offsets = np.cumsum([0] + [len(b.metas) for b in blocks[:-1]])
+        rows = np.concatenate(
+            [b.tag_rows + o for b, o in zip(blocks, offsets, strict=True)]
+        )
+        if rows.size:
+            cols = np.concatenate([b.tag_cols for b in blocks])
+            used, columns = np.unique(cols, return_inverse=True)
+            incidence = np.zeros((k, used.size))
+            incidence[rows, columns] = 1.0
+            shared = incidence @ incidence.T
+            sizes = incidence.sum(axis=1)
+            union = sizes[:, None] + sizes[None, :] - shared
+            similarity = np.divide(shared, union, out=similarity, where=union > 0)
+        if dims:
+            unit = np.concatenate(units)  # type: ignore[arg-type]
+            similarity = np.maximum(similarity, np.clip(unit @ unit.T, 0.0, 1.0))
+        return similarity
