@@ -6,17 +6,38 @@ Steps of :meth:`Collector.collect`:
    in the answer, the others go on);
 2. verify each event's impression token and fill the record from it, so the
    user, video, poster, policy and propensity are what the gateway decided;
-3. claim each event id with ``SET NX`` (kept ``dedupe_window_s``), all in
-   one script call (the metadata of posters not cached is fetched alongside);
-   an id already claimed is a duplicate and is not produced again;
+3. claim, in one script call, each event's id and its token's slot (the
+   metadata of posters not cached is fetched alongside); claims are *pending*
+   for ``collect_pending_s``: a resend of a pending event is answered with a
+   retryable error, a resend of a delivered one is a duplicate;
 4. encode with the schemas codec and produce, keyed by video id, and wait for
    the broker's acknowledgement;
-5. release the claims of events the broker refused (the client may resend
-   them) and, for delivered impressions, record the exposure bucket and the
-   user's seen set that the exposure-cap and deweighting rules read.
+5. confirm the claims of acknowledged events (kept ``dedupe_window_s``, the
+   token slot as long as the token is valid), release those the broker refused
+   (the client may resend them) and, for delivered impressions, record the
+   exposure bucket and the user's seen set that the exposure-cap and
+   deweighting rules read.
 
-When Redis is down, events are produced without the duplicate check (the
-learner drops duplicates by id again) rather than refused.
+An event id counts as collected only once the broker acknowledged it: if the
+process dies between steps 3 and 5, its pending claims expire after
+``collect_pending_s`` and the client's resend is then produced. A record
+already handed to the broker before the process died may then reach Kafka
+twice; the learner drops the second copy by event id.
+
+One token, one impression, one click. The token names one decision (one
+poster in one slot), so the collector takes at most one impression and at
+most one click per token: the first event of each type claims the token's
+slot and later ones, under any event id, are refused with ``token: already
+backs impression ...``. A click is thus counted at most once per impression;
+its ``impression_id`` is not checked against the impression's event id (the
+learner joins them).
+
+Redis budget. All Redis work of a batch has ``collect_redis_budget_ms``. When
+Redis does not answer in time, the batch is produced without the duplicate
+and token-slot checks (outcome ``undeduplicated``; the learner drops repeated
+event ids but not repeated tokens) rather than refused, and after
+``CIRCUIT_FAILURES`` failures Redis is skipped for ``CIRCUIT_OPEN_S`` seconds
+so every batch answers within the budget.
 """
 
 from __future__ import annotations
@@ -34,6 +55,7 @@ from gateway import metrics
 from gateway._ratelimit import RateLimitedLog
 from gateway.broker import GatewayProducer
 from gateway.models import ClickIn, EventError, ImpressionIn
+from gateway.service import CIRCUIT_FAILURES, CIRCUIT_OPEN_S
 from gateway.state import PosterCache, exposure_field, parse_poster
 from gateway.token import ImpressionToken, TokenError, TokenSigner
 from keyart.keys import Keys, escape
@@ -51,28 +73,52 @@ FUTURE_SLACK_MS = 300_000
 _EVENT = TypeAdapter(Annotated[ImpressionIn | ClickIn, Field(discriminator="type")])
 
 
-# One round trip per batch, whatever its size: claim every event id.
+# One round trip per batch, whatever its size: for each event, KEYS[2i-1] is
+# its id's claim and KEYS[2i] its token slot's; ARGV[i + 1] its event id.
+# Answers: 1 claimed, 0 duplicate, 2 pending elsewhere (retry), 3 slot used
+# by another event, 4 slot pending for another event (retry).
 _CLAIM = """
 local out = {}
-for i = 1, #KEYS do
-  out[i] = redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) and 1 or 0
+for i = 1, #KEYS / 2 do
+  local id_key, slot_key, id = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i + 1]
+  local state = redis.call('GET', id_key)
+  local slot = redis.call('GET', slot_key)
+  if state == 'd' then
+    out[i] = 0
+  elseif state then
+    out[i] = 2
+  elseif slot and string.sub(slot, 3) ~= id then
+    out[i] = string.sub(slot, 1, 1) == 'd' and 3 or 4
+  elseif slot then
+    out[i] = string.sub(slot, 1, 1) == 'd' and 0 or 2
+  else
+    redis.call('SET', id_key, 'p', 'PX', ARGV[1])
+    redis.call('SET', slot_key, 'p|' .. id, 'PX', ARGV[1])
+    out[i] = 1
+  end
 end
 return out
 """
 
-# Release the claims of undelivered events (the first ARGV[1] keys), then
-# for each delivered impression: its user's seen set and its exposure bucket.
+# Release the first ARGV[1] keys (claims of undelivered events), confirm the
+# next 2 * ARGV[2] keys (id and slot of acknowledged events, ids in ARGV[8..]),
+# then for each delivered impression: its user's seen set and exposure bucket.
 _AFTER = """
-local released = tonumber(ARGV[1])
+local released, confirmed = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, released do
   redis.call('DEL', KEYS[i])
 end
-local arg = 5
-for i = released + 1, #KEYS, 2 do
-  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[arg])
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
+for i = 1, confirmed do
+  local k = released + 2 * i - 1
+  redis.call('SET', KEYS[k], 'd', 'EX', ARGV[6])
+  redis.call('SET', KEYS[k + 1], 'd|' .. ARGV[7 + i], 'EX', ARGV[7])
+end
+local arg = 8 + confirmed
+for i = released + 2 * confirmed + 1, #KEYS, 2 do
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[arg])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
   redis.call('HINCRBY', KEYS[i + 1], ARGV[arg + 1], 1)
-  redis.call('EXPIRE', KEYS[i + 1], ARGV[4])
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[5])
   arg = arg + 2
 end
 return 0
@@ -112,6 +158,9 @@ class Collector:
         self._warn = RateLimitedLog(logger)
         self._claim_script = redis.register_script(_CLAIM)
         self._after_script = redis.register_script(_AFTER)
+        self._budget_s = settings.collect_redis_budget_ms / 1000
+        self._failures = 0
+        self._skip_until = 0.0
 
     def _parse(self, body: bytes) -> list[Any]:
         try:
@@ -161,6 +210,10 @@ class Collector:
             "poster_features": dict(meta.features) if meta else {},
         }
 
+    def _slot_key(self, event: ImpressionIn | ClickIn, token: ImpressionToken) -> str:
+        # '#' is outside ID_PATTERN: no client event id can name a slot key.
+        return self.keys.collected(f"#{event.type}#{token.decision_id}")
+
     async def collect(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Take one batch; return the HTTP status and the answer body."""
         events = self._parse(body)
@@ -170,6 +223,7 @@ class Collector:
         outcomes: Counter[tuple[str, str]] = Counter()
         valid: list[tuple[int, ImpressionIn | ClickIn, ImpressionToken]] = []
         seen_ids: set[str] = set()
+        slot_to_event: dict[tuple[str, str], str] = {}
         duplicates = 0
         for index, raw in enumerate(events):  # Steps 1 and 2
             kind = raw.get("type", "?") if isinstance(raw, dict) else "?"
@@ -199,19 +253,44 @@ class Collector:
             valid.append((index, event, token))
 
         claimed = await self._claim(valid)  # Step 3
+        checked = claimed is not None
         pending = []
-        unusable: list[str] = []
+        unusable: list[tuple[ImpressionIn | ClickIn, ImpressionToken]] = []
         records = []
-        for (index, event, token), fresh in zip(valid, claimed, strict=True):
-            if not fresh:
+        for (index, event, token), claim in zip(
+            valid, claimed or [1] * len(valid), strict=True
+        ):
+            slot = (event.type, token.decision_id)
+            if claim in (1, 4) and slot in slot_to_event:  # taken in this batch
+                errors.append(_slot_used(index, event.type, slot_to_event[slot]))
+                outcomes[event.type, "invalid"] += 1
+                continue
+            if claim == 1:
+                slot_to_event[slot] = event.event_id
+            if claim == 0:
                 duplicates += 1
                 outcomes[event.type, "duplicate"] += 1
+                continue
+            if claim in (2, 4):
+                errors.append(
+                    EventError(
+                        index=index,
+                        reason="event_id: waiting for the broker in another "
+                        "batch; resend later",
+                        retry=True,
+                    )
+                )
+                outcomes[event.type, "pending"] += 1
+                continue
+            if claim == 3:
+                errors.append(_slot_used(index, event.type, None))
+                outcomes[event.type, "invalid"] += 1
                 continue
             kind, record = self._record(event, token)  # Step 4
             try:
                 value = self.codec.encode(kind, record)
             except ValueError as error:
-                unusable.append(event.event_id)
+                unusable.append((event, token))
                 errors.append(EventError(index=index, reason=str(error)))
                 outcomes[event.type, "invalid"] += 1
                 continue
@@ -220,7 +299,7 @@ class Collector:
         results = await self.producer.produce_many(records)
 
         accepted = 0
-        failed = []
+        failed = list(unusable)
         delivered = []
         for (index, event, token), outcome in zip(pending, results, strict=True):
             if outcome is None:
@@ -228,12 +307,13 @@ class Collector:
                 delivered.append((event, token))
                 outcomes[event.type, "produced"] += 1
             else:
-                failed.append(event.event_id)
+                failed.append((event, token))
                 errors.append(
                     EventError(index=index, reason=f"broker: {outcome}", retry=True)
                 )
                 outcomes[event.type, "failed"] += 1
-        await self._after(failed + unusable, delivered, now_ms)  # Step 5
+        if checked:
+            await self._after(failed, delivered, now_ms)  # Step 5
 
         for (kind, outcome), count in outcomes.items():
             metrics.COLLECTED.labels(kind=kind, outcome=outcome).inc(count)
@@ -245,12 +325,27 @@ class Collector:
             "errors": [e.model_dump() for e in errors],
         }
 
+    async def _redis(self, call: Any) -> Any:
+        """Await ``call`` within the batch budget, through the circuit breaker."""
+        if time.monotonic() < self._skip_until:
+            call.close()
+            raise _Skipped("circuit open")
+        try:
+            answer = await asyncio.wait_for(call, self._budget_s)
+        except Exception:
+            self._failures += 1
+            if self._failures >= CIRCUIT_FAILURES:
+                self._skip_until = time.monotonic() + CIRCUIT_OPEN_S
+            raise
+        self._failures = 0
+        return answer
+
     async def _claim(
         self, valid: list[tuple[int, ImpressionIn | ClickIn, ImpressionToken]]
-    ) -> list[bool]:
+    ) -> list[int] | None:
+        """Claim codes (see ``_CLAIM``) per event, or None when Redis failed."""
         if not valid:
             return []
-        ttl = max(1, int(self.settings.dedupe_window_s))
         missing = sorted(
             {
                 token.poster_id
@@ -259,49 +354,81 @@ class Collector:
                 and self.posters.peek(token.poster_id) is None
             }
         )
+        keys = []
+        for _, event, token in valid:
+            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
+        args = [int(self.settings.collect_pending_s * 1000)]
+        args += [event.event_id for _, event, _ in valid]
+
+        async def both() -> tuple[Any, list[Any]]:
+            claims = self._claim_script(keys=keys, args=args)
+            if not missing:
+                return await claims, []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for poster_id in missing:
+                    pipe.hgetall(self.keys.poster(poster_id))
+                return await asyncio.gather(claims, pipe.execute())
+
         try:
-            claims = self._claim_script(
-                keys=[self.keys.collected(event.event_id) for _, event, _ in valid],
-                args=[ttl],
-            )
-            if missing:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for poster_id in missing:
-                        pipe.hgetall(self.keys.poster(poster_id))
-                    fetched, posters = await asyncio.wait_for(
-                        asyncio.gather(claims, pipe.execute()), 2.0
-                    )
-            else:
-                fetched, posters = await asyncio.wait_for(claims, 2.0), []
+            fetched, posters = await self._redis(both())
         except Exception as error:  # Redis down: produce without the check
             self._warn.warning("dedupe", "cannot dedupe events: %r", error)
             metrics.COLLECTED.labels(kind="any", outcome="undeduplicated").inc(
                 len(valid)
             )
-            return [True] * len(valid)
+            return None
         now = time.monotonic()
         for poster_id, raw in zip(missing, posters, strict=True):
             self.posters.put(poster_id, parse_poster(poster_id, raw), now)
-        return [bool(r) for r in fetched]
+        return [int(r) for r in fetched]
 
     async def _after(
         self,
-        failed: list[str],
+        failed: list[tuple[ImpressionIn | ClickIn, ImpressionToken]],
         delivered: list[tuple[ImpressionIn | ClickIn, ImpressionToken]],
         now_ms: int,
     ) -> None:
-        impressions = [t for e, t in delivered if e.type == "impression"]
-        if not failed and not impressions:
+        if not failed and not delivered:
             return
-        keys = [self.keys.collected(event_id) for event_id in failed]
-        args: list[Any] = [len(failed), now_ms, SEEN_TTL_S, EXPOSURE_TTL_S]
-        for token in impressions:
+        keys = []
+        for event, token in failed:
+            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
+        for event, token in delivered:
+            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
+        dedupe_s = max(1, int(self.settings.dedupe_window_s))
+        slot_s = max(dedupe_s, int(self.settings.token_ttl_s) + 1)
+        args: list[Any] = [
+            2 * len(failed),
+            len(delivered),
+            now_ms,
+            SEEN_TTL_S,
+            EXPOSURE_TTL_S,
+            dedupe_s,
+            slot_s,
+        ]
+        args += [event.event_id for event, _ in delivered]
+        for event, token in delivered:
+            if event.type != "impression":
+                continue
             keys += (
                 self.keys.seen(token.user_id, token.video_id),
                 self.keys.exposure(token.video_id),
             )
             args += (token.poster_id, exposure_field(escape(token.poster_id), now_ms))
         try:
-            await asyncio.wait_for(self._after_script(keys=keys, args=args), 2.0)
-        except Exception as error:  # the rules then lag; the events are in Kafka
-            self._warn.warning("after", "cannot record exposure: %r", error)
+            await self._redis(self._after_script(keys=keys, args=args))
+        except Exception as error:  # pending claims expire; the events are in Kafka
+            self._warn.warning("after", "cannot confirm claims or exposure: %r", error)
+
+
+class _Skipped(Exception):
+    """Redis is skipped for a moment after repeated failures."""
+
+
+def _slot_used(index: int, kind: str, other: str | None) -> EventError:
+    by = f" {other}" if other else " another event"
+    return EventError(
+        index=index,
+        reason=f"token: already backs {kind}{by} (one impression and one click "
+        "per token)",
+    )

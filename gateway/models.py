@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from gateway.placements import PLACEMENTS
 
@@ -14,6 +21,8 @@ __all__ = [
     "EventError",
     "EventsResponse",
     "ID_PATTERN",
+    "MAX_CONTEXT_KEYS",
+    "MAX_CONTEXT_VALUE",
     "ImpressionIn",
     "SelectRequest",
     "SelectResponse",
@@ -24,6 +33,36 @@ ID_PATTERN = r"^[A-Za-z0-9._:@/+=~-]{1,128}$"
 """Ids are 1-128 characters: letters, digits and ``. _ : @ / + = ~ -``."""
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+MAX_CONTEXT_KEYS = 64
+"""Most context features in one select request or impression."""
+
+MAX_CONTEXT_VALUE = 1e6
+"""Largest magnitude of a context feature: the learner's LinUCB and FM models
+add products of features, so one huge value would overflow the shared model."""
+
+ContextKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
+]
+
+
+def _bounded_context(value: dict[str, float]) -> dict[str, float]:
+    for key, number in value.items():
+        if not math.isfinite(number):
+            raise ValueError(f"context feature {key!r} is not finite")
+        if abs(number) > MAX_CONTEXT_VALUE:
+            raise ValueError(
+                f"context feature {key!r} is {number:g}, beyond "
+                f"+/-{MAX_CONTEXT_VALUE:g}"
+            )
+    return value
+
+
+Context = Annotated[
+    dict[ContextKey, float],
+    Field(max_length=MAX_CONTEXT_KEYS),
+    AfterValidator(_bounded_context),
+]
 
 
 class SelectRequest(BaseModel):
@@ -56,10 +95,10 @@ class SelectRequest(BaseModel):
         description="Titles of the row, in display order (at most the "
         "max_row_length setting, no repeats).",
     )
-    context: dict[Annotated[str, StringConstraints(max_length=64)], float] = Field(
+    context: Context = Field(
         default_factory=dict,
-        max_length=64,
-        description="Numeric user context features (LinUCB and FM use them).",
+        description="Numeric user context features (LinUCB and FM use them): "
+        "at most 64, each finite with magnitude at most 1e6.",
     )
     cues: list[Annotated[str, StringConstraints(max_length=200)]] = Field(
         default_factory=list,
@@ -86,14 +125,6 @@ class SelectRequest(BaseModel):
     def _no_repeats(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("a video appears twice in the row")
-        return value
-
-    @field_validator("context")
-    @classmethod
-    def _finite(cls, value: dict[str, float]) -> dict[str, float]:
-        for key, number in value.items():
-            if not math.isfinite(number):
-                raise ValueError(f"context feature {key!r} is not finite")
         return value
 
 
@@ -168,10 +199,9 @@ class ImpressionIn(BaseModel):
         ..., ge=0, description="When it was shown, milliseconds since the epoch."
     )
     token: str = Field(..., max_length=4096, description="The slot's impression token.")
-    context: dict[Annotated[str, StringConstraints(max_length=64)], float] = Field(
+    context: Context = Field(
         default_factory=dict,
-        max_length=64,
-        description="The user context sent with the select request.",
+        description="The user context sent with the select request (same bounds).",
     )
 
 

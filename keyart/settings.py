@@ -143,6 +143,26 @@ class Settings(BaseSettings):
     max_events_per_batch: int = Field(
         1000, ge=1, description="Most events in one collector batch."
     )
+    collect_redis_budget_ms: float = Field(
+        250.0,
+        gt=0,
+        description="Redis time budget of one collector batch (claims, then "
+        "exposure); past it the batch is produced undeduplicated and Redis is "
+        "skipped for a second after repeated failures.",
+    )
+    collect_pending_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long an event id stays claimed while its batch waits "
+        "for the broker's acknowledgement (a resend meanwhile is told to retry); "
+        "keep it above the producer's 10 s delivery timeout.",
+    )
+    max_candidates_per_video: int = Field(
+        50,
+        ge=1,
+        description="Most posters of one video a select request considers (the "
+        "newest approved ones, ties by poster id).",
+    )
     token_secret: str = Field(
         "",
         description="Secret that signs impression tokens; every gateway and "

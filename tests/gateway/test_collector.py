@@ -161,3 +161,76 @@ def test_malformed_and_oversized_batches_are_refused_whole(gateway):
     answer = gateway.client.post("/v1/events", json=too_many)
     assert answer.status_code == 422
     assert "KEYART_MAX_EVENTS_PER_BATCH" in answer.json()["detail"]
+
+
+def test_one_token_backs_one_impression_and_one_click(gateway):
+    gateway.set_rules(**RULES_OFF)
+    video = new_id("v")
+    add_poster(gateway, video, new_id("p"), stats=ArmStats(5, 1, 5, 1))
+    slot = _slot(gateway, new_id("u"), video)
+    now_ms = int(time.time() * 1000)
+    impressions = [new_id("i") for _ in range(5)]
+    batch = [
+        {
+            "type": "impression",
+            "event_id": i,
+            "event_time": now_ms,
+            "token": slot["token"],
+        }
+        for i in impressions
+    ] + [
+        {
+            "type": "click",
+            "event_id": new_id("c"),
+            "event_time": now_ms,
+            "token": slot["token"],
+            "impression_id": i,
+        }
+        for i in impressions
+    ]
+    body = gateway.client.post("/v1/events", json={"events": batch}).json()
+    assert body["accepted"] == 2 and body["duplicates"] == 0
+    assert sorted(e["index"] for e in body["errors"]) == [1, 2, 3, 4, 6, 7, 8, 9]
+    for error in body["errors"]:
+        assert error["reason"].startswith("token: already backs")
+        assert error["retry"] is False
+
+    # A later batch with fresh ids on the same token is refused too; the first
+    # events' own resend is still a harmless duplicate.
+    later = [dict(batch[1], event_id=new_id("i")), dict(batch[5], event_id="c-x")]
+    body = gateway.client.post("/v1/events", json={"events": later}).json()
+    assert body["accepted"] == 0
+    assert [e["reason"].startswith("token: already backs") for e in body["errors"]] == [
+        True,
+        True,
+    ]
+    again = gateway.client.post("/v1/events", json={"events": [batch[0], batch[5]]})
+    assert again.json() == {"accepted": 0, "duplicates": 2, "errors": []}
+
+
+def test_context_values_are_bounded_in_impressions(gateway):
+    video = new_id("v")
+    add_poster(gateway, video, new_id("p"))
+    slot = _slot(gateway, new_id("u"), video)
+    now_ms = int(time.time() * 1000)
+
+    def impression(context):
+        return {
+            "type": "impression",
+            "event_id": new_id("i"),
+            "event_time": now_ms,
+            "token": slot["token"],
+            "context": context,
+        }
+
+    batch = [
+        impression({"a": 1e160}),
+        impression({f"k{i}": 1.0 for i in range(65)}),
+        impression({"a": -1e6}),
+    ]
+    body = gateway.client.post("/v1/events", json={"events": batch}).json()
+    assert body["accepted"] == 1
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert sorted(reasons) == [0, 1]
+    assert "context" in reasons[0] and "1e+160" in reasons[0]
+    assert "context" in reasons[1] and "64" in reasons[1]
