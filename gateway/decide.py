@@ -195,11 +195,13 @@ class RowDecider:
         ramps: list[RampUp] = []
         chosen = np.zeros(len(segments), dtype=np.intp)
         p_policy = np.zeros(len(segments))
-        placed: list[int] = []
+        # Each candidate's largest similarity to a poster already placed,
+        # updated with one column per placement (similarities are >= 0).
+        closest_all = np.zeros(len(flat)) if similarity is not None else None
         for j, seg in enumerate(segments):
             s, e = seg.start, seg.end
-            if similarity is not None and placed:
-                closest = similarity[s:e, placed].max(axis=1)
+            if closest_all is not None and j:
+                closest = closest_all[s:e]
                 if closest.any():
                     factor = multipliers[s:e] * (1.0 - rules.mmr_lambda * closest)
                     bonus[s:e] = (factor - 1.0) * reference[s:e]
@@ -243,7 +245,8 @@ class RowDecider:
                         mask=mask[s:e],
                     )
             chosen[j] = s + index
-            placed.append(s + index)
+            if closest_all is not None:
+                np.maximum(closest_all, similarity[:, s + index], out=closest_all)  # type: ignore[index]
 
         if draws is not None:  # Step 5
             p_policy = _thompson_propensities(draws[1:], bonus, mask, segments, chosen)

@@ -70,15 +70,19 @@ def _unb64(text: str) -> bytes:
 class TokenSigner:
     """Sign and verify impression tokens with one secret."""
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_keyed",)
 
     def __init__(self, secret: bytes) -> None:
         if not secret:
             raise ValueError("the token secret must not be empty")
-        self._secret = secret
+        # The keyed inner and outer hash states are computed once; each token
+        # copies them instead of re-deriving them from the secret.
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, payload, hashlib.sha256).digest()[:MAC_BYTES]
+        mac = self._keyed.copy()
+        mac.update(payload)
+        return mac.digest()[:MAC_BYTES]
 
     def sign(self, token: ImpressionToken) -> str:
         payload = orjson.dumps([VERSION, *token])
