@@ -127,7 +127,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
-        assert gateway.producer is not None
+        assert gateway.producer is not None and gateway.reader is not None
+        # The work of one select is bounded by the candidates it considers.
+        gateway.reader.max_candidates_per_video = settings.max_candidates_per_video
+        gateway.reader.max_candidates_per_row = settings.max_candidates_per_row
         app.state.collector = Collector(
             settings,
             gateway.keys,

@@ -20,6 +20,19 @@ path                               what
                                    workers, and the learner's state age
 =================================  ===========================================
 
+Who may read. The page and its JSON are read-only and open without the admin
+token: the numbers (click rates, lag) are meant for an internal page, and
+every route that changes anything (rules, experiments, poster review) lives
+under ``/admin`` and wants the token (a test walks the application's routes
+to hold that). Deploy the gateway's port behind the network boundary when
+click rates are not for everyone. Because anyone who reaches the port may call
+them, the reads are bounded: each answer is kept for ``ANSWER_CACHE_S``
+seconds per process (a burst of calls costs one Redis scan), the video list
+holds at most ``MAX_VIDEOS`` titles and one video's answer at most
+``MAX_POSTERS_SHOWN`` posters (the most shown first; ``posters_total`` says how
+many there are), so a title with thousands of posters is as cheap as one with
+two hundred.
+
 Everything here only reads (Redis, the catalog, the broker). Approving or
 rejecting a pending poster goes through the review API under ``/admin``, which
 wants the admin token; the page offers those buttons only once a token is
@@ -59,7 +72,26 @@ _PAGE = Path(__file__).with_name("dashboard.html")
 _SCRIPT = Path(__file__).with_name("dashboard.js")
 HISTORY_BUCKETS = 36  # six hours of 10-minute exposure buckets
 MAX_VIDEOS = 500
+MAX_POSTERS_SHOWN = 200
 LAG_CACHE_S = 5.0
+ANSWER_CACHE_S = 2.0
+_MAX_CACHED = 256
+
+
+def _cached(gateway: Any, key: str) -> Any:
+    cache = gateway.__dict__.setdefault("_dashboard_answers", {})
+    entry = cache.get(key)
+    if entry is not None and time.monotonic() - entry[0] < ANSWER_CACHE_S:
+        return entry[1]
+    return None
+
+
+def _remember(gateway: Any, key: str, answer: Any) -> Any:
+    cache = gateway.__dict__.setdefault("_dashboard_answers", {})
+    if len(cache) >= _MAX_CACHED:
+        cache.clear()
+    cache[key] = (time.monotonic(), answer)
+    return answer
 
 
 def _gateway(request: Request) -> Any:
@@ -112,6 +144,9 @@ async def _scan_videos(redis: Any, prefix: str) -> list[str]:
 @router.get("/api/videos")
 async def videos(request: Request) -> Response:
     gateway = _gateway(request)
+    cached = _cached(gateway, "videos")
+    if cached is not None:
+        return _json(cached)
     ids = await _scan_videos(gateway.redis, gateway.keys.prefix)
     async with gateway.redis.pipeline(transaction=False) as pipe:
         for video_id in ids:
@@ -132,7 +167,8 @@ async def videos(request: Request) -> Response:
             }
         )
     rows.sort(key=lambda r: (-r["impressions"], r["video_id"]))
-    return _json({"videos": rows, "generated_ms": int(time.time() * 1000)})
+    answer = {"videos": rows, "generated_ms": int(time.time() * 1000)}
+    return _json(_remember(gateway, "videos", answer))
 
 
 # One video ------------------------------------------------------------------------
@@ -252,6 +288,9 @@ def _variant_shares(
 @router.get("/api/videos/{video_id}")
 async def video(video_id: str, request: Request) -> Response:
     gateway = _gateway(request)
+    cached = _cached(gateway, "video:" + video_id)
+    if cached is not None:
+        return _json(cached)
     keys, redis, settings = gateway.keys, gateway.redis, gateway.settings
     now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=False) as pipe:
@@ -266,6 +305,15 @@ async def video(video_id: str, request: Request) -> Response:
     known = {escape(p) for p in approved} | {escape(p) for p in retired}
     orphans = sorted(unquote(e) for e in stats if e not in known)
     poster_ids = approved + sorted(set(retired) - set(approved)) + orphans
+    total = len(poster_ids)
+    if total > MAX_POSTERS_SHOWN:
+        shown = set(
+            sorted(
+                poster_ids,
+                key=lambda p: (-stats.get(escape(p), ArmStats()).impressions, p),
+            )[:MAX_POSTERS_SHOWN]
+        )
+        poster_ids = [p for p in poster_ids if p in shown]
     async with redis.pipeline(transaction=False) as pipe:
         for poster_id in poster_ids:
             pipe.hgetall(keys.poster(poster_id))
@@ -275,16 +323,19 @@ async def video(video_id: str, request: Request) -> Response:
     for poster_id in poster_ids:
         stats.setdefault(escape(poster_id), ArmStats())
     window_total = sum(s.window_impressions for s in stats.values())
+    shown_stats = [stats[escape(p)] for p in poster_ids]
+    a = settings.prior_alpha + np.array([s.window_clicks for s in shown_stats])
+    b = settings.prior_beta + np.array(
+        [
+            s.window_impressions - min(s.window_clicks, s.window_impressions)
+            for s in shown_stats
+        ]
+    )
+    lows, highs = beta.ppf(0.025, a, b), beta.ppf(0.975, a, b)
     posters = []
-    for poster_id, meta in zip(poster_ids, metas, strict=True):
-        s = stats[escape(poster_id)]
-        a = settings.prior_alpha + s.window_clicks
-        b = (
-            settings.prior_beta
-            + s.window_impressions
-            - min(s.window_clicks, s.window_impressions)
-        )
-        low, high = beta.ppf([0.025, 0.975], a, b)
+    for i, (poster_id, meta) in enumerate(zip(poster_ids, metas, strict=True)):
+        s = shown_stats[i]
+        low, high = lows[i], highs[i]
         status = "retired" if poster_id in retired else "active"
         if poster_id not in retired and poster_id not in approved:
             status = "unlisted"  # arm state without a poster in the video's set
@@ -309,9 +360,12 @@ async def video(video_id: str, request: Request) -> Response:
         )
     active = [p["poster_id"] for p in posters if p["status"] == "active"]
     updated_ms = int(arms.get(b"_updated_ms", 0) or 0)
-    return _json(
+    answer = _remember(
+        gateway,
+        "video:" + video_id,
         {
             "video_id": video_id,
+            "posters_total": total,
             "generated_ms": now_ms,
             "updated_ms": updated_ms,
             "state_age_s": (now_ms - updated_ms) / 1000 if updated_ms else None,
@@ -321,8 +375,9 @@ async def video(video_id: str, request: Request) -> Response:
             "catalog_note": pending["note"],
             "history": _history(expo, now_ms),
             "variants": _variant_shares(gateway, active, stats),
-        }
+        },
     )
+    return _json(answer)
 
 
 def _pending_or_note(gateway: Any, video_id: str) -> dict[str, Any]:

@@ -8,6 +8,16 @@ row, and the exposure window is summed next to the data. Poster metadata
 in process memory for ten minutes; only posters not in the cache cost a
 second round trip.
 
+A request's work is bounded: each video keeps at most
+:attr:`RowReader.max_candidates_per_video` posters, and the whole row at most
+:attr:`RowReader.max_candidates_per_row` (settings ``max_candidates_per_video``
+and ``max_candidates_per_row``), the best by all-time posterior click rate with
+a Beta(1, 1) prior (a poster without impressions counts as 0.5, so new art
+keeps its chance against proven weak posters), ties by poster id. Posters past
+the cap are not scored, not fetched and cannot be chosen: a title with more
+fresh posters than the cap serves only the first of them by id until some are
+retired.
+
 The script addresses several keys of different hash slots, so it needs a
 single Redis (or a replica of one), not Redis Cluster.
 
@@ -27,13 +37,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from keyart.keys import Keys
+from keyart.keys import Keys, escape
 
 __all__ = [
     "EXPOSURE_BUCKET_MS",
     "PosterCache",
     "PosterMeta",
     "VideoState",
+    "best_candidates",
     "exposure_field",
     "parse_poster",
     "tag_phrase",
@@ -176,6 +187,43 @@ class VideoState:
         return cls(video_id, {}, [], frozenset(), {}, frozenset())
 
 
+def best_candidates(
+    poster_ids: list[str], arms: dict[bytes, bytes], limit: int
+) -> list[str]:
+    """The ``limit`` best posters by posterior click rate, in poster id order.
+
+    Arm fields split by placement or segment (``poster|placement|segment``)
+    are summed per poster.
+
+    Examples
+    --------
+    >>> arms = {b"a": b"100,1,100,1", b"b": b"100,20,100,20", b"_updated_ms": b"1"}
+    >>> best_candidates(["a", "b", "c"], arms, 2)
+    ['b', 'c']
+    """
+    if len(poster_ids) <= limit:
+        return sorted(poster_ids)
+    totals: dict[str, list[int]] = {}
+    for field, value in arms.items():
+        name = field.decode(errors="replace").split("|", 1)[0]
+        if name.startswith("_"):
+            continue
+        parts = value.split(b",")
+        try:
+            impressions, clicks = int(parts[0]), int(parts[1])
+        except (ValueError, IndexError):
+            continue
+        total = totals.setdefault(name, [0, 0])
+        total[0] += impressions
+        total[1] += clicks
+
+    def rank(poster_id: str) -> tuple[float, str]:
+        impressions, clicks = totals.get(escape(poster_id), (0, 0))
+        return -(clicks + 1) / (impressions + 2), poster_id
+
+    return sorted(sorted(poster_ids, key=rank)[:limit])
+
+
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -208,6 +256,9 @@ class PosterCache:
 
 class RowReader:
     """Read rows with one script call, plus poster metadata not yet cached."""
+
+    max_candidates_per_video = 50
+    max_candidates_per_row = 1000
 
     def __init__(self, redis: Any, keys: Keys, posters: PosterCache) -> None:
         self.redis = redis
@@ -242,14 +293,24 @@ class RowReader:
             now_ms - int(seen_recency_s * 1000),
         )
         reply = await self._script(keys=script_keys, args=args)
+        per_video = max(
+            1,
+            min(
+                self.max_candidates_per_video,
+                self.max_candidates_per_row // max(1, len(video_ids)),
+            ),
+        )
         states = []
         for i, video in enumerate(video_ids):
             arms, members, retired, expo, seen = reply[5 * i : 5 * i + 5]
+            arm_fields = _pairs(arms)
             states.append(
                 VideoState(
                     video_id=video,
-                    arms=_pairs(arms),
-                    poster_ids=sorted(m.decode() for m in members),
+                    arms=arm_fields,
+                    poster_ids=best_candidates(
+                        [m.decode() for m in members], arm_fields, per_video
+                    ),
                     retired=frozenset(r.decode() for r in retired),
                     exposure={k.decode(): int(v) for k, v in _pairs(expo).items()},
                     seen=frozenset(s.decode() for s in seen),

@@ -160,8 +160,15 @@ class Settings(BaseSettings):
     max_candidates_per_video: int = Field(
         50,
         ge=1,
-        description="Most posters of one video a select request considers (the "
-        "newest approved ones, ties by poster id).",
+        description="Most posters of one video a select request considers: the "
+        "best by all-time posterior click rate (a poster without impressions "
+        "counts as 0.5), ties by poster id.",
+    )
+    max_candidates_per_row: int = Field(
+        1000,
+        ge=1,
+        description="Most posters a whole select request considers; a long row "
+        "of titles with many posters each gets fewer per title (at least one).",
     )
     token_secret: str = Field(
         "",
