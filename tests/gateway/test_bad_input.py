@@ -1,0 +1,161 @@
+"""Malformed requests get a 4xx (or a per-event error) naming the field, never 5xx."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+OK_SELECT = {"user_id": "u-1", "placement": "home_row", "video_ids": ["v-1"]}
+
+
+def _select(**changes):
+    body = dict(OK_SELECT)
+    for key, value in changes.items():
+        if value is _DROP:
+            body.pop(key)
+        else:
+            body[key] = value
+    return body
+
+
+_DROP = object()
+
+BAD_SELECTS = [
+    (_select(user_id=_DROP), "user_id"),
+    (_select(user_id=5), "user_id"),
+    (_select(user_id=""), "user_id"),
+    (_select(user_id="a*b"), "user_id"),
+    (_select(user_id="a\nb"), "user_id"),
+    (_select(user_id="ünï"), "user_id"),
+    (_select(user_id="x" * 129), "user_id"),
+    (_select(user_id=None), "user_id"),
+    (_select(placement="nowhere"), "placement"),
+    (_select(placement=_DROP), "placement"),
+    (_select(video_ids="v-1"), "video_ids"),
+    (_select(video_ids=[]), "video_ids"),
+    (_select(video_ids=[1]), "video_ids"),
+    (_select(video_ids=["a b"]), "video_ids"),
+    (_select(video_ids=["v*"]), "video_ids"),
+    (_select(video_ids=["v:1", "v:1"]), "video_ids"),
+    (_select(video_ids=[f"v{i}" for i in range(101)]), "video_ids"),
+    (_select(context={"a": "x"}), "context"),
+    (_select(context={"a": 1e7}), "context"),
+    (_select(context={"a": -1e160}), "context"),
+    (_select(context={"": 1.0}), "context"),
+    (_select(context={"a\n": 1.0}), "context"),
+    (_select(context={f"k{i}": 1.0 for i in range(65)}), "context"),
+    (_select(context=[1, 2]), "context"),
+    (_select(cues=["c"] * 33), "cues"),
+    (_select(cues=["c" * 201]), "cues"),
+    (_select(segment="s:1"), "segment"),
+    (_select(request_id="r r"), "request_id"),
+    (_select(surprise=1), "surprise"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_SELECTS)
+def test_bad_select_bodies_are_refused_naming_the_field(gateway, body, field):
+    response = gateway.client.post("/v1/select", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(field), response.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"null", b"[]", b"{nope", b'{"user_id": NaN}', b"\xff\xfe", b'"text"'],
+)
+def test_unparsable_select_bodies_are_4xx(gateway, raw):
+    response = gateway.client.post(
+        "/v1/select", content=raw, headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["detail"]
+
+
+def test_ids_with_colons_and_slashes_are_valid(gateway):
+    answer = gateway.select("user:1/a=b", ["video:1", "v~2"])
+    assert [s["video_id"] for s in answer["slots"]] == ["video:1", "v~2"]
+
+
+def test_oversize_bodies_are_413_naming_the_setting(gateway):
+    response = gateway.client.post(
+        "/v1/events", content=b"x" * (gateway.settings.max_request_bytes + 1)
+    )
+    assert response.status_code == 413
+    assert "KEYART_MAX_REQUEST_BYTES" in response.json()["detail"]
+
+
+def _event(**changes):
+    event = {
+        "type": "impression",
+        "event_id": "i-1",
+        "event_time": int(time.time() * 1000),
+        "token": "not.checked-before-the-fields",
+    }
+    for key, value in changes.items():
+        if value is _DROP:
+            event.pop(key)
+        else:
+            event[key] = value
+    return event
+
+
+BAD_EVENTS = [
+    (_event(event_id="a*b"), "event_id"),
+    (_event(event_id="a\nb"), "event_id"),
+    (_event(event_id="ïd"), "event_id"),
+    (_event(event_id=""), "event_id"),
+    (_event(event_id="x" * 129), "event_id"),
+    (_event(event_id=_DROP), "event_id"),
+    (_event(event_time="now"), "event_time"),
+    (_event(event_time=1.5), "event_time"),
+    (_event(event_time=-1), "event_time"),
+    (_event(event_time=_DROP), "event_time"),
+    (_event(token=5), "token"),
+    (_event(token="t" * 5000), "token"),
+    (_event(context={"a": "x"}), "context"),
+    (_event(context={"a": 1e300}), "context"),
+    (_event(context={f"k{i}": 0.0 for i in range(65)}), "context"),
+    (_event(surprise=True), "surprise"),
+    (_event(type="click"), "impression_id"),
+    (_event(type="click", impression_id="i*"), "impression_id"),
+    (_event(type="view"), "type"),
+    (_event(type=_DROP), "type"),
+    ("just a string", "event"),
+    (None, "event"),
+    ([1], "event"),
+]
+
+
+def test_each_bad_event_is_named_and_none_is_a_5xx(gateway):
+    events = [event for event, _ in BAD_EVENTS]
+    response = gateway.client.post("/v1/events", json={"events": events})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 0
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert sorted(reasons) == list(range(len(BAD_EVENTS)))
+    for index, (_, field) in enumerate(BAD_EVENTS):
+        assert field in reasons[index], (index, reasons[index])
+        assert not body["errors"][index]["retry"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b"{nope", "body"),
+        (b"[]", "events"),
+        (b"{}", "events"),
+        (b'{"events": {}}', "events"),
+        (b'{"events": "x"}', "events"),
+        (b"null", "events"),
+        (b'{"events": [NaN]}', "body"),
+    ],
+)
+def test_bad_batches_are_422_naming_the_field(gateway, raw, field):
+    response = gateway.client.post(
+        "/v1/events", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(field), response.text
