@@ -11,6 +11,31 @@ The hashing of one set of feature names is compiled once into a signed one-hot
 projection matrix and cached, so a request whose posters share their feature
 names (the usual case) costs one small matrix product.
 
+Every value is normalised first (:func:`normalise_value`), here and in
+:func:`bandits.fm.fm_features`, so the learner and the gateway, which both
+build their vectors with this module, always see the same transform. The
+workers write poster features in natural units (sharpness up to ~1000,
+colour channels 0-255, counts) and clients send whatever context they like;
+unscaled, those make the LinUCB crossings and the FM's SGD steps blow up. The
+transform is stateless (no statistics to learn, publish or keep in step),
+monotone and per value:
+
+* a poster feature in :data:`POSTER_SCALES` is mapped by its documented
+  range: ``"linear"`` divides by the scale, ``"log"`` is
+  ``sign(x) log1p(|x|) / log1p(scale)``, so the usual range lands in
+  ``[0, 1]``;
+* any other value already within ``[-1, 1]`` (one-hots, shares, the user
+  context of the demo) passes unchanged;
+* any other value outside is compressed continuously:
+  ``sign(x) (1 + ln|x| / ln(DEFAULT_SCALE))``, so ``DEFAULT_SCALE`` maps to 2;
+* the result is clipped to ``[-CLIP, CLIP]``; NaN and infinity are refused
+  with a ``ValueError`` (the learner dead-letters such events before they
+  get here, the gateway answers 422).
+
+Changing the table changes the meaning of a published model's weights:
+LinUCB and the FM must be retrained (new Redis prefix or flushed models)
+after an edit.
+
 Examples
 --------
 >>> x = cross_features({"age": 0.3}, {"dark": 1.0}, dim=16)
@@ -30,17 +55,42 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = [
+    "CLIP",
+    "DEFAULT_SCALE",
     "FEATURE_DIM",
+    "POSTER_SCALES",
     "cross_features",
     "cross_features_many",
     "feature_projection",
     "feature_slot",
+    "normalise_columns",
+    "normalise_features",
+    "normalise_value",
 ]
 
 FEATURE_DIM: int = 64
 """Default length of a crossed feature vector."""
 
 _BIAS = "bias"
+
+CLIP: float = 3.0
+"""Normalised values are clipped to ``[-CLIP, CLIP]``."""
+
+DEFAULT_SCALE: float = 1000.0
+"""A value of this size outside the table maps to 2 (1 maps to 1)."""
+
+_COLOUR = ("linear", 255.0)
+POSTER_SCALES: dict[str, tuple[str, float]] = {
+    "sharpness": ("log", 1000.0),  # variance of the Laplacian, grey levels^2
+    "colourfulness": ("log", 100.0),  # Hasler-Suesstrunk, ~100 is vivid
+    "noise_sigma": ("log", 20.0),  # grey levels
+    "face_count": ("log", 10.0),  # 1 face -> 0.29, 3 -> 0.58
+    "people_count": ("log", 10.0),
+    **{f"dominant_{i}_{c}": _COLOUR for i in range(3) for c in "rgb"},  # 0-255
+}
+"""Poster feature -> (``"linear"`` or ``"log"``, scale), from the units of
+:mod:`workers.features`; features of 0 to 1 (shares, quality, crop score
+parts) and -1 to 1 (warmth) need no entry."""
 
 
 def feature_slot(name: str, dim: int = FEATURE_DIM) -> tuple[int, float]:
@@ -90,8 +140,9 @@ def feature_projection(
 
     ``raw @ feature_projection(u_keys, p_keys, dim)`` is the crossed feature
     vector when ``raw`` is ``[1, *u, *p, *outer(u, p).ravel()]`` with ``u`` and
-    ``p`` the user and poster values in the order of the SORTED key tuples
-    given. The learner uses it to featurise thousands of events in one product.
+    ``p`` the NORMALISED (:func:`normalise_columns`) user and poster values in
+    the order of the SORTED key tuples given. The learner uses it to featurise
+    thousands of events in one product.
 
     Examples
     --------
@@ -107,6 +158,99 @@ def feature_projection(
     return _projection(tuple(user_keys), tuple(poster_keys), dim)
 
 
+def normalise_value(name: str, value: float, poster: bool = True) -> float:
+    """The model-facing value of one feature (see the module docstring).
+
+    Parameters
+    ----------
+    name
+        The feature's name without prefix (``"sharpness"``).
+    value
+        Its raw value.
+    poster
+        Whether it is a poster feature (only those read :data:`POSTER_SCALES`).
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinity.
+
+    Examples
+    --------
+    >>> normalise_value("sharpness", 1000.0), normalise_value("dominant_0_r", 51.0)
+    (1.0, 0.2)
+    >>> normalise_value("age", 0.5, poster=False), normalise_value("age", 1000.0)
+    (0.5, 2.0)
+    """
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"feature {name!r} is not finite: {value!r}")
+    rule = POSTER_SCALES.get(name) if poster else None
+    if rule is not None:
+        kind, scale = rule
+        if kind == "linear":
+            value = value / scale
+        else:
+            value = math.copysign(math.log1p(abs(value)) / math.log1p(scale), value)
+    elif abs(value) > 1.0:
+        value = math.copysign(1.0 + math.log(abs(value)) / _LOG_DEFAULT, value)
+    return min(CLIP, max(-CLIP, value))
+
+
+_LOG_DEFAULT = math.log(DEFAULT_SCALE)
+
+
+def normalise_features(
+    features: Mapping[str, float], poster: bool = True
+) -> dict[str, float]:
+    """:func:`normalise_value` of every entry of a feature dict.
+
+    Examples
+    --------
+    >>> normalise_features({"sharpness": 0.0, "smile": 1.0})
+    {'sharpness': 0.0, 'smile': 1.0}
+    """
+    return {k: normalise_value(k, v, poster) for k, v in features.items()}
+
+
+def normalise_columns(
+    names: Sequence[str], values: np.ndarray, poster: bool = True
+) -> np.ndarray:
+    """:func:`normalise_value` of a matrix whose column ``j`` is feature
+    ``names[j]``, vectorised for the learner's batches (a new array).
+
+    Raises
+    ------
+    ValueError
+        When a value is NaN or infinite, or the shapes disagree.
+
+    Examples
+    --------
+    >>> normalise_columns(["sharpness", "age"], np.array([[1000.0, 0.5]])).tolist()
+    [[1.0, 0.5]]
+    """
+    x = np.array(values, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(f"{len(names)} feature names for values of shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("feature values contain NaN or infinity")
+    out = np.where(
+        np.abs(x) > 1.0,
+        np.sign(x) * (1.0 + np.log(np.maximum(np.abs(x), 1.0)) / _LOG_DEFAULT),
+        x,
+    )
+    for j, name in enumerate(names):
+        rule = POSTER_SCALES.get(name) if poster else None
+        if rule is not None:
+            kind, scale = rule
+            col = x[:, j]
+            if kind == "linear":
+                out[:, j] = col / scale
+            else:
+                out[:, j] = np.sign(col) * np.log1p(np.abs(col)) / math.log1p(scale)
+    return np.clip(out, -CLIP, CLIP)
+
+
 def _checked(features: Mapping[str, float], what: str) -> tuple[tuple[str, ...], list]:
     keys = tuple(sorted(features))
     values = []
@@ -119,7 +263,7 @@ def _checked(features: Mapping[str, float], what: str) -> tuple[tuple[str, ...],
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"{what} feature {key!r} is not finite: {value!r}")
-        values.append(value)
+        values.append(normalise_value(key, value, poster=what == "poster"))
     return keys, values
 
 
@@ -127,6 +271,8 @@ def cross_features(
     context: Mapping[str, float], poster: Mapping[str, float], dim: int = FEATURE_DIM
 ) -> np.ndarray:
     """Hashed vector of bias, user, poster and user x poster crossed features.
+
+    Values are normalised with :func:`normalise_value` before crossing.
 
     Parameters
     ----------

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from bandits.features import normalise_value
+
 __all__ = ["FMScorer", "OnlineFM", "fm_features"]
 
 
@@ -61,6 +63,9 @@ def fm_features(
     User features are prefixed ``"u:"``, poster features ``"p:"``, and the
     poster id becomes the one-hot feature ``"poster=<id>"``, which lets the
     model learn each poster's own appeal and its interactions with users.
+    Values are normalised with :func:`bandits.features.normalise_value`, the
+    transform LinUCB's crossed features use, so natural units (sharpness in
+    the hundreds, colour channels to 255) cannot blow up the SGD steps.
 
     Parameters
     ----------
@@ -76,16 +81,20 @@ def fm_features(
     --------
     >>> fm_features({"age": 0.5}, {"dark": 1.0}, poster_id="p7")
     {'u:age': 0.5, 'p:dark': 1.0, 'poster=p7': 1.0}
+    >>> fm_features({}, {"sharpness": 1000.0, "dominant_0_r": 255.0})
+    {'p:sharpness': 1.0, 'p:dominant_0_r': 1.0}
     """
     poster = dict(poster)
     own_id = poster.pop("id", None)
     if poster_id is None and isinstance(own_id, str):
         poster_id = own_id
-    x = {f"u:{k}": v for k, v in context.items()}
-    x.update({f"p:{k}": v for k, v in poster.items()})
+    user = _check_features(context)
+    looks = _check_features(poster)
+    x = {f"u:{k}": normalise_value(k, v, poster=False) for k, v in user.items()}
+    x.update({f"p:{k}": normalise_value(k, v) for k, v in looks.items()})
     if poster_id is not None:
         x[f"poster={poster_id}"] = 1.0
-    return _check_features(x)
+    return x
 
 
 class OnlineFM:

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bandits.features import _projection  # the hashing the gateway scores with
+# The normalisation and hashing the gateway scores with.
+from bandits.features import _projection, normalise_columns
 from bandits.linucb import LinUCB
 
 __all__ = ["LinUCBShard", "feature_rows", "merge_linucb"]
@@ -56,6 +57,8 @@ def feature_rows(
         # Columns in sorted name order, the order the projection was built in.
         u = u.reshape(n, len(user_keys))[:, np.argsort(user_keys)]
         p = p.reshape(n, len(poster_keys))[:, np.argsort(poster_keys)]
+        u = normalise_columns(sorted(user_keys), u, poster=False)
+        p = normalise_columns(sorted(poster_keys), p)
         crossed = (u[:, :, None] * p[:, None, :]).reshape(n, -1)
         raw = np.hstack([np.ones((n, 1)), u, p, crossed])
         projection = _projection(

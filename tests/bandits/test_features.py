@@ -6,8 +6,17 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from bandits.features import cross_features, cross_features_many, feature_slot
+from bandits.features import (
+    CLIP,
+    POSTER_SCALES,
+    cross_features,
+    cross_features_many,
+    feature_slot,
+    normalise_columns,
+    normalise_value,
+)
 
 USER = {"age": 0.31, "night": 1.0}
 POSTERS = [{"dark": 1.0, "faces": 2.0}, {"dark": 0.0, "faces": 1.0}, {"text": 1.0}]
@@ -36,7 +45,8 @@ def test_many_equals_one_by_one_with_mixed_feature_names() -> None:
 def test_vector_is_the_signed_sum_of_hashed_terms() -> None:
     dim = 16
     expected = np.zeros(dim)
-    terms = {"bias": 1.0, "u:age": 0.5, "p:dark": 2.0, "u:age*p:dark": 1.0}
+    dark = normalise_value("dark", 2.0)
+    terms = {"bias": 1.0, "u:age": 0.5, "p:dark": dark, "u:age*p:dark": 0.5 * dark}
     for name, value in terms.items():
         bucket, sign = feature_slot(name, dim)
         expected[bucket] += sign * value
@@ -52,3 +62,67 @@ def test_user_features_change_poster_ranking_through_crossings() -> None:
     a = cross_features_many({"age": 1.0}, POSTERS[:2])
     b = cross_features_many({"age": 0.0}, POSTERS[:2])
     assert not np.allclose(a[0] - a[1], b[0] - b[1])
+
+
+# The workers' features at the top of their documented ranges.
+NATURAL_TOPS = {
+    "sharpness": 1050.0,
+    "colourfulness": 100.0,
+    "noise_sigma": 20.0,
+    "face_count": 10.0,
+    "people_count": 10.0,
+    "dominant_0_r": 255.0,
+    "dominant_2_b": 255.0,
+}
+
+
+def test_documented_poster_ranges_land_in_unit_interval() -> None:
+    for name, top in NATURAL_TOPS.items():
+        assert 0.95 <= normalise_value(name, top) <= 1.01, name
+        assert normalise_value(name, 0.0) == 0.0
+    assert 0.2 < normalise_value("face_count", 1.0) < normalise_value("face_count", 2)
+
+
+def test_unit_values_pass_and_others_are_compressed_monotonically() -> None:
+    for v in (-1.0, -0.3, 0.0, 0.5, 1.0):
+        assert normalise_value("anything", v, poster=False) == v
+    grid = np.concatenate([-np.logspace(9, -3, 300), np.logspace(-3, 9, 300)])
+    out = [normalise_value("anything", v, poster=False) for v in grid]
+    assert np.all(np.diff(out) >= 0)
+    assert max(map(abs, out)) == CLIP
+    # Continuous where the pass-through ends.
+    assert abs(normalise_value("u", 1.0 + 1e-9) - 1.0) < 1e-6
+
+
+def test_the_scale_table_is_for_poster_features_only() -> None:
+    assert normalise_value("sharpness", 0.5, poster=False) == 0.5
+    assert normalise_value("sharpness", 0.5) != 0.5
+
+
+def test_non_finite_values_are_refused() -> None:
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            normalise_value("sharpness", bad)
+        with pytest.raises(ValueError, match="NaN"):
+            normalise_columns(["sharpness"], np.array([[bad]]))
+
+
+def test_columns_equal_value_by_value() -> None:
+    rng = np.random.default_rng(5)
+    names = [*POSTER_SCALES, "quality", "warmth", "other"]
+    values = rng.normal(0, 300, (50, len(names))) * rng.random((50, len(names)))
+    for poster in (True, False):
+        got = normalise_columns(names, values, poster=poster)
+        want = [
+            [normalise_value(n, v, poster) for n, v in zip(names, row, strict=True)]
+            for row in values
+        ]
+        assert np.allclose(got, want)
+
+
+def test_crossed_vector_of_a_real_poster_is_bounded() -> None:
+    poster = {"sharpness": 1050.0, "dominant_0_r": 255.0, "colourfulness": 80.0}
+    x = cross_features({"age_18_29": 1.0, "visits": 40.0}, poster, dim=64)
+    terms = 1 + 2 + 3 + 6
+    assert np.abs(x).max() <= terms * CLIP * CLIP
+    assert np.abs(x).max() < 10

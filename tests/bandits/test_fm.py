@@ -62,3 +62,34 @@ def test_unseen_features_are_ignored_on_both_sides() -> None:
 def test_fm_features_names() -> None:
     x = fm_features({"age": 0.5}, {"id": "p9", "dark": 1.0})
     assert x == {"u:age": 0.5, "p:dark": 1.0, "poster=p9": 1.0}
+
+
+def test_natural_unit_poster_features_do_not_blow_up_the_sgd() -> None:
+    # Posters as the workers describe them: sharpness in the hundreds, colour
+    # channels to 255, counts. Unnormalised, SGD at 0.02 overflowed within ~50
+    # examples; pytest turns the overflow warnings into errors.
+    rng = np.random.default_rng(4)
+    posters = {
+        f"p{i}": {
+            "sharpness": float(rng.uniform(20, 1050)),
+            "colourfulness": float(rng.uniform(0, 100)),
+            "face_count": float(rng.integers(0, 5)),
+            "dominant_0_r": float(rng.integers(0, 256)),
+            "dominant_0_share": float(rng.random()),
+        }
+        for i in range(8)
+    }
+    fm = OnlineFM(n_factors=8, seed=0, learning_rate=0.02)
+    xs = []
+    for _ in range(3000):
+        pid = f"p{rng.integers(8)}"
+        user = {"age_18_29": float(rng.integers(2)), "gender_f": float(rng.integers(2))}
+        xs.append(fm_features(user, posters[pid], poster_id=pid))
+        fm.learn_one(xs[-1], bool(rng.random() < 0.05))
+    export = fm.export()
+    assert all(np.isfinite(w) for w in export["weights"].values())
+    assert all(np.isfinite(v).all() for v in export["latents"].values())
+    assert all(abs(v) <= 3.0 for x in xs for v in x.values())
+    scorer = FMScorer.from_export(export)
+    river_p = np.array([fm.model.predict_proba_one(x)[True] for x in xs[:200]])
+    assert np.max(np.abs(scorer.predict_proba(xs[:200]) - river_p)) < 1e-6

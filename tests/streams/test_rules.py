@@ -156,6 +156,7 @@ def test_feature_rows_equal_the_shared_cross_features():
         ({}, {}),
         ({"age": 0.25, "night": 0.0}, {"dark": 0.5}),
         ({"x": 2.0}, {"faces": 3.0, "dark": 1.0}),
+        ({"x": 2.0}, {"sharpness": 900.0, "dominant_0_r": 200.0}),
     ]
     X = feature_rows(pairs, 32)
     for row, (context, poster) in zip(X, pairs, strict=True):
