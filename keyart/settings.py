@@ -123,6 +123,20 @@ class Settings(BaseSettings):
         description="Learner's consumer-group session timeout: how soon a dead "
         "worker's partitions move to the others.",
     )
+    max_clock_skew_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400.0,
+        description="Events dated more than this many seconds after the learner's "
+        "wall clock are dead-lettered; the partition clock never passes it.",
+    )
+    redis_outage_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400.0,
+        description="How long the learner keeps retrying Redis (consumption "
+        "paused) before it stops with an error.",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus port of a process (0: any free)."
     )
@@ -278,6 +292,19 @@ class Settings(BaseSettings):
     def _check_prefix(cls, value: str) -> str:
         if not value or not all(c.isalnum() or c in "-_." for c in value):
             raise ValueError("use letters, digits, '-', '_' or '.' only")
+        return value
+
+    @field_validator("poster_aspects")
+    @classmethod
+    def _check_aspects(cls, value: str) -> str:
+        # The pattern checked the W:H form; a zero side has no crop, and a
+        # ratio past 10:1 leaves a strip too thin to be a poster.
+        for aspect in value.split(","):
+            width, height = (int(side) for side in aspect.split(":"))
+            if width == 0 or height == 0:
+                raise ValueError(f"aspect {aspect!r} has a zero side")
+            if not 0.1 <= width / height <= 10:
+                raise ValueError(f"aspect {aspect!r} is beyond 10:1 either way")
         return value
 
     def topic(self, name: str) -> str:

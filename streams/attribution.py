@@ -21,7 +21,12 @@ Rules (event times in milliseconds; ``W`` is ``attribution_window_s``):
   that were never clicked are the negatives the click model learns from.
 
 The clock is the newest impression time seen on the partition, so the rules
-do not depend on when the worker runs.
+do not depend on when the worker runs. It never passes :attr:`Attribution.clock_limit`
+(the learner sets it to its wall clock plus ``max_clock_skew_s`` before each
+batch), so no single event dated far ahead can expire everything at once.
+
+Waiting clicks are given up in order of their event time (a heap), not of
+their arrival, so one click dated late cannot hold back the ones behind it.
 
 Examples
 --------
@@ -38,6 +43,8 @@ Examples
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -105,6 +112,8 @@ class Attribution:
     dirty_pending, dirty_waiting
         Ids changed since :meth:`take_changes` (to persist); a ``None`` value
         means the entry was removed.
+    clock_limit
+        The clock never moves past this (``None``: no limit).
     """
 
     def __init__(self, window_ms: int, max_waiting: int = 100_000) -> None:
@@ -113,6 +122,9 @@ class Attribution:
         self.window_ms = int(window_ms)
         self.max_waiting = max_waiting
         self.clock = 0
+        self.clock_limit: int | None = None
+        self._by_time: list[tuple[int, int, WaitingClick]] = []
+        self._seq = itertools.count()
         self.pending: OrderedDict[str, Pending] = OrderedDict()
         self.waiting: OrderedDict[str, WaitingClick] = OrderedDict()
         self._impression_to_waiting: dict[str, list[str]] = {}
@@ -148,7 +160,10 @@ class Attribution:
         self.pending[impression_id] = pending
         self.dirty_pending[impression_id] = pending
         if time_ms > self.clock:
-            self.clock = time_ms
+            limit = self.clock_limit
+            self.clock = (
+                time_ms if limit is None else max(self.clock, min(time_ms, limit))
+            )
         judged = []
         for click_id in self._impression_to_waiting.pop(impression_id, ()):
             click = self.waiting.pop(click_id)
@@ -182,6 +197,7 @@ class Attribution:
 
     def _hold(self, click: WaitingClick) -> None:
         self.waiting[click.click_id] = click
+        heapq.heappush(self._by_time, (click.time_ms, next(self._seq), click))
         self.dirty_waiting[click.click_id] = click
         self._impression_to_waiting.setdefault(click.impression_id, []).append(
             click.click_id
@@ -216,15 +232,25 @@ class Attribution:
             self.dirty_pending[impression_id] = None
             if not pending.credited:
                 unclicked.append((impression_id, pending))
+        # Waiting clicks leave oldest event time first; entries of clicks
+        # already judged are skipped (removed lazily).
         given_up = 0
-        while self.waiting:
-            click = next(iter(self.waiting.values()))
-            too_many = len(self.waiting) > self.max_waiting
-            if not too_many and click.time_ms + GRACE_MS >= self.clock:
+        heap, waiting = self._by_time, self.waiting
+        while heap:
+            time_ms, _, click = heap[0]
+            if waiting.get(click.click_id) is not click:
+                heapq.heappop(heap)
+                continue
+            too_many = len(waiting) > self.max_waiting
+            if not too_many and time_ms + GRACE_MS >= self.clock:
                 break
-            self.waiting.popitem(last=False)
+            heapq.heappop(heap)
+            del waiting[click.click_id]
             self._drop_waiting(click)
             given_up += 1
+        if len(heap) > 2 * len(waiting) + 1024:
+            self._by_time = [e for e in heap if waiting.get(e[2].click_id) is e[2]]
+            heapq.heapify(self._by_time)
         return unclicked, given_up
 
     def take_changes(
@@ -246,6 +272,7 @@ class Attribution:
             self.pending[impression_id] = item
         for click in sorted(waiting, key=lambda c: c.time_ms):
             self.waiting[click.click_id] = click
+            heapq.heappush(self._by_time, (click.time_ms, next(self._seq), click))
             self._impression_to_waiting.setdefault(click.impression_id, []).append(
                 click.click_id
             )

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from bandits.features import FEATURE_DIM
@@ -61,6 +63,19 @@ _ATTRIBUTION_OUTCOMES = (
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether every number in a JSON-like value is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return bool(np.isfinite(value).all())
+    return True
 
 
 class Learner:
@@ -291,11 +306,35 @@ class Learner:
         total = sum(s.n + s.clicks for s in shards)
         if total == self._merged_n:
             return
-        model = merge_linucb(shards, alpha=self.settings.linucb_alpha, ridge=1.0)
+        self._merged_n = total
+        finite = []
+        for p, shard in enumerate(shards):
+            if np.isfinite(shard.a).all() and np.isfinite(shard.b).all():
+                finite.append(shard)
+                continue
+            logger.error(
+                "LinUCB shard %s in Redis is not finite; merged without it "
+                "(delete %s to start the partition's share afresh)",
+                p,
+                self.keys.model_shard("linucb", p),
+                extra={"partition": p},
+            )
+            metrics.NON_FINITE.labels("linucb_shard").inc()
+        try:
+            model = merge_linucb(finite, alpha=self.settings.linucb_alpha, ridge=1.0)
+            ok = all(np.isfinite(x).all() for x in (model.a, model.b, model.a_inv))
+        except (IndexError, ValueError, np.linalg.LinAlgError):
+            ok = False
+        if not ok:
+            logger.error(
+                "merged LinUCB model is not finite; %s keeps the last good one",
+                self.keys.model("linucb"),
+            )
+            metrics.NON_FINITE.labels("linucb_model").inc()
+            return
         mapping: dict[str, Any] = dict(model.to_mapping())
         mapping["updated_ms"] = now_ms
         await self.redis.hset(self.keys.model("linucb"), mapping=mapping)
-        self._merged_n = total
 
     async def _merge_fm(self, now_ms: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -309,6 +348,13 @@ class Learner:
         merged = merge_fm(exports)
         self._fm_published_at = time.monotonic()
         if merged is None:
+            return
+        if not _all_finite(merged):
+            logger.error(
+                "merged FM model is not finite; %s keeps the last good one",
+                self.keys.model("fm"),
+            )
+            metrics.NON_FINITE.labels("fm_model").inc()
             return
         await self.redis.hset(
             self.keys.model("fm"),

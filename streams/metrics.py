@@ -16,6 +16,8 @@ __all__ = [
     "EVENTS",
     "FLUSH_SECONDS",
     "LAG",
+    "NON_FINITE",
+    "REDIS_RETRIES",
     "SKIPPED_REPLAY",
     "STATE_AGE",
 ]
@@ -54,4 +56,15 @@ LAG = Gauge(
     "keyart_streams_lag",
     "Records between the partition's log end and the next offset to apply.",
     ["topic", "partition"],
+)
+NON_FINITE = Counter(
+    "keyart_streams_non_finite_total",
+    "Model parameters found NaN or infinite and not published (the last good "
+    "ones kept), by what.",
+    ["what"],
+)
+REDIS_RETRIES = Counter(
+    "keyart_streams_redis_retries_total",
+    "Redis calls retried during an outage, by operation.",
+    ["operation"],
 )

@@ -24,16 +24,20 @@ The FM, which learns by SGD, may see the same examples in another order.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import unquote
+
+import numpy as np
 
 from bandits.fm import fm_features
 from bandits.window import SlidingWindow
 from keyart.keys import arm_field, escape
 from keyart.settings import Settings
 from schemas.codec import Codec, DecodeError
+from streams import metrics
 from streams.attribution import Attribution, Pending, WaitingClick
 from streams.dedupe import DedupeWindow
 from streams.fm_shard import FMShard, in_fm_sample
@@ -107,6 +111,8 @@ class PartitionLearner:
         self.offsets: dict[str, int] = {}
         self.dirty_offsets = False
         self.counts: Counter[str] = Counter()
+        self.max_skew_ms = round(settings.max_clock_skew_s * 1000)
+        self._linucb_good = self._linucb_copy()
 
     # -- applying events -----------------------------------------------------------
 
@@ -124,13 +130,16 @@ class PartitionLearner:
         """Decode and check records not yet applied; bad ones become dead letters."""
         start = self.offsets.get(topic, 0)
         out = []
+        now_ms = int(time.time() * 1000)
+        skew = self.max_skew_ms
+        self.attribution.clock_limit = now_ms + skew
         for record in records:
             if record.offset < start:
                 self.counts["skipped_replay"] += 1
                 continue
             try:
                 event = self.codec.decode(kind, record.value)  # type: ignore[arg-type]
-                reason = check_event(kind, event, record.key)
+                reason = check_event(kind, event, record.key, now_ms, skew)
             except DecodeError as error:
                 reason = f"undecodable {kind}: {error}"
             if reason is not None:
@@ -343,7 +352,11 @@ class PartitionLearner:
         self._write_changes(pipe, keys.pending(p), pending, _pending_value)
         self._write_changes(pipe, keys.waiting(p), waiting, lambda w: w.payload)
         if self.linucb.version != self.linucb.written_version:
-            pipe.hset(keys.model_shard("linucb", p), mapping=self.linucb.to_mapping())
+            if self._linucb_finite():
+                pipe.hset(
+                    keys.model_shard("linucb", p), mapping=self.linucb.to_mapping()
+                )
+                self._linucb_good = self._linucb_copy()
             self.linucb.written_version = self.linucb.version
         if self.fm.version != self.fm.written_version:
             pipe.hset(keys.model_shard("fm", p), mapping=self.fm.take_changes())
@@ -358,6 +371,33 @@ class PartitionLearner:
             )
         self.dirty_offsets = False
         return written
+
+    def _linucb_copy(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        shard = self.linucb
+        return shard.a.copy(), shard.b.copy(), shard.n, shard.clicks
+
+    def _linucb_finite(self) -> bool:
+        """Whether the LinUCB shard may be written; if not, roll it back.
+
+        Validation keeps feature values bounded, so this should never fail;
+        it is the last guard against one event making the shared model
+        infinite for every user (the shard goes back to its last written
+        state, losing the changes since).
+        """
+        shard = self.linucb
+        if np.isfinite(shard.a).all() and np.isfinite(shard.b).all():
+            return True
+        a, b, n, clicks = self._linucb_good
+        logger.error(
+            "LinUCB shard of partition %s is not finite; kept its last written "
+            "state (%s impressions since are not learnt)",
+            self.partition,
+            shard.n - n,
+            extra={"partition": self.partition},
+        )
+        metrics.NON_FINITE.labels("linucb_shard").inc()
+        shard.a, shard.b, shard.n, shard.clicks = a.copy(), b.copy(), n, clicks
+        return False
 
     @staticmethod
     def _write_changes(pipe: Any, key: str, changes: dict, value: Any) -> None:
@@ -418,10 +458,21 @@ class PartitionLearner:
                     value,
                 )
             )
+        limit = int(time.time() * 1000) + self.max_skew_ms
+        if clock > limit:
+            logger.warning(
+                "stored clock of partition %s (%s ms) is ahead of the wall clock "
+                "by more than max_clock_skew_s; it restarts from the wall clock",
+                self.partition,
+                clock,
+                extra={"partition": self.partition},
+            )
+            clock = limit
         self.attribution.restore(restored_pending, restored_waiting, clock)
         if self.time_window and clock:
             self.window.expire(clock / 1000.0)
         self.linucb = LinUCBShard.from_mapping(shard, self.dim)
+        self._linucb_good = self._linucb_copy()
         self.fm = FMShard.from_fields(fm, self.settings.seed)
         for kind, items in (("impression", d_imp), ("click", d_click)):
             self.dedupe[kind].restore(
