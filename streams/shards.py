@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 # The normalisation and hashing the gateway scores with.
-from bandits.features import _projection, normalise_columns
+from bandits.features import feature_projection, normalise_columns
 from bandits.linucb import LinUCB
 
 __all__ = ["LinUCBShard", "feature_rows", "merge_linucb"]
@@ -61,7 +61,7 @@ def feature_rows(
         p = normalise_columns(sorted(poster_keys), p)
         crossed = (u[:, :, None] * p[:, None, :]).reshape(n, -1)
         raw = np.hstack([np.ones((n, 1)), u, p, crossed])
-        projection = _projection(
+        projection = feature_projection(
             tuple(sorted(user_keys)), tuple(sorted(poster_keys)), dim
         )
         if n == len(pairs):
