@@ -123,6 +123,20 @@ class Settings(BaseSettings):
         description="Learner's consumer-group session timeout: how soon a dead "
         "worker's partitions move to the others.",
     )
+    max_clock_skew_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400.0,
+        description="Events dated more than this many seconds after the learner's "
+        "wall clock are dead-lettered; the partition clock never passes it.",
+    )
+    redis_outage_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400.0,
+        description="How long the learner keeps retrying Redis (consumption "
+        "paused) before it stops with an error.",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus port of a process (0: any free)."
     )
@@ -160,8 +174,15 @@ class Settings(BaseSettings):
     max_candidates_per_video: int = Field(
         50,
         ge=1,
-        description="Most posters of one video a select request considers (the "
-        "newest approved ones, ties by poster id).",
+        description="Most posters of one video a select request considers: the "
+        "best by all-time posterior click rate (a poster without impressions "
+        "counts as 0.5), ties by poster id.",
+    )
+    max_candidates_per_row: int = Field(
+        1000,
+        ge=1,
+        description="Most posters a whole select request considers; a long row "
+        "of titles with many posters each gets fewer per title (at least one).",
     )
     token_secret: str = Field(
         "",
