@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gateway.producer,
             gateway.signer,
             gateway.posters,
+            loop_lag=lambda: gateway.loop_lag_s,
         )
         try:
             yield

@@ -46,6 +46,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -147,6 +148,7 @@ class Collector:
         signer: TokenSigner,
         posters: PosterCache,
         codec: Codec | None = None,
+        loop_lag: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -159,6 +161,7 @@ class Collector:
         self._claim_script = redis.register_script(_CLAIM)
         self._after_script = redis.register_script(_AFTER)
         self._budget_s = settings.collect_redis_budget_ms / 1000
+        self._loop_lag = loop_lag
         self._failures = 0
         self._skip_until = 0.0
 
@@ -332,13 +335,27 @@ class Collector:
             raise _Skipped("circuit open")
         try:
             answer = await asyncio.wait_for(call, self._budget_s)
+        except TimeoutError:
+            if self._loop_lag() > self._budget_s / 2:
+                raise  # the process is congested, not Redis
+            self._count_failure()
+            raise
         except Exception:
-            self._failures += 1
-            if self._failures >= CIRCUIT_FAILURES:
-                self._skip_until = time.monotonic() + CIRCUIT_OPEN_S
+            self._count_failure()
             raise
         self._failures = 0
         return answer
+
+    def _count_failure(self) -> None:
+        self._failures += 1
+        if self._failures >= CIRCUIT_FAILURES:
+            self._skip_until = time.monotonic() + CIRCUIT_OPEN_S
+            self._warn.warning(
+                "circuit",
+                "redis failed %s times: batches skip it for %.1f s",
+                self._failures,
+                CIRCUIT_OPEN_S,
+            )
 
     async def _claim(
         self, valid: list[tuple[int, ImpressionIn | ClickIn, ImpressionToken]]

@@ -4,8 +4,13 @@ Events are buffered and sent in batches to ``POST /v1/events``. A batch that
 meets a connection error, a timeout or a 5xx answer is resent after an
 exponential backoff with jitter; events the collector reports as retryable
 are resent too. Resending is safe because every event carries its id and the
-collector produces an id only once. Errors that retrying cannot fix (a forged
-or expired token, a malformed event) are returned to the caller, not retried.
+collector produces an id only once. An event whose earlier send still waits
+for the broker (or whose gateway died while it waited, for up to the
+``collect_pending_s`` setting) is reported retryable; when the retries run out
+first it comes back in :attr:`SendReport.failed` as ``retries exhausted`` and
+may be queued again later with the same id. Errors that retrying cannot fix (a
+forged or expired token, a malformed event, a second impression or click on
+one token) are returned to the caller, not retried.
 
 The client holds no secret: it sends back the impression tokens the gateway
 issued, never an admin token, and it does not follow redirects (a redirect to
