@@ -13,7 +13,10 @@ The steps, one module each:
 - ``pipeline``: the steps above, from a file to scored candidates;
 - ``store``, ``catalog``, ``jobs``: JPEG files, the SQL catalog (Alembic
   migrations in ``migrations/``) and once-in-effect job bookkeeping;
-- ``runner`` and ``worker``: one job end to end, and the Kafka consumer group;
+- ``validate``: the bounds a video-published event must meet before any
+  database work (refused ones are dead-lettered with the reason);
+- ``runner`` and ``worker``: one job end to end, and the Kafka consumer group
+  (with ``/metrics``, ``/healthz``, ``/readyz``; the metrics in ``metrics``);
 - ``review`` and ``review_api``: approval (which publishes a poster as an
   arm) from the CLI and over HTTP; ``cli``: ``keyart posters``.
 """

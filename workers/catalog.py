@@ -43,6 +43,7 @@ __all__ = [
     "JobRow",
     "VideoRow",
     "make_engine",
+    "refused_by_database",
     "upgrade",
 ]
 
@@ -154,6 +155,29 @@ def make_engine(database_url: str) -> sa.Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def refused_by_database(error: BaseException) -> str | None:
+    """Why the database refused a record's values, or None for other errors.
+
+    A value the database cannot store (``DataError``: too long, a NUL byte,
+    out of range), a broken constraint (``IntegrityError``) or a value the
+    driver could not even bind fails the same way on every retry: the job is
+    failed and the message dead-lettered. Anything else (connection lost, a
+    missing table while the database is being restored) may pass later and
+    is retried.
+    """
+    if getattr(error, "connection_invalidated", False):
+        return None
+    data = (sa.exc.DataError, sa.exc.IntegrityError)
+    binding = isinstance(error, sa.exc.StatementError) and not isinstance(
+        error, sa.exc.DBAPIError
+    )
+    if not isinstance(error, data) and not binding:
+        return None
+    cause = getattr(error, "orig", None) or error
+    text = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {text}"
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:

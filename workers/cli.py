@@ -61,19 +61,24 @@ def worker(
 ) -> None:
     """Consume the videos topic in the poster workers' consumer group.
 
-    Example: ``keyart posters worker`` (start one per core; they share the
-    topic's partitions). The catalog is migrated at start.
+    Example: ``KEYART_METRICS_PORT=9100 keyart posters worker`` (start one per
+    core; they share the topic's partitions). The catalog is migrated at
+    start; /metrics, /healthz and /readyz are served on KEYART_METRICS_PORT.
     """
     import signal
 
     from keyart.cli import settings_for_cli
-    from workers.worker import PosterWorker
+    from workers.worker import run_worker
 
     settings = settings_for_cli()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    counts = PosterWorker(settings).run(stop=stop, max_messages=max_messages)
+    try:
+        counts = run_worker(settings, stop=stop, max_messages=max_messages)
+    except OSError as error:  # the metrics port is taken
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(1) from None
     typer.echo(json.dumps(counts))
 
 
@@ -95,6 +100,7 @@ def run(
 
     from keyart.cli import settings_for_cli
     from workers.runner import JobRunner, video_event
+    from workers.validate import check_video_event
 
     if kind not in ("trailer", "feature", "episode", "other"):
         typer.secho(f"--kind: unknown kind {kind!r}", fg="red", err=True)
@@ -104,6 +110,11 @@ def run(
     event = video_event(
         path, video_id, kind=kind, **({"title": title} if title else {})
     )
+    problem = check_video_event(event)
+    if problem is not None:
+        hint = "" if video_id else " (choose one with --video-id)"
+        typer.secho(problem + hint, fg="red", err=True)
+        raise typer.Exit(2)
     bar = tqdm(unit="frame", desc=event["video_id"], leave=True)
 
     def on_start(total: int) -> None:

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from keyart.settings import Settings
-from workers.catalog import Catalog
-from workers.jobs import claim_job, complete_job, fail_job
+from workers import metrics
+from workers.catalog import Catalog, refused_by_database
+from workers.jobs import Claim, claim_job, complete_job, fail_job
 from workers.pipeline import Candidate, PipelineConfig, PosterPipeline
 from workers.source import IMAGE_SUFFIXES, BadInput, local_path, read_image
 from workers.store import PosterStore
@@ -38,7 +39,11 @@ logger = logging.getLogger("workers")
 
 @dataclass
 class JobOutcome:
-    """How a job ended: ``done``, ``failed``, ``skipped``, ``resend``, ``retry``."""
+    """How a job ended: ``done``, ``failed``, ``skipped``, ``resend``, ``retry``.
+
+    ``refused`` means the catalog would not store the event at all (no job
+    row exists; ``job_id`` is 0): the worker dead-letters it.
+    """
 
     status: str
     job_id: int
@@ -102,11 +107,13 @@ class JobRunner:
         event: Mapping[str, Any],
         progress: Callable[[int], None] | None,
         on_start: Callable[[int], None] | None,
-    ) -> list[Candidate]:
+    ) -> tuple[list[Candidate], int]:
+        """The candidates of the event's file and how many frames they came from."""
         path = local_path(event["uri"])
         if path.suffix.lower() in IMAGE_SUFFIXES:
             image = read_image(path, self.pipeline.config.limits)
-            return self.pipeline.run_image(image, event["video_id"], event["event_id"])
+            found = self.pipeline.run_image(image, event["video_id"], event["event_id"])
+            return found, 1
         result = self.pipeline.run_video(
             path,
             event["video_id"],
@@ -115,7 +122,7 @@ class JobRunner:
             on_start,
             salt=event["event_id"],
         )
-        return result.candidates
+        return result.candidates, len(result.selection.frames)
 
     def _store(
         self, video_id: str, candidates: list[Candidate]
@@ -163,9 +170,17 @@ class JobRunner:
         ``poster_max_attempts``: call again (the claim counts the attempt).
         """
         ids = {"video_id": event["video_id"], "event_id": event["event_id"]}
-        claim = claim_job(
-            self.catalog, event, worker, self.settings.poster_max_attempts
-        )
+        try:
+            claim = claim_job(
+                self.catalog, event, worker, self.settings.poster_max_attempts
+            )
+        except Exception as error:
+            refused = refused_by_database(error)
+            if refused is None:
+                raise  # unreachable catalog: the caller retries
+            reason = f"catalog refused the video: {refused}"
+            logger.warning("event %s refused: %s", ids["event_id"], reason, extra=ids)
+            return JobOutcome("refused", 0, reason)
         if claim.action in ("skip", "resend"):
             status = "skipped" if claim.action == "skip" else "resend"
             return JobOutcome(status, claim.job_id, attempts=claim.attempts)
@@ -176,8 +191,19 @@ class JobRunner:
                 job = session.get(JobRow, claim.job_id)
                 reason = job.reason if job else "exhausted"
             return JobOutcome("failed", claim.job_id, reason, claim.attempts)
+        with metrics.JOB_SECONDS.time():
+            return self._process(event, claim, ids, progress, on_start)
+
+    def _process(
+        self,
+        event: Mapping[str, Any],
+        claim: Claim,
+        ids: dict[str, str],
+        progress: Callable[[int], None] | None,
+        on_start: Callable[[int], None] | None,
+    ) -> JobOutcome:
         try:
-            candidates = self._make(event, progress, on_start)
+            candidates, frames = self._make(event, progress, on_start)
             rows = self._store(event["video_id"], candidates)
             complete_job(self.catalog, claim.job_id, rows)
         except BadInput as error:
@@ -185,8 +211,13 @@ class JobRunner:
             logger.warning("job %s failed: %s", claim.job_id, error, extra=ids)
             return JobOutcome("failed", claim.job_id, str(error), claim.attempts)
         except Exception as error:  # any fault must leave the job recorded
+            refused = refused_by_database(error)
             reason = f"internal error: {type(error).__name__}: {error}"
-            if claim.attempts >= self.settings.poster_max_attempts:
+            if refused is not None:  # the same on every attempt: fail now
+                reason = f"catalog refused the candidates: {refused}"
+            if refused is not None or (
+                claim.attempts >= self.settings.poster_max_attempts
+            ):
                 fail_job(self.catalog, claim.job_id, reason)
                 logger.error("job %s failed: %s", claim.job_id, reason, extra=ids)
                 return JobOutcome("failed", claim.job_id, reason, claim.attempts)
@@ -194,5 +225,7 @@ class JobRunner:
                 "job %s attempt %s: %s", claim.job_id, claim.attempts, reason, extra=ids
             )
             return JobOutcome("retry", claim.job_id, reason, claim.attempts)
+        metrics.FRAMES.inc(frames)
+        metrics.CANDIDATES.inc(len(rows))
         logger.info("job %s done: %s candidates", claim.job_id, len(rows), extra=ids)
         return JobOutcome("done", claim.job_id, "", claim.attempts, rows)

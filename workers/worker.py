@@ -3,21 +3,32 @@
 Start several (``keyart posters worker`` on each core or machine): the group
 spreads the topic's partitions over them. For each message:
 
-1. decode it with the schemas codec; a record that does not decode goes to
-   the dead-letter topic with the reason and its original bytes;
+1. decode it with the schemas codec and check it against the catalog's
+   bounds (:func:`workers.validate.check_video_event`: id length and
+   characters, no NUL or other control character, bounded title, uri, cast
+   and tags); a record that does not decode or fails a check goes to the
+   dead-letter topic with the reason and its original bytes;
 2. run the job (:class:`workers.runner.JobRunner`): the job row keyed by
    (video id, event id) makes a redelivered or retried message count once;
 3. on success send one ``poster_candidate`` event per candidate, flush, and
    record ``events_sent``; with ``auto_approve_score`` set, candidates at or
    above it are approved (and published) at once;
-4. on a refused input, or after ``poster_max_attempts`` unexpected errors,
-   the job is ``failed`` with the reason and a ``dead_letter`` record (source,
-   reason, original payload) is sent;
+4. on a refused input, a value the database refuses (``DataError``,
+   ``IntegrityError``: the same on every try), or after
+   ``poster_max_attempts`` unexpected errors, the job is ``failed`` with the
+   reason and a ``dead_letter`` record (source, reason, original payload) is
+   sent;
 5. commit the message's offset, only now: a worker that dies before this
    point leaves the message to the next owner of its partition, whose claim
    finds the job and resumes, resends or skips it. When the outcome cannot be
-   recorded (catalog or broker unreachable), the worker does not stop: it
-   waits (1 s doubling to 30 s) and handles the same message again.
+   recorded because the catalog or the broker is unreachable, the worker
+   does not stop: it waits (1 s doubling to 30 s) and handles the same
+   message again. Only availability errors are retried this way; an error
+   about the record itself never holds up its partition.
+
+:func:`run_worker` (``keyart posters worker``) also serves ``/metrics``,
+``/healthz`` and ``/readyz`` (broker and catalog reachable) on
+``KEYART_METRICS_PORT``; the metrics are in :mod:`workers.metrics`.
 
 Examples
 --------
@@ -38,11 +49,13 @@ import sqlalchemy as sa
 
 from keyart.settings import Settings
 from schemas.codec import DecodeError, get_codec
+from workers import metrics
 from workers.catalog import CandidateRow, Catalog
 from workers.jobs import mark_events_sent
 from workers.runner import JobOutcome, JobRunner, candidate_record
+from workers.validate import check_video_event
 
-__all__ = ["PosterWorker"]
+__all__ = ["PosterWorker", "health_checks", "run_worker"]
 
 logger = logging.getLogger("workers")
 
@@ -106,8 +119,13 @@ class PosterWorker:
         key: bytes | None,
         partition: int,
         offset: int,
+        why: str = "job_failed",
     ) -> None:
-        """Send a ``dead_letter`` record for an input keyart could not use."""
+        """Send a ``dead_letter`` record for an input keyart could not use.
+
+        ``why`` labels ``keyart_posters_dead_letters_total``: ``undecodable``,
+        ``invalid``, ``catalog`` or ``job_failed``.
+        """
         self.producer.send(
             "dead_letter",
             {
@@ -123,6 +141,14 @@ class PosterWorker:
             key=key.decode(errors="replace") if key else self.topic,
         )
         self.producer.flush()
+        metrics.DEAD_LETTERS.labels(reason=why).inc()
+        logger.warning(
+            "dead letter for offset %s of partition %s: %s",
+            offset,
+            partition,
+            reason,
+            extra={"partition": partition, "offset": offset},
+        )
 
     def _rows_of(self, job_id: int) -> list[dict[str, Any]]:
         with self.catalog.session() as session:
@@ -165,8 +191,17 @@ class PosterWorker:
             event = get_codec().decode("video_published", value)
         except DecodeError as error:
             self.dead_letter(
-                f"undecodable video_published: {error}", value, key, partition, offset
+                f"undecodable video_published: {error}",
+                value,
+                key,
+                partition,
+                offset,
+                "undecodable",
             )
+            return "dead_letter"
+        problem = check_video_event(event)
+        if problem is not None:
+            self.dead_letter(problem, value, key, partition, offset, "invalid")
             return "dead_letter"
 
         # Steps 2 to 4: run (retrying unexpected errors), publish or dead-letter.
@@ -174,6 +209,9 @@ class PosterWorker:
         while outcome.status == "retry":
             time.sleep(min(5.0, 0.5 * outcome.attempts))
             outcome = self.runner.run(event, self.worker_id)
+        if outcome.status == "refused":
+            self.dead_letter(outcome.reason, value, key, partition, offset, "catalog")
+            return "dead_letter"
         if outcome.status in ("done", "resend"):
             self._publish(outcome, event["video_id"])
         elif outcome.status == "failed":
@@ -226,6 +264,7 @@ class PosterWorker:
                     )
                 except Exception:  # the catalog or the broker is unreachable
                     self.unrecorded += 1
+                    metrics.UNRECORDED.inc()
                     logger.exception(
                         "could not record offset %s of partition %s; retrying in %s s",
                         message.offset(),
@@ -244,9 +283,40 @@ class PosterWorker:
                 # Step 5: the offset moves only once the job is recorded.
                 consumer.commit(message=message, asynchronous=False)
                 self.counts[status] = self.counts.get(status, 0) + 1
+                metrics.JOBS.labels(outcome=status).inc()
                 handled += 1
         finally:
             consumer.close()
             self.producer.flush()
             logger.info("poster worker %s stopped: %s", self.worker_id, self.counts)
         return dict(self.counts)
+
+
+def health_checks(settings: Settings) -> dict[str, Any]:
+    """Readiness of a poster worker: the broker and the catalog answer."""
+    from keyart.health import check_broker, check_database
+
+    return {
+        "broker": check_broker(settings.kafka_bootstrap),
+        "database": check_database(settings.database_url),
+    }
+
+
+def run_worker(
+    settings: Settings,
+    stop: threading.Event | None = None,
+    max_messages: int | None = None,
+) -> dict[str, int]:
+    """Run one poster worker with ``/metrics``, ``/healthz`` and ``/readyz``.
+
+    The endpoints are served on ``KEYART_METRICS_PORT`` (0: any free port,
+    logged at start) for as long as the worker consumes.
+    """
+    from keyart.health import serve_health
+
+    worker = PosterWorker(settings)
+    server = serve_health(settings, "posters", health_checks(settings))
+    try:
+        return worker.run(stop=stop, max_messages=max_messages)
+    finally:
+        server.stop()
