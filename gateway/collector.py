@@ -53,6 +53,15 @@ import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
 from gateway import metrics
+from gateway._claims import (
+    AFTER,
+    CLAIM,
+    CLAIMED,
+    DUPLICATE,
+    PENDING,
+    SLOT_PENDING,
+    SLOT_USED,
+)
 from gateway._ratelimit import RateLimitedLog
 from gateway.broker import GatewayProducer
 from gateway.models import ClickIn, EventError, ImpressionIn
@@ -72,58 +81,6 @@ EXPOSURE_TTL_S = 2 * 86_400
 FUTURE_SLACK_MS = 300_000
 
 _EVENT = TypeAdapter(Annotated[ImpressionIn | ClickIn, Field(discriminator="type")])
-
-
-# One round trip per batch, whatever its size: for each event, KEYS[2i-1] is
-# its id's claim and KEYS[2i] its token slot's; ARGV[i + 1] its event id.
-# Answers: 1 claimed, 0 duplicate, 2 pending elsewhere (retry), 3 slot used
-# by another event, 4 slot pending for another event (retry).
-_CLAIM = """
-local out = {}
-for i = 1, #KEYS / 2 do
-  local id_key, slot_key, id = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i + 1]
-  local state = redis.call('GET', id_key)
-  local slot = redis.call('GET', slot_key)
-  if state == 'd' then
-    out[i] = 0
-  elseif state then
-    out[i] = 2
-  elseif slot and string.sub(slot, 3) ~= id then
-    out[i] = string.sub(slot, 1, 1) == 'd' and 3 or 4
-  elseif slot then
-    out[i] = string.sub(slot, 1, 1) == 'd' and 0 or 2
-  else
-    redis.call('SET', id_key, 'p', 'PX', ARGV[1])
-    redis.call('SET', slot_key, 'p|' .. id, 'PX', ARGV[1])
-    out[i] = 1
-  end
-end
-return out
-"""
-
-# Release the first ARGV[1] keys (claims of undelivered events), confirm the
-# next 2 * ARGV[2] keys (id and slot of acknowledged events, ids in ARGV[8..]),
-# then for each delivered impression: its user's seen set and exposure bucket.
-_AFTER = """
-local released, confirmed = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 1, released do
-  redis.call('DEL', KEYS[i])
-end
-for i = 1, confirmed do
-  local k = released + 2 * i - 1
-  redis.call('SET', KEYS[k], 'd', 'EX', ARGV[6])
-  redis.call('SET', KEYS[k + 1], 'd|' .. ARGV[7 + i], 'EX', ARGV[7])
-end
-local arg = 8 + confirmed
-for i = released + 2 * confirmed + 1, #KEYS, 2 do
-  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[arg])
-  redis.call('EXPIRE', KEYS[i], ARGV[4])
-  redis.call('HINCRBY', KEYS[i + 1], ARGV[arg + 1], 1)
-  redis.call('EXPIRE', KEYS[i + 1], ARGV[5])
-  arg = arg + 2
-end
-return 0
-"""
 
 
 class BatchError(ValueError):
@@ -158,8 +115,8 @@ class Collector:
         self.posters = posters
         self.codec = codec or get_codec()
         self._warn = RateLimitedLog(logger)
-        self._claim_script = redis.register_script(_CLAIM)
-        self._after_script = redis.register_script(_AFTER)
+        self._claim_script = redis.register_script(CLAIM)
+        self._after_script = redis.register_script(AFTER)
         self._budget_s = settings.collect_redis_budget_ms / 1000
         self._loop_lag = loop_lag
         self._failures = 0
@@ -261,20 +218,22 @@ class Collector:
         unusable: list[tuple[ImpressionIn | ClickIn, ImpressionToken]] = []
         records = []
         for (index, event, token), claim in zip(
-            valid, claimed or [1] * len(valid), strict=True
+            valid, claimed or [CLAIMED] * len(valid), strict=True
         ):
             slot = (event.type, token.decision_id)
-            if claim in (1, 4) and slot in slot_to_event:  # taken in this batch
+            if (
+                claim in (CLAIMED, SLOT_PENDING) and slot in slot_to_event
+            ):  # taken in this batch
                 errors.append(_slot_used(index, event.type, slot_to_event[slot]))
                 outcomes[event.type, "invalid"] += 1
                 continue
-            if claim == 1:
+            if claim == CLAIMED:
                 slot_to_event[slot] = event.event_id
-            if claim == 0:
+            if claim == DUPLICATE:
                 duplicates += 1
                 outcomes[event.type, "duplicate"] += 1
                 continue
-            if claim in (2, 4):
+            if claim in (PENDING, SLOT_PENDING):
                 errors.append(
                     EventError(
                         index=index,
@@ -285,7 +244,7 @@ class Collector:
                 )
                 outcomes[event.type, "pending"] += 1
                 continue
-            if claim == 3:
+            if claim == SLOT_USED:
                 errors.append(_slot_used(index, event.type, None))
                 outcomes[event.type, "invalid"] += 1
                 continue
@@ -360,7 +319,7 @@ class Collector:
     async def _claim(
         self, valid: list[tuple[int, ImpressionIn | ClickIn, ImpressionToken]]
     ) -> list[int] | None:
-        """Claim codes (see ``_CLAIM``) per event, or None when Redis failed."""
+        """Claim codes (``gateway._claims``) per event; None when Redis failed."""
         if not valid:
             return []
         missing = sorted(

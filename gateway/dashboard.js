@@ -235,7 +235,7 @@ async function refreshVideo() {
   }
   document.getElementById("title").firstChild.textContent = data.video_id + " ";
   document.getElementById("subtitle").textContent =
-    `${data.posters.length} posters · state written ${seconds(data.state_age_s)} ago · prior Beta(${data.prior.join(", ")})`;
+    `${data.posters.length < data.posters_total ? `the ${data.posters.length} most shown of ${data.posters_total}` : data.posters.length} posters · state written ${seconds(data.state_age_s)} ago · prior Beta(${data.prior.join(", ")})`;
   const scale = Math.min(1, Math.max(0.02, ...data.posters.map((p) => p.interval[1])) * 1.1);
   const grid = document.getElementById("posters");
   grid.replaceChildren(...data.posters.map((p) => posterCard(p, scale)));
