@@ -136,6 +136,9 @@ def run_settings(settings: Settings, options: DemoOptions) -> Settings:
         window_kind="time",
         window_s=options.window_s or max(60.0, options.seconds),
         window_buckets=12,
+        # The demo's traffic is a few thousand impressions: the FM learns from
+        # all of them (a 5% sample leaves it a few dozen clicks to learn from).
+        fm_sample_rate=1.0,
         gateway_port=free_port(0),
         token_secret=secrets.token_hex(32),
         admin_token=secrets.token_hex(16),
