@@ -4,26 +4,29 @@ Every id that reaches a key is escaped: letters, digits, ``.``, ``_`` and
 ``-`` pass; every other byte is written ``%XX``. So a user id such as
 ``"a:b*"`` can neither reach another key nor match a pattern.
 
-========================================  ======  =========================================
-key                                       type    what it holds
-========================================  ======  =========================================
-``{p}:arms:{video}``                      hash    arm field -> packed :class:`ArmStats`;
-                                                  ``_updated_ms`` -> last flush time
-``{p}:posters:{video}``                   set     approved poster ids of the video
-``{p}:poster:{poster}``                   hash    video_id, image_url, aspect, placements,
-                                                  features, tags, embedding, status,
-                                                  created_ms
-``{p}:model:{name}``                      hash    parameters of an online model (linucb,
-                                                  fm): ``version``, ``updated_ms``, data
-``{p}:seen:{user}:{video}``               zset    poster -> last time shown to the user
-``{p}:expo:{video}``                      hash    exposure counts per poster and bucket
-``{p}:retired:{video}``                   hash    poster -> reason it was retired
-``{p}:config:{name}``                     hash    versioned rules and experiment config
-``{p}:dedupe:{kind}:{partition}``         zset    event id -> event time (seconds)
-``{p}:offsets:{group}``                   hash    topic:partition -> next offset applied
-``{p}:schemas``                           hash    writer fingerprint -> schema JSON
-``{p}:collected:{event_id}``              string  set when the collector took the event
-========================================  ======  =========================================
+=================================  ======  ====================================
+key                                type    what it holds
+=================================  ======  ====================================
+``{p}:arms:{video}``               hash    arm field -> packed ``ArmStats``;
+                                           ``_updated_ms`` -> last flush time
+``{p}:posters:{video}``            set     approved poster ids of the video
+``{p}:poster:{poster}``            hash    video_id, image_url, aspect,
+                                           placements, features, tags,
+                                           embedding, status, created_ms
+``{p}:model:{name}``               hash    an online model's parameters
+                                           (linucb, fm), version, updated_ms
+``{p}:seen:{user}:{video}``        zset    poster -> last time shown to user
+``{p}:expo:{video}``               hash    exposure per poster and bucket
+``{p}:retired:{video}``            hash    poster -> why it was retired
+``{p}:config:{name}``              hash    versioned rules and experiments
+``{p}:dedupe:{kind}:{partition}``  zset    event id -> event time (seconds)
+``{p}:offsets:{group}``            hash    topic:partition -> next offset
+``{p}:schemas``                    hash    writer fingerprint -> schema JSON
+``{p}:collected:{event_id}``       string  set when the collector took it
+=================================  ======  ====================================
+
+The streaming learner adds its per-partition state keys in
+``streams/state_keys.py``.
 
 Examples
 --------

@@ -192,6 +192,10 @@ def _register_topics(app: typer.Typer) -> None:
 
 def _watch(measure: Any, bootstrap: str, every: float, as_json: bool) -> None:
     """Refresh until Ctrl-C; JSON mode prints one object a line."""
+    # Ctrl-C and SIGTERM both end the watch, also when the process was started
+    # with SIGINT ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if as_json:
             while True:

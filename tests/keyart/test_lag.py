@@ -273,7 +273,7 @@ def test_watch_json_prints_one_object_per_refresh(world: World) -> None:
         assert process.stdout is not None
         lines = [json.loads(process.stdout.readline()) for _ in range(2)]
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         process.wait(10)
     assert lines[1]["measured_at"] > lines[0]["measured_at"]
     assert all(len(line["partitions"]) == 8 for line in lines)
