@@ -45,6 +45,7 @@ from gateway.retirement import Retirement
 from gateway.rules import scene_matches
 from gateway.scoring import PolicyBook, posterior_counts
 from gateway.state import PosterCache, PosterMeta, VideoState
+from ranking.serving import Ranker
 
 __all__ = ["RowDecider", "VideoDecision"]
 
@@ -114,7 +115,11 @@ class RowDecider:
         rng: np.random.Generator,
         split_by_placement: bool = False,
         split_by_segment: bool = False,
+        ranker: Ranker | None = None,
+        ranker_strength: float = 20.0,
     ) -> None:
+        self.ranker = ranker
+        self.ranker_strength = ranker_strength
         self.book = book
         self.retirement = retirement
         self.posters = posters
@@ -178,9 +183,14 @@ class RowDecider:
         if name not in ("thompson", "thompson_alltime") and raw is None:
             stats = [ArmStats(*map(int, row)) for row in counts]
         draws = None
+        prior = None
         if name in ("thompson", "thompson_alltime"):
             n, c = posterior_counts(name, counts)
             prior_a, prior_b = policy.prior_alpha, policy.prior_beta  # type: ignore[attr-defined]
+            prior = self._ranker_prior(flat, counts, context, placement.name)
+            if prior is not None:  # warm start: the ranker's pseudo-counts
+                prior_a, prior_b = prior
+                reference = (c + prior_a) / (n + prior_a + prior_b)
             samples = 1 + policy.n_propensity  # type: ignore[attr-defined]
             draws = beta_draws(prior_a + c, prior_b + n - c, self.rng, samples)
 
@@ -250,6 +260,9 @@ class RowDecider:
 
         if draws is not None:  # Step 5
             p_policy = _thompson_propensities(draws[1:], bonus, mask, segments, chosen)
+        if prior is not None and self.ranker is not None:
+            for seg in segments:
+                seg.rules.append(f"ranker:{self.ranker.version}")
         for j, seg in enumerate(segments):
             index = int(chosen[j]) - seg.start
             out[seg.index] = VideoDecision(
@@ -267,6 +280,23 @@ class RowDecider:
                 retired=seg.retired,
             )
         return [d for d in out if d is not None]
+
+    def _ranker_prior(
+        self,
+        flat: list[PosterMeta],
+        counts: np.ndarray,
+        context: dict[str, float],
+        placement: str,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Beta pseudo-counts from the offline ranker; None without one."""
+        if self.ranker is None:
+            return None
+        rows = [
+            {"features": p.features, "video_id": p.video_id,
+             "impressions": counts[i, 0], "clicks": counts[i, 1]}
+            for i, p in enumerate(flat)
+        ]  # fmt: skip
+        return self.ranker.prior(context, rows, placement, self.ranker_strength)
 
     def _rules(
         self,

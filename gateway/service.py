@@ -40,6 +40,7 @@ from gateway.state import PosterCache, RowReader
 from gateway.token import ImpressionToken, TokenSigner
 from keyart.keys import Keys
 from keyart.settings import Settings
+from ranking.serving import Ranker
 
 __all__ = ["Gateway"]
 
@@ -80,6 +81,8 @@ class Gateway:
             self.rng,
             settings.split_by_placement,
             settings.split_by_segment,
+            ranker=Ranker.load(settings.ranker_path),
+            ranker_strength=settings.ranker_prior_strength,
         )
         self.fallback = FallbackCache(self.posters)
         self.rules = RulesDocument()
