@@ -15,7 +15,7 @@ from keyart.settings import Settings
 from schemas.codec import DecodeError, get_codec
 from streams.catalog import queue_poster
 from streams.consumer import LearnerApp
-from streams.learner import Learner
+from streams.learner import REDIS_TIMEOUT_S, Learner
 from streams.validate import check_event
 
 __all__ = ["create_app", "faust_options"]
@@ -72,7 +72,11 @@ def create_app(settings: Settings, redis_client: Any | None = None) -> LearnerAp
 
     def learner() -> Learner:
         if "learner" not in state:
-            client = redis_client or aioredis.Redis.from_url(settings.redis_url)
+            client = redis_client or aioredis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+            )
             state["learner"] = Learner(app, settings, client)
             app.learner = state["learner"]  # type: ignore[attr-defined]
         return state["learner"]
@@ -115,9 +119,20 @@ def create_app(settings: Settings, redis_client: Any | None = None) -> LearnerAp
                     )
                 )
                 continue
-            pipe = learner().redis.pipeline(transaction=True)
-            queue_poster(pipe, learner().keys, settings, record)
-            await pipe.execute()
+
+            async def write(record: Any = record, message: Any = message) -> Any:
+                keys = learner().keys
+                pipe = learner().redis.pipeline(transaction=True)
+                queue_poster(pipe, keys, settings, record)
+                # The catalog's own offset: what a restart resumes from.
+                pipe.hset(
+                    keys.catalog_offsets(),
+                    f"{message.topic}:{message.partition}",
+                    message.offset + 1,
+                )
+                return await pipe.execute()
+
+            await learner().redis_call("catalog", write)
             logger.info(
                 "poster %s of %s is %s",
                 record["poster_id"],

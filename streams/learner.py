@@ -20,7 +20,22 @@ Steps of a flush (:meth:`Learner.flush`, one at a time):
    and, every few seconds or when idle, the FM shards into ``{p}:model:fm``.
 
 On assignment the learner rebuilds each new partition from Redis before Faust
-resumes fetching; on revocation it flushes, then forgets the partition.
+resumes fetching, and seeks the consumer to the offsets stored in Redis with
+that state, or to the earliest retained offset when Redis holds none (Redis
+lost its data): Redis is the state, so Kafka's committed offset alone is no
+evidence that an event's effect exists. The posters topic is treated the same
+way with ``{p}:catalog:offsets``. On revocation the learner flushes, then
+forgets the partition.
+
+Redis outages: every Redis call goes through :meth:`Learner.redis_call`,
+which retries timeouts and refused connections with backoff (0.5 s doubling
+to 5 s), logging a WARNING each time. While Redis is out, batches stop being
+applied (the fetch loop waits, so memory stays bounded by what was applied
+before the outage was noticed) and ``/readyz`` fails on its Redis check. A
+flush's transaction holds absolute values (no increments), so sending it
+again after an unanswered attempt is safe. Only after ``redis_outage_s``
+does the learner give up, with an ERROR naming ``KEYART_REDIS_URL``; a
+restart then resumes from the last flush.
 """
 
 from __future__ import annotations
@@ -30,11 +45,13 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bandits.features import FEATURE_DIM
 from keyart.settings import Settings
@@ -46,7 +63,23 @@ from streams.resp import Transaction
 from streams.shards import LinUCBShard, merge_linucb
 from streams.state_keys import StreamKeys
 
-__all__ = ["Learner"]
+__all__ = ["REDIS_ERRORS", "REDIS_TIMEOUT_S", "Learner"]
+
+T = TypeVar("T")
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+"""Errors of an unreachable or stalled Redis: retried, not fatal."""
+
+REDIS_TIMEOUT_S = 2.0
+"""Socket timeout of the learner's Redis client: a stalled Redis is noticed
+(and retried) after this long. A flush takes milliseconds."""
+
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.5, 5.0
+
+
+class StateLostError(RuntimeError):
+    """Redis no longer holds state this learner wrote (it lost its data)."""
+
 
 logger = logging.getLogger("streams")
 
@@ -102,6 +135,7 @@ class Learner:
         self.clicks = settings.topic("clicks")
         self.deadletter = settings.topic("deadletter")
         self.topics = (self.impressions, self.clicks)
+        self.posters = settings.topic("posters")
         self.dim = FEATURE_DIM
         self.partitions: dict[int, PartitionLearner] = {}
         self.lock = asyncio.Lock()
@@ -116,12 +150,19 @@ class Learner:
         self.flushes = 0
         self._merged_n = -1
         self._merged_fm = -1
+        self.redis_ok = True
+        self._stored: set[int] = set()  # partitions whose state is in Redis
+        self._redis_back = asyncio.Event()
+        self._redis_back.set()
         metrics.STATE_AGE.set_function(lambda: time.time() - self.last_flush_wall)
 
     # -- batches ---------------------------------------------------------------------
 
     async def on_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:
         """Apply one fetched batch (see the module's steps)."""
+        if not self.redis_ok:
+            # Redis is out: hold the fetch loop rather than pile up state.
+            await self._redis_back.wait()
         dead: list[DeadLetter] = []
         async with self.lock:
             touched: list[PartitionLearner] = []
@@ -200,15 +241,72 @@ class Learner:
             extra={"topic": topic, "partition": partition, "offset": offset},
         )
 
+    # -- Redis outages ----------------------------------------------------------------
+
+    async def redis_call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``await call()``, retried while Redis is unreachable.
+
+        ``call`` must be safe to repeat (build a new pipeline inside it).
+        Gives up, re-raising, once ``redis_outage_s`` have passed.
+        """
+        started = time.monotonic()
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                result = await call()
+            except REDIS_ERRORS as error:
+                waited = time.monotonic() - started
+                bound = self.settings.redis_outage_s
+                if waited + delay > bound:
+                    logger.error(
+                        "Redis at %s (KEYART_REDIS_URL) has not answered the "
+                        "learner's %s for %.0f s (KEYART_REDIS_OUTAGE_S=%s); the "
+                        "learner stops, a restart resumes from the last flush: %r",
+                        self.settings.redis_url,
+                        operation,
+                        waited,
+                        bound,
+                        error,
+                    )
+                    raise
+                self.redis_ok = False
+                self._redis_back.clear()
+                metrics.REDIS_RETRIES.labels(operation).inc()
+                logger.warning(
+                    "Redis at %s (KEYART_REDIS_URL) failed the learner's %s (%r); "
+                    "consumption paused, retrying in %.1f s (gives up after "
+                    "KEYART_REDIS_OUTAGE_S=%s s)",
+                    self.settings.redis_url,
+                    operation,
+                    error,
+                    delay,
+                    bound,
+                    extra={"operation": operation},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            if not self.redis_ok:
+                logger.warning(
+                    "Redis answers the learner's %s again after %.1f s; "
+                    "consumption resumes",
+                    operation,
+                    time.monotonic() - started,
+                )
+                self.redis_ok = True
+                self._redis_back.set()
+            return result
+
     # -- flushing --------------------------------------------------------------------
 
     async def flush(self) -> None:
         """Write every partition's changes and offsets (see the module's steps).
 
         Flushes run one at a time; batches keep being applied while one
-        waits for Redis. A failed flush crashes the worker: the changes it
-        carried are no longer marked dirty, so the only safe way on is a
-        restart from the state and offsets last written.
+        waits for Redis. A Redis outage is retried (:meth:`redis_call`); a
+        flush that still fails crashes the worker: the changes it carried are
+        no longer marked dirty, so the only safe way on is a restart from the
+        state and offsets last written.
         """
         async with self.flush_lock:
             try:
@@ -243,7 +341,16 @@ class Learner:
                 for topic, offset in learner.offsets.items()
             }
             owns_zero = 0 in self.partitions
-        await transaction.execute(self.redis)
+            flushed = list(self.partitions)
+        stored = sorted(self._stored & set(flushed))
+
+        async def send() -> list[Any]:
+            if stored:
+                await self._check_state_kept(stored)
+            return await transaction.execute(self.redis)
+
+        await self.redis_call("flush", send)
+        self._stored.update(flushed)
         # Step 3
         if offsets:
             await self.app.consumer.commit_offsets(offsets)
@@ -256,7 +363,26 @@ class Learner:
         self._progress(offsets)
         # Step 4
         if owns_zero:
-            await self._merge_models(now, idle=written == 0)
+            try:
+                await self._merge_models(now, idle=written == 0)
+            except REDIS_ERRORS as error:  # published at a later flush
+                logger.warning("model merge skipped, Redis failed: %r", error)
+
+    async def _check_state_kept(self, partitions: Sequence[int]) -> None:
+        """Refuse to write a flush's changes over a Redis that lost its data.
+
+        A flush holds only what changed; written to an emptied Redis it would
+        leave arms with a fraction of their counts. The learner stops instead;
+        on restart it finds no state and rebuilds from Kafka.
+        """
+        found = await self.redis.exists(*(self.keys.learner(p) for p in partitions))
+        if found != len(partitions):
+            raise StateLostError(
+                f"Redis at {self.settings.redis_url} (KEYART_REDIS_URL) lost the "
+                f"learner's state of partitions {list(partitions)} (their "
+                f"{self.keys.learner(partitions[0])} keys are gone); restart the "
+                "learner to rebuild it from Kafka"
+            )
 
     def _progress(self, offsets: Mapping[Any, int]) -> None:
         """Log the applied offsets at most every 30 seconds."""
@@ -306,7 +432,6 @@ class Learner:
         total = sum(s.n + s.clicks for s in shards)
         if total == self._merged_n:
             return
-        self._merged_n = total
         finite = []
         for p, shard in enumerate(shards):
             if np.isfinite(shard.a).all() and np.isfinite(shard.b).all():
@@ -331,10 +456,12 @@ class Learner:
                 self.keys.model("linucb"),
             )
             metrics.NON_FINITE.labels("linucb_model").inc()
+            self._merged_n = total
             return
         mapping: dict[str, Any] = dict(model.to_mapping())
         mapping["updated_ms"] = now_ms
         await self.redis.hset(self.keys.model("linucb"), mapping=mapping)
+        self._merged_n = total
 
     async def _merge_fm(self, now_ms: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -368,7 +495,57 @@ class Learner:
     # -- rebalances ------------------------------------------------------------------
 
     async def on_assigned(self, assigned: set[Any]) -> None:
-        """Rebuild newly assigned partitions from Redis before fetching resumes."""
+        """Rebuild newly assigned partitions from Redis before fetching resumes.
+
+        Then seek every assigned partition of the learner's topics and of the
+        posters topic to the offset Redis holds for it, or to the earliest
+        retained offset when it holds none.
+        """
+        await self._assign_learner(assigned)
+        await self._seek_to_state(assigned)
+
+    async def _seek_to_state(self, assigned: set[Any]) -> None:
+        posters = sorted(tp.partition for tp in assigned if tp.topic == self.posters)
+        catalog: dict[bytes, bytes] = {}
+        if posters:
+            catalog = await self.redis_call(
+                "load", lambda: self.redis.hgetall(self.keys.catalog_offsets())
+            )
+        targets: dict[Any, int | None] = {}
+        async with self.lock:
+            for tp in assigned:
+                if tp.topic in self.topics and tp.partition in self.partitions:
+                    stored = self.partitions[tp.partition].offsets.get(tp.topic)
+                elif tp.topic == self.posters:
+                    value = catalog.get(f"{tp.topic}:{tp.partition}".encode())
+                    stored = int(value) if value is not None else None
+                else:
+                    continue
+                targets[self._tp(tp.topic, tp.partition)] = stored
+        missing = [tp for tp, offset in targets.items() if offset is None]
+        earliest: dict[Any, int] = {}
+        if missing:
+            try:
+                earliest = dict(await self.app.consumer.earliest_offsets(*missing))
+            except Exception as error:  # noqa: BLE001 - offset 0 resets to earliest
+                logger.warning("earliest offsets unknown (%r); seeking to 0", error)
+            logger.warning(
+                "no state in Redis for %s: rebuilding them from the earliest "
+                "retained offsets",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(missing)),
+                extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in missing]},
+            )
+        seeks = {
+            tp: offset if offset is not None else int(earliest.get(tp) or 0)
+            for tp, offset in targets.items()
+        }
+        for tp, offset in seeks.items():
+            await self.app.consumer.seek(tp, offset)
+        if seeks:
+            # Any later seek to the committed offsets lands here too.
+            await self.app.consumer.commit_offsets(seeks)
+
+    async def _assign_learner(self, assigned: set[Any]) -> None:
         wanted = sorted(
             {tp.partition for tp in assigned if tp.topic in self.topics}
             - set(self.partitions)
@@ -376,15 +553,24 @@ class Learner:
         if not wanted:
             return
         async with self.lock:
-            pipe = self.redis.pipeline(transaction=False)
-            for p in wanted:
-                PartitionLearner.queue_load(pipe, self.keys, self.group, p)
-            results = await pipe.execute()
+
+            async def load() -> list[Any]:
+                pipe = self.redis.pipeline(transaction=False)
+                for p in wanted:
+                    PartitionLearner.queue_load(pipe, self.keys, self.group, p)
+                return await pipe.execute()
+
+            results = await self.redis_call("load", load)
             steps = PartitionLearner.LOAD_STEPS
             for i, p in enumerate(wanted):
                 learner = PartitionLearner(p, self.settings, self.codec, self.dim)
-                learner.restore(results[i * steps : (i + 1) * steps], self.topics)
+                part = results[i * steps : (i + 1) * steps]
+                learner.restore(part, self.topics)
                 self.partitions[p] = learner
+                if part[3]:  # the partition's learner hash: state exists
+                    self._stored.add(p)
+                else:
+                    self._stored.discard(p)
         logger.info(
             "learner partitions assigned: %s", wanted, extra={"partitions": wanted}
         )

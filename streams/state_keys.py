@@ -24,7 +24,17 @@ key                                      type    what it holds
                                                  ``examples``, ``n_factors``,
                                                  ``w:{feature}``,
                                                  ``v:{feature}`` (float64 bytes)
+``{p}:catalog:offsets``                  hash    ``{posters topic}:{partition}``
+                                                 -> next offset of the posters
+                                                 topic the catalog holds
 =======================================  ======  ================================
+
+Redis is the learner's state, so a Kafka commit alone is not evidence that an
+event's effect exists: on assignment each partition is read from the offset
+stored here (``{p}:offsets:{group}`` for impressions and clicks,
+``{p}:catalog:offsets`` for posters), or from the earliest retained offset
+when none is stored (Redis lost its data, or a new prefix), whatever offset
+Kafka has committed.
 """
 
 from __future__ import annotations
@@ -53,3 +63,6 @@ class StreamKeys(Keys):
 
     def model_shard(self, name: str, partition: int) -> str:
         return f"{self.prefix}:model:{escape(name)}:{partition}"
+
+    def catalog_offsets(self) -> str:
+        return f"{self.prefix}:catalog:offsets"
