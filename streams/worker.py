@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from keyart.settings import Settings
 
@@ -35,6 +36,7 @@ def run_worker(settings: Settings) -> None:
             max_age,
         ),
     }
+    checks["redis_writes"] = _writes_reach_redis(app, settings.redis_url)
     for name in ("redis", "broker"):
         ok, detail = checks[name]()
         if not ok:
@@ -52,3 +54,18 @@ def run_worker(settings: Settings) -> None:
         worker.execute_from_commandline()
     finally:
         server.stop()
+
+
+def _writes_reach_redis(app: object, url: str) -> Callable[[], tuple[bool, str]]:
+    """Readiness: fails while the learner retries its Redis writes (an outage)."""
+
+    def check() -> tuple[bool, str]:
+        learner = getattr(app, "learner", None)
+        if learner is None or learner.redis_ok:
+            return True, "learner writes reach Redis"
+        return False, (
+            f"learner cannot write to Redis at {url} (KEYART_REDIS_URL); retrying, "
+            "consumption paused"
+        )
+
+    return check

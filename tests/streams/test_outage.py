@@ -13,10 +13,13 @@ One private redis-server for the module (the session's Redis is shared):
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,18 @@ class PrivateRedis:
             self.process.wait(10)
 
 
+def readyz(worker):
+    """Status and body of the worker's /readyz (its port is in its log)."""
+    port = re.search(r"metrics on port (\d+)", worker.text()).group(1)
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - http URL built here
+            f"http://127.0.0.1:{port}/readyz", timeout=10
+        ) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 def all_time(arms):
     out = {}
     for video, fields in arms.items():
@@ -139,7 +154,9 @@ def outage(make_settings, stack, tmp_path_factory):
         thread.start()
         time.sleep(2.0)
         private.signal(signal.SIGSTOP)
-        time.sleep(8.0)
+        time.sleep(6.0)
+        facts["readyz_during_stall"] = readyz(first)
+        time.sleep(2.0)
         private.signal(signal.SIGCONT)
         thread.join()
         ends = log_end(base)
@@ -186,6 +203,9 @@ def test_learner_rides_out_a_stalled_redis_and_ends_exact(outage):
     assert "consumption paused" in log, log[-3000:]
     assert "consumption resumes" in log
     assert all_time(outage["arms_after_stall"]) == outage["expected"]
+    status, body = outage["readyz_during_stall"]
+    assert status == 503, body
+    assert "redis_writes" in body and "KEYART_REDIS_URL" in body
 
 
 def test_learner_stops_rather_than_write_over_an_emptied_redis(outage):
