@@ -185,7 +185,13 @@ def normalise_value(name: str, value: float, poster: bool = True) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"feature {name!r} is not finite: {value!r}")
+    return _normalise_finite(name, value, poster)
+
+
+def _normalise_finite(name: str, value: float, poster: bool) -> float:
     rule = POSTER_SCALES.get(name) if poster else None
+    if rule is None and -1.0 <= value <= 1.0:
+        return value
     if rule is not None:
         kind, scale = rule
         if kind == "linear":
@@ -234,21 +240,35 @@ def normalise_columns(
         raise ValueError(f"{len(names)} feature names for values of shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("feature values contain NaN or infinity")
-    out = np.where(
-        np.abs(x) > 1.0,
-        np.sign(x) * (1.0 + np.log(np.maximum(np.abs(x), 1.0)) / _LOG_DEFAULT),
-        x,
+    return _normalise_matrix(tuple(names), x, poster)
+
+
+@lru_cache(maxsize=4096)
+def _column_rules(names: tuple[str, ...], poster: bool):
+    """Column indices and divisors of the table's linear and log features."""
+    rules = [POSTER_SCALES.get(n) if poster else None for n in names]
+    linear = [j for j, r in enumerate(rules) if r is not None and r[0] == "linear"]
+    log = [j for j, r in enumerate(rules) if r is not None and r[0] == "log"]
+    return (
+        np.array(linear, dtype=np.intp),
+        np.array([rules[j][1] for j in linear]),
+        np.array(log, dtype=np.intp),
+        np.log1p([rules[j][1] for j in log]),
     )
-    for j, name in enumerate(names):
-        rule = POSTER_SCALES.get(name) if poster else None
-        if rule is not None:
-            kind, scale = rule
-            col = x[:, j]
-            if kind == "linear":
-                out[:, j] = col / scale
-            else:
-                out[:, j] = np.sign(col) * np.log1p(np.abs(col)) / math.log1p(scale)
-    return np.clip(out, -CLIP, CLIP)
+
+
+def _normalise_matrix(names: tuple[str, ...], x: np.ndarray, poster: bool):
+    # x is finite; columns are features ``names``.
+    linear, linear_scale, log, log_scale = _column_rules(names, poster)
+    a = np.abs(x)
+    out = np.where(
+        a > 1.0, np.sign(x) * (1.0 + np.log(np.maximum(a, 1.0)) / _LOG_DEFAULT), x
+    )
+    if linear.size:
+        out[:, linear] = x[:, linear] / linear_scale
+    if log.size:
+        out[:, log] = np.sign(x[:, log]) * np.log1p(a[:, log]) / log_scale
+    return np.clip(out, -CLIP, CLIP, out=out)
 
 
 def _checked(features: Mapping[str, float], what: str) -> tuple[tuple[str, ...], list]:
@@ -263,7 +283,7 @@ def _checked(features: Mapping[str, float], what: str) -> tuple[tuple[str, ...],
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"{what} feature {key!r} is not finite: {value!r}")
-        values.append(normalise_value(key, value, poster=what == "poster"))
+        values.append(value)
     return keys, values
 
 
@@ -328,7 +348,8 @@ def cross_features_many(
     if dim < 1:
         raise ValueError(f"feature dimension must be at least 1, got {dim}")
     user_keys, user_values = _checked(context, "user")
-    u = np.asarray(user_values, dtype=np.float64)
+    u = np.asarray(user_values, dtype=np.float64).reshape(1, len(user_keys))
+    u = _normalise_matrix(user_keys, u, False)[0]
     out = np.empty((len(posters), dim))
     groups: dict[tuple[str, ...], list[tuple[int, list]]] = {}
     for i, poster in enumerate(posters):
@@ -339,6 +360,7 @@ def cross_features_many(
         rows = [i for i, _ in members]
         p = np.asarray([values for _, values in members], dtype=np.float64)
         p = p.reshape(len(members), len(poster_keys))
+        p = _normalise_matrix(poster_keys, p, True)
         crossed = (u[None, :, None] * p[:, None, :]).reshape(len(members), -1)
         raw = np.hstack(
             [

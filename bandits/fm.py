@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bandits.features import normalise_value
+from bandits.features import _normalise_finite
 
 __all__ = ["FMScorer", "OnlineFM", "fm_features"]
 
@@ -90,8 +90,8 @@ def fm_features(
         poster_id = own_id
     user = _check_features(context)
     looks = _check_features(poster)
-    x = {f"u:{k}": normalise_value(k, v, poster=False) for k, v in user.items()}
-    x.update({f"p:{k}": normalise_value(k, v) for k, v in looks.items()})
+    x = {f"u:{k}": _normalise_finite(k, v, False) for k, v in user.items()}
+    x.update({f"p:{k}": _normalise_finite(k, v, True) for k, v in looks.items()})
     if poster_id is not None:
         x[f"poster={poster_id}"] = 1.0
     return x
