@@ -4,7 +4,10 @@ Where things happen:
 
 * ``consumer`` - the Faust app whose learner topics are fetched in batches;
 * ``learner`` - applies batches, flushes to Redis, follows rebalances;
-* ``partition`` - one partition's state and how it is saved and restored;
+* ``redis_guard`` - rides out Redis outages, refuses to write over lost state;
+* ``publish`` - merges the shards into the global models (finite ones only);
+* ``partition`` - one partition's state and how it learns;
+* ``saving`` - how a partition is saved to Redis and restored;
 * ``attribution``, ``dedupe``, ``validate`` - the rules for each event;
 * ``shards``, ``fm_shard`` - per-partition shares of the global models;
 * ``catalog`` - approved posters becoming arms;

@@ -27,59 +27,35 @@ evidence that an event's effect exists. The posters topic is treated the same
 way with ``{p}:catalog:offsets``. On revocation the learner flushes, then
 forgets the partition.
 
-Redis outages: every Redis call goes through :meth:`Learner.redis_call`,
-which retries timeouts and refused connections with backoff (0.5 s doubling
-to 5 s), logging a WARNING each time. While Redis is out, batches stop being
-applied (the fetch loop waits, so memory stays bounded by what was applied
-before the outage was noticed) and ``/readyz`` fails on its Redis check. A
-flush's transaction holds absolute values (no increments), so sending it
-again after an unanswered attempt is safe. Only after ``redis_outage_s``
-does the learner give up, with an ERROR naming ``KEYART_REDIS_URL``; a
-restart then resumes from the last flush.
+Redis outages are ridden out by :mod:`streams.redis_guard`; the merged models
+are published by :mod:`streams.publish`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
-
-import numpy as np
-import orjson
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from bandits.features import FEATURE_DIM
 from keyart.settings import Settings
 from schemas.codec import get_codec
 from streams import metrics
-from streams.fm_shard import FM_PUBLISH_S, FMShard, merge_fm
 from streams.partition import DeadLetter, PartitionLearner
+from streams.publish import ModelPublisher
+from streams.redis_guard import (
+    REDIS_ERRORS,
+    REDIS_TIMEOUT_S,
+    RedisGuard,
+    StateLostError,
+)
 from streams.resp import Transaction
-from streams.shards import LinUCBShard, merge_linucb
 from streams.state_keys import StreamKeys
 
-__all__ = ["REDIS_ERRORS", "REDIS_TIMEOUT_S", "Learner"]
-
-T = TypeVar("T")
-
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
-"""Errors of an unreachable or stalled Redis: retried, not fatal."""
-
-REDIS_TIMEOUT_S = 2.0
-"""Socket timeout of the learner's Redis client: a stalled Redis is noticed
-(and retried) after this long. A flush takes milliseconds."""
-
-_RETRY_FIRST_S, _RETRY_MAX_S = 0.5, 5.0
-
-
-class StateLostError(RuntimeError):
-    """Redis no longer holds state this learner wrote (it lost its data)."""
-
+__all__ = ["REDIS_ERRORS", "REDIS_TIMEOUT_S", "Learner", "StateLostError"]
 
 logger = logging.getLogger("streams")
 
@@ -98,20 +74,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _all_finite(value: Any) -> bool:
-    """Whether every number in a JSON-like value is finite."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, Mapping):
-        return all(_all_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return all(_all_finite(v) for v in value)
-    if isinstance(value, np.ndarray):
-        return bool(np.isfinite(value).all())
-    return True
-
-
-class Learner:
+class Learner(RedisGuard, ModelPublisher):
     """Per-partition learners of one worker and their Redis flushes.
 
     Parameters
@@ -150,10 +113,8 @@ class Learner:
         self.flushes = 0
         self._merged_n = -1
         self._merged_fm = -1
-        self.redis_ok = True
+        self._init_guard()
         self._stored: set[int] = set()  # partitions whose state is in Redis
-        self._redis_back = asyncio.Event()
-        self._redis_back.set()
         metrics.STATE_AGE.set_function(lambda: time.time() - self.last_flush_wall)
 
     # -- batches ---------------------------------------------------------------------
@@ -241,62 +202,6 @@ class Learner:
             extra={"topic": topic, "partition": partition, "offset": offset},
         )
 
-    # -- Redis outages ----------------------------------------------------------------
-
-    async def redis_call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        """``await call()``, retried while Redis is unreachable.
-
-        ``call`` must be safe to repeat (build a new pipeline inside it).
-        Gives up, re-raising, once ``redis_outage_s`` have passed.
-        """
-        started = time.monotonic()
-        delay = _RETRY_FIRST_S
-        while True:
-            try:
-                result = await call()
-            except REDIS_ERRORS as error:
-                waited = time.monotonic() - started
-                bound = self.settings.redis_outage_s
-                if waited + delay > bound:
-                    logger.error(
-                        "Redis at %s (KEYART_REDIS_URL) has not answered the "
-                        "learner's %s for %.0f s (KEYART_REDIS_OUTAGE_S=%s); the "
-                        "learner stops, a restart resumes from the last flush: %r",
-                        self.settings.redis_url,
-                        operation,
-                        waited,
-                        bound,
-                        error,
-                    )
-                    raise
-                self.redis_ok = False
-                self._redis_back.clear()
-                metrics.REDIS_RETRIES.labels(operation).inc()
-                logger.warning(
-                    "Redis at %s (KEYART_REDIS_URL) failed the learner's %s (%r); "
-                    "consumption paused, retrying in %.1f s (gives up after "
-                    "KEYART_REDIS_OUTAGE_S=%s s)",
-                    self.settings.redis_url,
-                    operation,
-                    error,
-                    delay,
-                    bound,
-                    extra={"operation": operation},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-                continue
-            if not self.redis_ok:
-                logger.warning(
-                    "Redis answers the learner's %s again after %.1f s; "
-                    "consumption resumes",
-                    operation,
-                    time.monotonic() - started,
-                )
-                self.redis_ok = True
-                self._redis_back.set()
-            return result
-
     # -- flushing --------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -368,22 +273,6 @@ class Learner:
             except REDIS_ERRORS as error:  # published at a later flush
                 logger.warning("model merge skipped, Redis failed: %r", error)
 
-    async def _check_state_kept(self, partitions: Sequence[int]) -> None:
-        """Refuse to write a flush's changes over a Redis that lost its data.
-
-        A flush holds only what changed; written to an emptied Redis it would
-        leave arms with a fraction of their counts. The learner stops instead;
-        on restart it finds no state and rebuilds from Kafka.
-        """
-        found = await self.redis.exists(*(self.keys.learner(p) for p in partitions))
-        if found != len(partitions):
-            raise StateLostError(
-                f"Redis at {self.settings.redis_url} (KEYART_REDIS_URL) lost the "
-                f"learner's state of partitions {list(partitions)} (their "
-                f"{self.keys.learner(partitions[0])} keys are gone); restart the "
-                "learner to rebuild it from Kafka"
-            )
-
     def _progress(self, offsets: Mapping[Any, int]) -> None:
         """Log the applied offsets at most every 30 seconds."""
         now = time.monotonic()
@@ -414,83 +303,6 @@ class Learner:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(
                     max(0, end - offset)
                 )
-
-    async def _merge_models(self, now_ms: int, idle: bool) -> None:
-        n = self.settings.topic_partitions
-        pipe = self.redis.pipeline(transaction=False)
-        for p in range(n):
-            pipe.hgetall(self.keys.model_shard("linucb", p))
-        for p in range(n):
-            pipe.hget(self.keys.model_shard("fm", p), "examples")
-        results = await pipe.execute()
-        fm_examples = sum(int(x) for x in results[n:] if x)
-        due = time.monotonic() - self._fm_published_at >= FM_PUBLISH_S
-        if fm_examples != self._merged_fm and (due or idle):
-            await self._merge_fm(now_ms)
-            self._merged_fm = fm_examples
-        shards = [LinUCBShard.from_mapping(m, self.dim) for m in results[:n]]
-        total = sum(s.n + s.clicks for s in shards)
-        if total == self._merged_n:
-            return
-        finite = []
-        for p, shard in enumerate(shards):
-            if np.isfinite(shard.a).all() and np.isfinite(shard.b).all():
-                finite.append(shard)
-                continue
-            logger.error(
-                "LinUCB shard %s in Redis is not finite; merged without it "
-                "(delete %s to start the partition's share afresh)",
-                p,
-                self.keys.model_shard("linucb", p),
-                extra={"partition": p},
-            )
-            metrics.NON_FINITE.labels("linucb_shard").inc()
-        try:
-            model = merge_linucb(finite, alpha=self.settings.linucb_alpha, ridge=1.0)
-            ok = all(np.isfinite(x).all() for x in (model.a, model.b, model.a_inv))
-        except (IndexError, ValueError, np.linalg.LinAlgError):
-            ok = False
-        if not ok:
-            logger.error(
-                "merged LinUCB model is not finite; %s keeps the last good one",
-                self.keys.model("linucb"),
-            )
-            metrics.NON_FINITE.labels("linucb_model").inc()
-            self._merged_n = total
-            return
-        mapping: dict[str, Any] = dict(model.to_mapping())
-        mapping["updated_ms"] = now_ms
-        await self.redis.hset(self.keys.model("linucb"), mapping=mapping)
-        self._merged_n = total
-
-    async def _merge_fm(self, now_ms: int) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for p in range(self.settings.topic_partitions):
-            pipe.hgetall(self.keys.model_shard("fm", p))
-        seed = self.settings.seed
-        exports = [
-            FMShard.from_fields(fields, seed).export()
-            for fields in await pipe.execute()
-        ]
-        merged = merge_fm(exports)
-        self._fm_published_at = time.monotonic()
-        if merged is None:
-            return
-        if not _all_finite(merged):
-            logger.error(
-                "merged FM model is not finite; %s keeps the last good one",
-                self.keys.model("fm"),
-            )
-            metrics.NON_FINITE.labels("fm_model").inc()
-            return
-        await self.redis.hset(
-            self.keys.model("fm"),
-            mapping={
-                "data": orjson.dumps(merged),
-                "version": merged["version"],
-                "updated_ms": now_ms,
-            },
-        )
 
     # -- rebalances ------------------------------------------------------------------
 
