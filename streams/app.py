@@ -15,7 +15,8 @@ from keyart.settings import Settings
 from schemas.codec import DecodeError, get_codec
 from streams.catalog import queue_poster
 from streams.consumer import LearnerApp
-from streams.learner import REDIS_TIMEOUT_S, Learner
+from streams.learner import Learner
+from streams.redis_guard import LOAD_TIMEOUT_S, REDIS_TIMEOUT_S
 from streams.validate import check_event
 
 __all__ = ["create_app", "faust_options"]
@@ -77,7 +78,12 @@ def create_app(settings: Settings, redis_client: Any | None = None) -> LearnerAp
                 socket_timeout=REDIS_TIMEOUT_S,
                 socket_connect_timeout=REDIS_TIMEOUT_S,
             )
-            state["learner"] = Learner(app, settings, client)
+            load_client = redis_client or aioredis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=LOAD_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+            )
+            state["learner"] = Learner(app, settings, client, load_client)
             app.learner = state["learner"]  # type: ignore[attr-defined]
         return state["learner"]
 

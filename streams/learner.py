@@ -84,13 +84,21 @@ class Learner(RedisGuard, ModelPublisher):
     settings
         Topics, Redis, windows, flush interval.
     redis
-        A ``redis.asyncio.Redis`` client.
+        A ``redis.asyncio.Redis`` client (a short socket timeout, so a stalled
+        Redis is noticed and retried).
+    load_redis
+        The client that reads partitions back on assignment (defaults to
+        ``redis``); give it a longer timeout, a large dedupe memory takes
+        seconds to read.
     """
 
-    def __init__(self, app: Any, settings: Settings, redis: Any) -> None:
+    def __init__(
+        self, app: Any, settings: Settings, redis: Any, load_redis: Any | None = None
+    ) -> None:
         self.app = app
         self.settings = settings
         self.redis = redis
+        self.load_redis = load_redis if load_redis is not None else redis
         self.codec = get_codec()
         self.keys = StreamKeys(settings.redis_prefix)
         self.group = settings.streams_app_id
@@ -367,7 +375,7 @@ class Learner(RedisGuard, ModelPublisher):
         async with self.lock:
 
             async def load() -> list[Any]:
-                pipe = self.redis.pipeline(transaction=False)
+                pipe = self.load_redis.pipeline(transaction=False)
                 for p in wanted:
                     PartitionLearner.queue_load(pipe, self.keys, self.group, p)
                 return await pipe.execute()

@@ -31,7 +31,13 @@ from keyart.settings import Settings
 from streams import metrics
 from streams.state_keys import StreamKeys
 
-__all__ = ["REDIS_ERRORS", "REDIS_TIMEOUT_S", "RedisGuard", "StateLostError"]
+__all__ = [
+    "LOAD_TIMEOUT_S",
+    "REDIS_ERRORS",
+    "REDIS_TIMEOUT_S",
+    "RedisGuard",
+    "StateLostError",
+]
 
 logger = logging.getLogger("streams")
 
@@ -43,6 +49,9 @@ REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.Timeou
 REDIS_TIMEOUT_S = 2.0
 """Socket timeout of the learner's Redis client: a stalled Redis is noticed
 (and retried) after this long. A flush takes milliseconds."""
+
+LOAD_TIMEOUT_S = 60.0
+"""Socket timeout of the client that reads partitions back on assignment."""
 
 _RETRY_FIRST_S, _RETRY_MAX_S = 0.5, 5.0
 
