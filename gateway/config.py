@@ -40,11 +40,19 @@ __all__ = [
 ]
 
 
+MAX_COUNT = 10**12
+"""Largest impression threshold a rule takes (far beyond any real catalog)."""
+
+
 class RuleConfig(BaseModel):
     """The business rules of one placement; each rule turns off at its neutral
-    value (a share or factor of 1, a lambda or share of 0)."""
+    value (a share or factor of 1, a lambda or share of 0).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Every field is finite and bounded: a value the gateway cannot turn into a
+    time or a Redis integer is refused here, not met later as a failed read.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     exposure_cap_share: float = Field(
         0.6,
@@ -59,6 +67,7 @@ class RuleConfig(BaseModel):
     exposure_min_impressions: int = Field(
         100,
         ge=0,
+        le=MAX_COUNT,
         description="The cap applies once the video has this many impressions "
         "in the window (too few to judge a share before).",
     )
@@ -70,7 +79,10 @@ class RuleConfig(BaseModel):
         "this video (1: off).",
     )
     deweight_recency_s: float = Field(
-        3 * 86_400.0, gt=0, description="How long a seen poster stays deweighted."
+        3 * 86_400.0,
+        gt=0,
+        le=365 * 86_400,
+        description="How long a seen poster stays deweighted.",
     )
     mmr_lambda: float = Field(
         0.3,
@@ -82,6 +94,7 @@ class RuleConfig(BaseModel):
     ramp_min_impressions: int = Field(
         200,
         ge=0,
+        le=MAX_COUNT,
         description="A poster with fewer all-time impressions is new and gets "
         "the ramp-up share.",
     )
@@ -95,6 +108,7 @@ class RuleConfig(BaseModel):
     retire_min_impressions: int = Field(
         1000,
         ge=1,
+        le=MAX_COUNT,
         description="All-time impressions before a poster can be demoted or retired.",
     )
     demote_at: float = Field(
@@ -114,6 +128,7 @@ class RuleConfig(BaseModel):
     retire_margin: float = Field(
         0.001,
         ge=0,
+        le=1,
         description="Click-rate gap between those bounds needed to retire.",
     )
     demote_factor: float = Field(
@@ -173,7 +188,7 @@ class RulesDocument(BaseModel):
 class Variant(BaseModel):
     """One arm of the experiment: a policy and the share of users it serves."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(
         ...,
@@ -188,7 +203,7 @@ class Variant(BaseModel):
         examples=["thompson"],
     )
     weight: float = Field(
-        ..., gt=0, description="Relative traffic share.", examples=[0.4]
+        ..., gt=0, le=1e6, description="Relative traffic share.", examples=[0.4]
     )
 
     @field_validator("policy")

@@ -159,3 +159,45 @@ def test_bad_batches_are_422_naming_the_field(gateway, raw, field):
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"].startswith(field), response.text
+
+
+BAD_RULES = [
+    {"default": {"deweight_recency_s": "inf"}},
+    {"default": {"deweight_recency_s": 1e306}},
+    {"default": {"mmr_lambda": "nan"}},
+    {"default": {"ramp_min_impressions": 10**20}},
+    {"placements": {"search": {"exposure_min_impressions": 10**20}}},
+    {"default": {"retire_margin": 1e300}},
+]
+BAD_SPLITS = [
+    [{"name": "a", "policy": "random", "weight": "inf"}],
+    [
+        {"name": "a", "policy": "random", "weight": 1e308},
+        {"name": "b", "policy": "thompson", "weight": 1e308},
+    ],
+]
+
+
+@pytest.mark.parametrize("document", BAD_RULES)
+def test_rules_the_gateway_cannot_apply_are_422(gateway, document):
+    from tests.gateway.conftest import ADMIN
+
+    before = gateway.client.get("/admin/rules", headers=ADMIN).json()["version"]
+    response = gateway.client.put(
+        "/admin/rules", json={"document": document}, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    after = gateway.client.get("/admin/rules", headers=ADMIN).json()["version"]
+    assert after == before
+
+
+@pytest.mark.parametrize("variants", BAD_SPLITS)
+def test_splits_that_cannot_be_stored_or_summed_are_422(gateway, variants):
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.put(
+        "/admin/experiments", json={"document": {"variants": variants}}, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert "weight" in response.text
+    assert gateway.client.get("/admin/experiments", headers=ADMIN).status_code == 200
