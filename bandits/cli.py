@@ -1,8 +1,8 @@
-"""``keyart report`` and ``keyart evaluate``: click-through reports and OPE.
+"""`keyart report` and `keyart evaluate`: click-through reports and OPE.
 
-Both read keyart's own logs from Kafka (``--source kafka``, the topics under
-``KEYART_TOPIC_PREFIX`` at ``KEYART_KAFKA_BOOTSTRAP``) or the Open Bandit
-Dataset sample (``--source obd``, fetched from the package registry).
+Both read keyart's own logs from Kafka (`--source kafka`, the topics under
+`KEYART_TOPIC_PREFIX` at `KEYART_KAFKA_BOOTSTRAP`) or the Open Bandit
+Dataset sample (`--source obd`, fetched from the package registry).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ POLICY_NAMES = ("uniform", "logging", "greedy", "epsilon-greedy")
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``report`` and ``evaluate`` to the keyart command."""
+    """Add `report` and `evaluate` to the keyart command."""
 
     @app.command("report")
     def report(
@@ -59,9 +59,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Impressions, clicks, CTR and UCTR with 95% intervals, by slice.
 
-        Examples: ``keyart report --by variant,placement --since 2026-01-01``,
-        ``keyart report --ab --control control --split control=0.1,ts=0.9``,
-        ``keyart report --source obd --by placement --json``.
+        Examples: `keyart report --by variant,placement --since 2026-01-01`,
+        `keyart report --ab --control control --split control=0.1,ts=0.9`,
+        `keyart report --source obd --by placement --json`.
         """
         from bandits.evaluation import _cli as io
         from bandits.evaluation.reports import ab_report, slice_table
@@ -185,11 +185,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Off-policy estimates of target policies' CTR from logged propensities.
 
-        Greedy policies are fitted on the earliest ``--train-share`` of the log;
-        every policy is evaluated on the rest. ``--variant`` and ``--video``
+        Greedy policies are fitted on the earliest `--train-share` of the log;
+        every policy is evaluated on the rest. `--variant` and `--video`
         restrict the log (a variant's own propensities describe one logger).
-        Examples: ``keyart evaluate --source obd --clip 50``,
-        ``keyart evaluate --policies uniform,greedy --estimators ips,dr --json``.
+        Examples: `keyart evaluate --source obd --clip 50`,
+        `keyart evaluate --policies uniform,greedy --estimators ips,dr --json`.
         """
         import numpy as np
 

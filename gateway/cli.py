@@ -1,4 +1,4 @@
-"""``keyart gateway``: serve the select API and the event collector."""
+"""`keyart gateway`: serve the select API and the event collector."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``gateway`` subcommand to the ``keyart`` command."""
+    """Add the `gateway` subcommand to the `keyart` command."""
 
     @app.command("gateway")
     def gateway(
@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve /v1/select, /v1/events, the admin API and /metrics.
 
-        Example: ``KEYART_TOKEN_SECRET=$(openssl rand -hex 32) keyart gateway
-        --port 8000``, then open http://127.0.0.1:8000/docs.
+        Example: `KEYART_TOKEN_SECRET=$(openssl rand -hex 32) keyart gateway
+        --port 8000`, then open http://127.0.0.1:8000/docs.
         """
         import importlib.util
 

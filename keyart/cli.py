@@ -1,8 +1,8 @@
-"""The ``keyart`` console command: one subcommand per process.
+"""The `keyart` console command: one subcommand per process.
 
-Each package adds its subcommands through a ``register(app)`` function in its
-own ``cli`` module, which imports its heavy dependencies inside the command so
-that ``keyart --help`` stays fast.
+Each package adds its subcommands through a `register(app)` function in its
+own `cli` module, which imports its heavy dependencies inside the command so
+that `keyart --help` stays fast.
 """
 
 from __future__ import annotations
@@ -25,7 +25,15 @@ logger = logging.getLogger("keyart")
 
 app = typer.Typer(
     name="keyart",
-    help="Pick each user's poster with streaming bandits; make posters from video.",
+    help=(
+        "Pick each user's poster with streaming bandits; make posters from video."
+        "\n\n\b\nExamples:\n"
+        "  keyart up --detach      # local broker and Redis\n"
+        "  keyart streams          # the learner\n"
+        "  keyart gateway          # select API, collector, dashboard\n"
+        "  keyart demo --short     # the whole loop on real video\n"
+        "  keyart down"
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -46,7 +54,7 @@ COMMAND_MODULES = (
 def settings_for_cli(**overrides: object) -> Settings:
     """Settings for a command, pointed at a running local stack when there is one.
 
-    An explicit ``KEYART_KAFKA_BOOTSTRAP`` or ``KEYART_REDIS_URL`` wins over the
+    An explicit `KEYART_KAFKA_BOOTSTRAP` or `KEYART_REDIS_URL` wins over the
     stack's state file. A wrong value exits with the setting's name.
     """
     from keyart.stack import read_state
@@ -94,7 +102,7 @@ def up(
 ) -> None:
     """Start the local broker and Redis (no Docker needed).
 
-    Examples: ``keyart up`` (Ctrl-C stops it), ``keyart up --detach``.
+    Examples: `keyart up` (Ctrl-C stops it), `keyart up --detach`.
     """
     from keyart.stack import LocalStack, StackError, read_state
 
@@ -135,7 +143,7 @@ def up(
 def down() -> None:
     """Stop the local stack that `keyart up` started.
 
-    Example: ``keyart down``.
+    Example: `keyart down`.
     """
     from keyart.stack import stop_from_state
 
@@ -144,14 +152,20 @@ def down() -> None:
     if info is None:
         typer.echo("nothing to stop")
         return
-    typer.echo(f"stopped broker {info.kafka_bootstrap} and redis {info.redis_url}")
+    if info.redis_pid is None:  # keyart up found a Redis already answering
+        typer.echo(
+            f"stopped broker {info.kafka_bootstrap}; left redis {info.redis_url}"
+            " running (keyart did not start it)"
+        )
+    else:
+        typer.echo(f"stopped broker {info.kafka_bootstrap} and redis {info.redis_url}")
 
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Say where the local stack listens, if it is up.
 
-    Example: ``keyart status --json``.
+    Example: `keyart status --json`.
     """
     from dataclasses import asdict
 
@@ -171,7 +185,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 def show_settings() -> None:
     """Print every setting, its environment variable and its current value.
 
-    Example: ``KEYART_FLUSH_INTERVAL_MS=250 keyart settings``.
+    Example: `KEYART_FLUSH_INTERVAL_MS=250 keyart settings`.
     """
     settings = settings_for_cli()
     for name, field in Settings.model_fields.items():

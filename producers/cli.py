@@ -1,4 +1,4 @@
-"""Commands of the producers package: ``keyart demo``, ``simulate``, ``replay``."""
+"""Commands of the producers package: `keyart demo`, `simulate`, `replay`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
-    """Add the producers' subcommands to the ``keyart`` command."""
+    """Add the producers' subcommands to the `keyart` command."""
 
     @app.command("demo")
     def demo(
@@ -28,14 +28,19 @@ def register(app: typer.Typer) -> None:
             "all-time Thompson variant to compare with the sliding window.",
         ),
         out: Path = typer.Option(Path("var/demo"), help="Folder of the report."),
+        keep: bool = typer.Option(
+            False,
+            "--keep",
+            help="Keep the run's Redis keys (by default they expire after 24 h).",
+        ),
     ) -> None:
         """Run the whole loop on real input and report each policy's lift.
 
         Starts the local stack when none is up, makes posters from two real
         videos, runs simulated MovieLens users through the gateway with an
         experiment split, replays the Open Bandit Dataset's real clicks, and
-        ends with a table and an HTML report. Examples: ``keyart demo``,
-        ``keyart demo --short``, ``KEYART_DEMO_SECONDS=300 keyart demo --drift``.
+        ends with a table and an HTML report. Examples: `keyart demo`,
+        `keyart demo --short`, `KEYART_DEMO_SECONDS=300 keyart demo --drift`.
         """
         import logging
 
@@ -56,6 +61,7 @@ def register(app: typer.Typer) -> None:
             seed=settings.seed,
             out_dir=out,
             obd_rounds=3000 if short else None,
+            keys_ttl_s=0 if keep else 86_400,
         )
         console = Console(width=max(Console().width, 132))
         try:
@@ -87,8 +93,8 @@ def register(app: typer.Typer) -> None:
 
         The posters and their features are read from Redis; clicks follow the
         synthetic click model (seeded by KEYART_SEED, parameters printed).
-        Example: ``keyart simulate --video bikes --video bigbuckbunny
-        --seconds 120 --gateway http://127.0.0.1:8000``.
+        Example: `keyart simulate --video bikes --video bigbuckbunny
+        --seconds 120 --gateway http://127.0.0.1:8000`.
         """
         import asyncio
         import logging
@@ -173,7 +179,7 @@ def register(app: typer.Typer) -> None:
         """Stream the Open Bandit Dataset's logged rounds to the event topics.
 
         Impression and click ids are deterministic, so replaying twice is
-        deduplicated by the learner. Example: ``keyart replay --limit 2000``.
+        deduplicated by the learner. Example: `keyart replay --limit 2000`.
         """
         from rich.progress import Progress
 

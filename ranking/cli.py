@@ -1,4 +1,4 @@
-"""``keyart train MODEL``: train the offline click models and compare them."""
+"""`keyart train MODEL`: train the offline click models and compare them."""
 
 from __future__ import annotations
 
@@ -95,8 +95,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train offline click models, export them to ONNX and compare them.
 
-        Example: ``keyart train all --source synthetic --rows 20000`` then
-        ``export KEYART_RANKER_PATH=var/ranking/gbdt.onnx``.
+        Example: `keyart train all --source synthetic --rows 20000` then
+        `export KEYART_RANKER_PATH=var/ranking/gbdt.onnx`.
         """
         from rich.console import Console
 

@@ -1,4 +1,4 @@
-"""``keyart streams``: run one learner worker."""
+"""`keyart streams`: run one learner worker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``streams`` command to the ``keyart`` CLI."""
+    """Add the `streams` command to the `keyart` CLI."""
 
     @app.command("streams")
     def streams(
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         partitions of one consumer group. Metrics, /healthz and /readyz are
         served on KEYART_METRICS_PORT (0: a free port, logged at start).
 
-        Example: ``KEYART_FLUSH_INTERVAL_MS=250 keyart streams``.
+        Example: `KEYART_FLUSH_INTERVAL_MS=250 keyart streams`.
         """
         from streams.worker import run_worker
 

@@ -1,4 +1,4 @@
-"""``keyart posters``: make posters from video, and review them.
+"""`keyart posters`: make posters from video, and review them.
 
 Commands::
 
@@ -26,11 +26,25 @@ __all__ = ["register"]
 
 posters = typer.Typer(
     name="posters",
-    help="Make poster candidates from video and review them.",
+    help=(
+        "Make poster candidates from video and review them."
+        "\n\n\b\nExamples:\n"
+        "  keyart posters run bikes.mp4 --kind trailer\n"
+        "  keyart posters worker\n"
+        "  keyart posters review list --video-id bikes"
+    ),
     no_args_is_help=True,
 )
 review = typer.Typer(
-    name="review", help="List, approve and reject candidates.", no_args_is_help=True
+    name="review",
+    help=(
+        "List, approve and reject candidates."
+        "\n\n\b\nExamples:\n"
+        "  keyart posters review list --json\n"
+        "  keyart posters review approve ID --reviewer ana\n"
+        "  keyart posters review bulk-approve --reviewer ana --min-score 0.7"
+    ),
+    no_args_is_help=True,
 )
 posters.add_typer(review, name="review")
 
@@ -61,7 +75,7 @@ def worker(
 ) -> None:
     """Consume the videos topic in the poster workers' consumer group.
 
-    Example: ``KEYART_METRICS_PORT=9100 keyart posters worker`` (start one per
+    Example: `KEYART_METRICS_PORT=9100 keyart posters worker` (start one per
     core; they share the topic's partitions). The catalog is migrated at
     start; /metrics, /healthz and /readyz are served on KEYART_METRICS_PORT.
     """
@@ -93,8 +107,8 @@ def run(
 ) -> None:
     """Make the posters of one local file, without Kafka, into the catalog.
 
-    Example: ``keyart posters run trailer.mp4 --kind trailer``; then
-    ``keyart posters review list``.
+    Example: `keyart posters run trailer.mp4 --kind trailer`; then
+    `keyart posters review list`.
     """
     from tqdm import tqdm
 
@@ -143,8 +157,8 @@ def migrate(
 ) -> None:
     """Bring the catalog database (KEYART_DATABASE_URL) to the newest schema.
 
-    Example: ``KEYART_DATABASE_URL=postgresql+psycopg://u@db/keyart
-    keyart posters migrate``.
+    Example: `KEYART_DATABASE_URL=postgresql+psycopg://u@db/keyart
+    keyart posters migrate`.
     """
     from keyart.cli import settings_for_cli
     from workers.catalog import make_engine, upgrade
@@ -167,7 +181,7 @@ def review_list(
 ) -> None:
     """List candidates, best score first.
 
-    Example: ``keyart posters review list --video-id bikes --json``.
+    Example: `keyart posters review list --video-id bikes --json`.
     """
     items, total = _service().list_candidates(status, video_id, None, limit, 0)
     if as_json:
@@ -215,8 +229,8 @@ def review_approve(
 ) -> None:
     """Approve candidates: each is published as an arm of its video.
 
-    Example: ``keyart posters review approve 3f2a9c... --reviewer ana
-    --placement home_row``.
+    Example: `keyart posters review approve 3f2a9c... --reviewer ana
+    --placement home_row`.
     """
     _decide("approve", poster_ids, reviewer, reason, placement)
 
@@ -229,7 +243,7 @@ def review_reject(
 ) -> None:
     """Reject candidates; nothing is published.
 
-    Example: ``keyart posters review reject 3f2a9c... --reviewer ana --reason blurry``.
+    Example: `keyart posters review reject 3f2a9c... --reviewer ana --reason blurry`.
     """
     _decide("reject", poster_ids, reviewer, reason)
 
@@ -246,7 +260,7 @@ def review_bulk_approve(
 ) -> None:
     """Approve the best pending candidates matching the filters.
 
-    Example: ``keyart posters review bulk-approve --reviewer ana --min-score 0.7``.
+    Example: `keyart posters review bulk-approve --reviewer ana --min-score 0.7`.
     """
     from workers.review import ReviewError
 
@@ -259,5 +273,5 @@ def review_bulk_approve(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``posters`` command group to the ``keyart`` command."""
+    """Add the `posters` command group to the `keyart` command."""
     app.add_typer(posters, name="posters")
