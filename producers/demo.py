@@ -73,6 +73,9 @@ class DemoOptions:
     """Sessions started a second: on 2 cores, faster traffic makes the gateway
     miss its Redis budget and serve fallbacks (about 9% of rows at 100/s)."""
     obd_rounds: int | None = None
+    keys_ttl_s: int = 86_400
+    """The run's Redis keys expire this long after it ends (0 keeps them): each
+    run has its own prefix, and a shared Redis would otherwise keep them all."""
     run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
 
     def __post_init__(self) -> None:
@@ -214,9 +217,37 @@ def run_demo(
             (out / "summary.json").write_text(
                 json.dumps(summary, indent=2, default=str)
             )
+        if options.keys_ttl_s > 0:  # every child has stopped writing
+            count = expire_run_keys(run, options.keys_ttl_s)
+            console.print(
+                f"{count} Redis keys {run.redis_prefix}:* expire in "
+                f"{options.keys_ttl_s / 3600:g} h (the report keeps the results)"
+            )
     summary["seconds"] = round(time.monotonic() - started, 1)
     console.print(f"demo finished in {summary['seconds']:.0f} s")
     return summary
+
+
+def expire_run_keys(settings: Settings, ttl_s: int) -> int:
+    """Give every Redis key under the run's prefix a time to live; return how many.
+
+    The run's prefix is ``demo<timestamp>``, so it holds no glob characters.
+    """
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    count = 0
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000):
+            pipe.expire(key, ttl_s)
+            count += 1
+            if len(pipe) >= 1000:
+                pipe.execute()
+        pipe.execute()
+    finally:
+        client.close()
+    return count
 
 
 @contextlib.contextmanager

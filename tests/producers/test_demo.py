@@ -121,6 +121,9 @@ def test_short_demo_reports_what_kafka_and_redis_hold(
         assert sum(s.impressions for s in stats) == len(video_ids), video
         assert sum(s.clicks for s in stats) == len(clicked & set(video_ids)), video
     assert sum(1 for r in by_id.values() if r["video_id"] == OBD_VIDEO) == 2000
+    # and expire a day later rather than pile up in a shared Redis.
+    for video in DEMO_VIDEOS:
+        assert 0 < redis_client.ttl(keys.arms(video)) <= options.keys_ttl_s
 
     # The printed table and the report show the same numbers.
     printed = output.getvalue()
