@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import random
+import subprocess
 import tempfile
 import time
 import uuid
@@ -121,16 +122,23 @@ async def bare_ceiling(settings, total: int) -> tuple[float, float]:
     return seen / wall, seen / (time.process_time() - cpu)
 
 
+def _alive(process: subprocess.Popen[bytes], log: Path) -> None:
+    if process.poll() is not None:
+        raise RuntimeError(f"the learner exited with {process.returncode}: see {log}")
+
+
 def keyart_rate(settings, total: int, log: Path) -> tuple[float, float, float]:
     client = redis.Redis.from_url(settings.redis_url)
     with worker(settings, log) as process:
         wait_assigned(log)
         first = 0
         while (first := applied(client, settings)) == 0:
+            _alive(process, log)
             time.sleep(0.005)
         started = time.perf_counter()
         cpu = cpu_seconds(process.pid)
         while applied(client, settings) < total:
+            _alive(process, log)
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(process.pid) - cpu

@@ -359,9 +359,12 @@ class Learner(RedisGuard, ModelPublisher):
             tp: offset if offset is not None else int(earliest.get(tp) or 0)
             for tp, offset in targets.items()
         }
-        for tp, offset in seeks.items():
-            await self.app.consumer.seek(tp, offset)
         if seeks:
+            # In the consumer's own thread: Faust's plain seek() changes the
+            # fetcher's buffers from this thread while that thread may be
+            # draining them, which crashed the fetcher (KeyError in aiokafka's
+            # fetched_records) on a fresh assignment.
+            await self.app.consumer.seek_wait(seeks)
             # Any later seek to the committed offsets lands here too.
             await self.app.consumer.commit_offsets(seeks)
 
