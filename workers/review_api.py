@@ -65,7 +65,13 @@ class Approval(Decision):
 class BulkApproval(Decision):
     """Approve listed candidates, or the best pending ones matching filters."""
 
-    poster_ids: list[str] | None = Field(None, max_length=1000)
+    poster_ids: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="Candidates to approve; leave out to approve by the filters "
+        "(an empty list is refused rather than read as 'every candidate').",
+    )
     video_id: str | None = None
     min_score: float | None = Field(None, ge=0)
     limit: int = Field(100, ge=1, le=1000)
@@ -106,7 +112,7 @@ def list_candidates(
     video_id: str | None = None,
     min_score: float | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10**9),
     service: ReviewService = Depends(review_service),
 ) -> dict[str, Any]:
     """Candidates in a status, best score first."""
@@ -155,7 +161,7 @@ def bulk_approve(
 ) -> dict[str, Any]:
     """Approve many candidates at once."""
     try:
-        if body.poster_ids:
+        if body.poster_ids is not None:
             approved = service.approve(body.poster_ids, body.reviewer, body.reason)
         else:
             approved = service.bulk_approve(

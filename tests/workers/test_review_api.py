@@ -107,6 +107,21 @@ def test_bulk_approve(client):
     assert bad.status_code == 422
 
 
+def test_empty_id_list_and_absurd_offset_are_422_and_approve_nothing(client):
+    def pending() -> int:
+        return client.get("/admin/review/candidates").json()["total"]
+
+    before = pending()
+    empty = client.post(
+        "/admin/review/bulk-approve",
+        json={"reviewer": "bob", "poster_ids": [], "limit": 2},
+    )
+    assert empty.status_code == 422 and "poster_ids" in empty.text
+    assert pending() == before > 0
+    far = client.get("/admin/review/candidates", params={"offset": 10**20})
+    assert far.status_code == 422 and "offset" in far.text
+
+
 def test_service_is_shared_with_the_cli(client):
     service = client.app.state.review_service
     assert isinstance(service, ReviewService)
