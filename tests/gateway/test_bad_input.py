@@ -78,11 +78,29 @@ def test_ids_with_colons_and_slashes_are_valid(gateway):
     assert [s["video_id"] for s in answer["slots"]] == ["video:1", "v~2"]
 
 
-def test_oversize_bodies_are_413_naming_the_setting(gateway):
-    response = gateway.client.post(
-        "/v1/events", content=b"x" * (gateway.settings.max_request_bytes + 1)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/events"), ("POST", "/v1/select"), ("PUT", "/admin/rules")],
+)
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_oversize_bodies_are_413_naming_the_setting(gateway, method, path, chunked):
+    from tests.gateway.conftest import ADMIN
+
+    size = gateway.settings.max_request_bytes + 1
+    body = b'{"events": [' + b" " * size + b"]}"
+
+    def chunks():
+        # A generator body has no length: httpx sends it chunked.
+        for start in range(0, len(body), 65_536):
+            yield body[start : start + 65_536]
+
+    response = gateway.client.request(
+        method,
+        path,
+        content=chunks() if chunked else body,
+        headers={"content-type": "application/json", **ADMIN},
     )
-    assert response.status_code == 413
+    assert response.status_code == 413, response.text
     assert "KEYART_MAX_REQUEST_BYTES" in response.json()["detail"]
 
 
