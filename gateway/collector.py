@@ -7,7 +7,8 @@ Steps of :meth:`Collector.collect`:
 2. verify each event's impression token and fill the record from it, so the
    user, video, poster, policy and propensity are what the gateway decided;
 3. claim, in one script call, each event's id and its token's slot (the
-   metadata of posters not cached is fetched alongside); claims are *pending*
+   metadata of posters not cached is fetched alongside); impression ids and
+   click ids are separate namespaces, as in the learner; claims are *pending*
    for ``collect_pending_s``: a resend of a pending event is answered with a
    retryable error, a resend of a delivered one is a duplicate;
 4. encode with the schemas codec and produce, keyed by video id, and wait for
@@ -170,9 +171,14 @@ class Collector:
             "poster_features": dict(meta.features) if meta else {},
         }
 
-    def _slot_key(self, event: ImpressionIn | ClickIn, token: ImpressionToken) -> str:
-        # '#' is outside ID_PATTERN: no client event id can name a slot key.
-        return self.keys.collected(f"#{event.type}#{token.decision_id}")
+    def _claim_keys(
+        self, event: ImpressionIn | ClickIn, token: ImpressionToken
+    ) -> tuple[str, str]:
+        """The event id's claim and its token slot's."""
+        return (
+            self.keys.collected(event.type, event.event_id),
+            self.keys.token_slot(event.type, token.decision_id),
+        )
 
     async def collect(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Take one batch; return the HTTP status and the answer body."""
@@ -182,7 +188,7 @@ class Collector:
         errors: list[EventError] = []
         outcomes: Counter[tuple[str, str]] = Counter()
         valid: list[tuple[int, ImpressionIn | ClickIn, ImpressionToken]] = []
-        seen_ids: set[str] = set()
+        seen_ids: set[tuple[str, str]] = set()
         slot_to_event: dict[tuple[str, str], str] = {}
         duplicates = 0
         for index, raw in enumerate(events):  # Steps 1 and 2
@@ -205,11 +211,11 @@ class Collector:
                 )
                 outcomes[kind, "invalid"] += 1
                 continue
-            if event.event_id in seen_ids:
+            if (event.type, event.event_id) in seen_ids:
                 duplicates += 1
                 outcomes[kind, "duplicate"] += 1
                 continue
-            seen_ids.add(event.event_id)
+            seen_ids.add((event.type, event.event_id))
             valid.append((index, event, token))
 
         claimed = await self._claim(valid)  # Step 3
@@ -332,7 +338,7 @@ class Collector:
         )
         keys = []
         for _, event, token in valid:
-            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
+            keys += self._claim_keys(event, token)
         args = [int(self.settings.collect_pending_s * 1000)]
         args += [event.event_id for _, event, _ in valid]
 
@@ -368,9 +374,9 @@ class Collector:
             return
         keys = []
         for event, token in failed:
-            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
+            keys += self._claim_keys(event, token)
         for event, token in delivered:
-            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
+            keys += self._claim_keys(event, token)
         dedupe_s = max(1, int(self.settings.dedupe_window_s))
         slot_s = max(dedupe_s, int(self.settings.token_ttl_s) + 1)
         args: list[Any] = [
