@@ -29,9 +29,17 @@ One token, one impression, one click. The token names one decision (one
 poster in one slot), so the collector takes at most one impression and at
 most one click per token: the first event of each type claims the token's
 slot and later ones, under any event id, are refused with ``token: already
-backs impression ...``. A click is thus counted at most once per impression;
-its ``impression_id`` is not checked against the impression's event id (the
-learner joins them).
+backs impression ...``. A click is thus counted at most once per impression.
+
+A click goes with its impression's token. Each event id's claim keeps the
+decision of its token, so a click naming an impression the collector knows,
+which came with another decision, is refused (``impression_id: ... came with
+another token``): another user's click cannot be credited to it. An impression
+the collector does not know (its claim expired after ``dedupe_window_s``, or
+it is not sent yet) leaves the click unchecked, as the learner will judge it:
+``no_impression`` when the impression never comes, and credited when it comes
+later with the click's poster, whatever its token. Clients that send a click
+after its impression are checked fully.
 
 Redis budget. All Redis work of a batch has ``collect_redis_budget_ms``. When
 Redis does not answer in time, the batch is produced without the duplicate
@@ -59,6 +67,7 @@ from gateway._claims import (
     CLAIM,
     CLAIMED,
     DUPLICATE,
+    OTHER_DECISION,
     PENDING,
     SLOT_PENDING,
     SLOT_USED,
@@ -254,6 +263,10 @@ class Collector:
                 errors.append(_slot_used(index, event.type, None))
                 outcomes[event.type, "invalid"] += 1
                 continue
+            if claim == OTHER_DECISION and isinstance(event, ClickIn):
+                errors.append(_other_decision(index, event.impression_id))
+                outcomes[event.type, "invalid"] += 1
+                continue
             kind, record = self._record(event, token)  # Step 4
             try:
                 value = self.codec.encode(kind, record)
@@ -336,11 +349,17 @@ class Collector:
                 and self.posters.peek(token.poster_id) is None
             }
         )
-        keys = []
+        keys: list[str] = []
+        args: list[Any] = [int(self.settings.collect_pending_s * 1000)]
         for _, event, token in valid:
-            keys += self._claim_keys(event, token)
-        args = [int(self.settings.collect_pending_s * 1000)]
-        args += [event.event_id for _, event, _ in valid]
+            id_key, slot_key = self._claim_keys(event, token)
+            named = (
+                self.keys.collected("impression", event.impression_id)
+                if isinstance(event, ClickIn)
+                else id_key
+            )
+            keys += (id_key, slot_key, named)
+            args += (event.event_id, token.decision_id, event.type[0])
 
         async def both() -> tuple[Any, list[Any]]:
             claims = self._claim_script(keys=keys, args=args)
@@ -388,7 +407,8 @@ class Collector:
             dedupe_s,
             slot_s,
         ]
-        args += [event.event_id for event, _ in delivered]
+        for event, token in delivered:
+            args += (event.event_id, token.decision_id)
         for event, token in delivered:
             if event.type != "impression":
                 continue
@@ -405,6 +425,14 @@ class Collector:
 
 class _Skipped(Exception):
     """Redis is skipped for a moment after repeated failures."""
+
+
+def _other_decision(index: int, impression_id: str) -> EventError:
+    return EventError(
+        index=index,
+        reason=f"impression_id: {impression_id} came with another token (a click "
+        "carries the token of the impression it names)",
+    )
 
 
 def _slot_used(index: int, kind: str, other: str | None) -> EventError:

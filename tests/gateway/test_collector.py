@@ -287,3 +287,57 @@ def test_click_ids_and_impression_ids_are_separate_namespaces(gateway):
     assert {apart, together} <= {r["event_id"] for r in clicks}
     for kind in ("impression", "click"):
         assert gateway.redis.get(gateway.keys.collected(kind, apart)) is not None
+
+
+def test_a_click_is_refused_when_its_impression_came_with_another_token(gateway):
+    gateway.set_rules(**RULES_OFF)
+    video, poster = new_id("v"), new_id("p")
+    add_poster(gateway, video, poster, stats=ArmStats(5, 1, 5, 1))
+    slot_a, slot_b, slot_c = (_slot(gateway, new_id("u"), video) for _ in range(3))
+    assert slot_a["poster_id"] == slot_b["poster_id"] == poster
+
+    def post(*events):
+        return gateway.client.post("/v1/events", json={"events": list(events)}).json()
+
+    # A's impression is known to the collector; B's token cannot click it.
+    seen = new_id("i")
+    impression_a, click_a = _events(slot_a, seen)
+    assert post(impression_a)["accepted"] == 1
+    _, stolen = _events(slot_b, new_id("c"), impression_id=seen)
+    body = post(stolen)
+    assert body["accepted"] == 0 and body["duplicates"] == 0
+    (error,) = body["errors"]
+    assert error["index"] == 0 and error["retry"] is False
+    assert error["reason"].startswith("impression_id:")
+    assert seen in error["reason"] and "another token" in error["reason"]
+
+    # Within one batch, whichever comes first.
+    shown = new_id("i")
+    impression_c, _ = _events(slot_c, shown)
+    _, stolen_too = _events(slot_a, new_id("c"), impression_id=shown)
+    body = post(stolen_too, impression_c)
+    assert body["accepted"] == 1
+    assert [(e["index"], e["reason"][:14]) for e in body["errors"]] == [
+        (0, "impression_id:")
+    ]
+
+    # The refused click took no token slot: B's own impression and click, and
+    # A's click on its own impression, are taken.
+    own = new_id("i")
+    impression_b, click_b = _events(slot_b, own)
+    assert post(impression_b, click_b, click_a)["accepted"] == 3
+
+    # An impression the collector does not know is left to the learner (which
+    # counts the click as no_impression).
+    _, unknown = _events(slot_c, new_id("c"), impression_id=new_id("never-sent"))
+    assert post(unknown) == {"accepted": 1, "duplicates": 0, "errors": []}
+
+    clicks = read_records(
+        gateway.settings,
+        "clicks",
+        "click",
+        lambda rs: unknown["event_id"] in {r["event_id"] for r in rs},
+    )
+    produced = {r["event_id"] for r in clicks}
+    assert {click_a["event_id"], click_b["event_id"], unknown["event_id"]} <= produced
+    assert not {stolen["event_id"], stolen_too["event_id"]} & produced
