@@ -55,7 +55,13 @@ logger = logging.getLogger("gateway")
 
 
 class BodyLimit:
-    """Refuse request bodies above ``limit`` bytes with 413, before parsing."""
+    """Refuse request bodies above ``limit`` bytes with 413, before parsing.
+
+    A body with a Content-Length is refused from its headers. A chunked body
+    is counted as the route reads it; past the limit, reading raises
+    :class:`_TooLarge`, and whatever the route answers to that (FastAPI turns
+    a failed body read into a 400) is replaced by the 413.
+    """
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
@@ -70,19 +76,31 @@ class BodyLimit:
                 await _too_large(send, self.limit)
                 return
         received = 0
+        too_large = started = False
 
         async def limited() -> Any:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    too_large = True
                     raise _TooLarge
             return message
 
+        async def answer(message: Any) -> None:
+            nonlocal started
+            if too_large and not started:
+                return  # the route's answer to the failed read; the 413 follows
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
+            await self.app(scope, limited, answer)
+        except Exception:
+            if not too_large or started:
+                raise
+        if too_large and not started:
             await _too_large(send, self.limit)
 
 

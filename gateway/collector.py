@@ -7,7 +7,8 @@ Steps of :meth:`Collector.collect`:
 2. verify each event's impression token and fill the record from it, so the
    user, video, poster, policy and propensity are what the gateway decided;
 3. claim, in one script call, each event's id and its token's slot (the
-   metadata of posters not cached is fetched alongside); claims are *pending*
+   metadata of posters not cached is fetched alongside); impression ids and
+   click ids are separate namespaces, as in the learner; claims are *pending*
    for ``collect_pending_s``: a resend of a pending event is answered with a
    retryable error, a resend of a delivered one is a duplicate;
 4. encode with the schemas codec and produce, keyed by video id, and wait for
@@ -28,9 +29,17 @@ One token, one impression, one click. The token names one decision (one
 poster in one slot), so the collector takes at most one impression and at
 most one click per token: the first event of each type claims the token's
 slot and later ones, under any event id, are refused with ``token: already
-backs impression ...``. A click is thus counted at most once per impression;
-its ``impression_id`` is not checked against the impression's event id (the
-learner joins them).
+backs impression ...``. A click is thus counted at most once per impression.
+
+A click goes with its impression's token. Each event id's claim keeps the
+decision of its token, so a click naming an impression the collector knows,
+which came with another decision, is refused (``impression_id: ... came with
+another token``): another user's click cannot be credited to it. An impression
+the collector does not know (its claim expired after ``dedupe_window_s``, or
+it is not sent yet) leaves the click unchecked, as the learner will judge it:
+``no_impression`` when the impression never comes, and credited when it comes
+later with the click's poster, whatever its token. Clients that send a click
+after its impression are checked fully.
 
 Redis budget. All Redis work of a batch has ``collect_redis_budget_ms``. When
 Redis does not answer in time, the batch is produced without the duplicate
@@ -58,6 +67,7 @@ from gateway._claims import (
     CLAIM,
     CLAIMED,
     DUPLICATE,
+    OTHER_DECISION,
     PENDING,
     SLOT_PENDING,
     SLOT_USED,
@@ -170,9 +180,14 @@ class Collector:
             "poster_features": dict(meta.features) if meta else {},
         }
 
-    def _slot_key(self, event: ImpressionIn | ClickIn, token: ImpressionToken) -> str:
-        # '#' is outside ID_PATTERN: no client event id can name a slot key.
-        return self.keys.collected(f"#{event.type}#{token.decision_id}")
+    def _claim_keys(
+        self, event: ImpressionIn | ClickIn, token: ImpressionToken
+    ) -> tuple[str, str]:
+        """The event id's claim and its token slot's."""
+        return (
+            self.keys.collected(event.type, event.event_id),
+            self.keys.token_slot(event.type, token.decision_id),
+        )
 
     async def collect(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Take one batch; return the HTTP status and the answer body."""
@@ -182,7 +197,7 @@ class Collector:
         errors: list[EventError] = []
         outcomes: Counter[tuple[str, str]] = Counter()
         valid: list[tuple[int, ImpressionIn | ClickIn, ImpressionToken]] = []
-        seen_ids: set[str] = set()
+        seen_ids: set[tuple[str, str]] = set()
         slot_to_event: dict[tuple[str, str], str] = {}
         duplicates = 0
         for index, raw in enumerate(events):  # Steps 1 and 2
@@ -205,11 +220,11 @@ class Collector:
                 )
                 outcomes[kind, "invalid"] += 1
                 continue
-            if event.event_id in seen_ids:
+            if (event.type, event.event_id) in seen_ids:
                 duplicates += 1
                 outcomes[kind, "duplicate"] += 1
                 continue
-            seen_ids.add(event.event_id)
+            seen_ids.add((event.type, event.event_id))
             valid.append((index, event, token))
 
         claimed = await self._claim(valid)  # Step 3
@@ -246,6 +261,10 @@ class Collector:
                 continue
             if claim == SLOT_USED:
                 errors.append(_slot_used(index, event.type, None))
+                outcomes[event.type, "invalid"] += 1
+                continue
+            if claim == OTHER_DECISION and isinstance(event, ClickIn):
+                errors.append(_other_decision(index, event.impression_id))
                 outcomes[event.type, "invalid"] += 1
                 continue
             kind, record = self._record(event, token)  # Step 4
@@ -330,11 +349,17 @@ class Collector:
                 and self.posters.peek(token.poster_id) is None
             }
         )
-        keys = []
+        keys: list[str] = []
+        args: list[Any] = [int(self.settings.collect_pending_s * 1000)]
         for _, event, token in valid:
-            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
-        args = [int(self.settings.collect_pending_s * 1000)]
-        args += [event.event_id for _, event, _ in valid]
+            id_key, slot_key = self._claim_keys(event, token)
+            named = (
+                self.keys.collected("impression", event.impression_id)
+                if isinstance(event, ClickIn)
+                else id_key
+            )
+            keys += (id_key, slot_key, named)
+            args += (event.event_id, token.decision_id, event.type[0])
 
         async def both() -> tuple[Any, list[Any]]:
             claims = self._claim_script(keys=keys, args=args)
@@ -368,9 +393,9 @@ class Collector:
             return
         keys = []
         for event, token in failed:
-            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
+            keys += self._claim_keys(event, token)
         for event, token in delivered:
-            keys += (self.keys.collected(event.event_id), self._slot_key(event, token))
+            keys += self._claim_keys(event, token)
         dedupe_s = max(1, int(self.settings.dedupe_window_s))
         slot_s = max(dedupe_s, int(self.settings.token_ttl_s) + 1)
         args: list[Any] = [
@@ -382,7 +407,8 @@ class Collector:
             dedupe_s,
             slot_s,
         ]
-        args += [event.event_id for event, _ in delivered]
+        for event, token in delivered:
+            args += (event.event_id, token.decision_id)
         for event, token in delivered:
             if event.type != "impression":
                 continue
@@ -399,6 +425,14 @@ class Collector:
 
 class _Skipped(Exception):
     """Redis is skipped for a moment after repeated failures."""
+
+
+def _other_decision(index: int, impression_id: str) -> EventError:
+    return EventError(
+        index=index,
+        reason=f"impression_id: {impression_id} came with another token (a click "
+        "carries the token of the impression it names)",
+    )
 
 
 def _slot_used(index: int, kind: str, other: str | None) -> EventError:

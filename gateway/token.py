@@ -27,6 +27,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import orjson
@@ -35,6 +37,7 @@ __all__ = ["ImpressionToken", "TokenError", "TokenSigner"]
 
 VERSION = 1
 MAC_BYTES = 16
+MALFORMED = "token payload is malformed"
 
 
 class TokenError(ValueError):
@@ -94,8 +97,10 @@ class TokenSigner:
         Raises
         ------
         TokenError
-            When the token is malformed, its mac does not match, or it was
-            issued more than ``ttl_ms`` ago (or in the future beyond a minute).
+            When the token is malformed (its payload included: a signed
+            payload of another shape is "token payload is malformed"), its mac
+            does not match, its propensity is not in (0, 1], or it was issued
+            more than ``ttl_ms`` ago (or in the future beyond a minute).
         """
         head, dot, tail = text.partition(".")
         if not dot or len(text) > 4096:
@@ -106,13 +111,59 @@ class TokenSigner:
             raise TokenError("token is not base64url") from None
         if not hmac.compare_digest(mac, self._mac(payload)):
             raise TokenError("token signature does not match")
-        try:
-            fields = orjson.loads(payload)
-            if fields[0] != VERSION:
-                raise TokenError(f"token version {fields[0]} is not {VERSION}")
-            token = ImpressionToken(*fields[1:])
-        except (orjson.JSONDecodeError, TypeError, IndexError):
-            raise TokenError("token payload is malformed") from None
+        token = _parse(payload)
         if not -60_000 <= now_ms - token.issued_ms <= ttl_ms:
             raise TokenError("token expired")
         return token
+
+
+def _parse(payload: bytes) -> ImpressionToken:
+    """The token of a payload whose mac matched, checked field by field.
+
+    A matching mac proves the gateway signed the bytes, not that they have
+    today's shape (a gateway of another release, a tool holding the secret),
+    so nothing past this point may meet an unexpected type.
+    """
+    try:
+        fields = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise TokenError(MALFORMED) from None
+    if not isinstance(fields, list) or not fields:
+        raise TokenError(MALFORMED)
+    if not _is_int(fields[0]) or fields[0] != VERSION:
+        raise TokenError(f"token version {fields[0]!r} is not {VERSION}")
+    values = fields[1:]
+    if len(values) != len(_FIELD_CHECKS) or not all(
+        check(value) for check, value in zip(_FIELD_CHECKS, values, strict=True)
+    ):
+        raise TokenError(MALFORMED)
+    token = ImpressionToken(*values)
+    propensity = float(token.propensity)
+    # The learner refuses such impressions for off-policy estimates; refusing
+    # them here tells the client instead of dead-lettering them later.
+    if not (math.isfinite(propensity) and 0.0 < propensity <= 1.0):
+        raise TokenError(f"token propensity {token.propensity!r} is not in (0, 1]")
+    return token._replace(propensity=propensity)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+_NOT_STR: dict[str, Callable[[object], bool]] = {
+    "model_version": _is_int,
+    "propensity": _is_number,
+    "issued_ms": _is_int,
+    "experiment_version": _is_int,
+}
+_FIELD_CHECKS = tuple(_NOT_STR.get(name, _is_str) for name in ImpressionToken._fields)
+"""One check per :class:`ImpressionToken` field, in order: ids and names are
+strings, versions and times integers, the propensity a number."""

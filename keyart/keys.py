@@ -22,7 +22,8 @@ key                                type    what it holds
 ``{p}:dedupe:{kind}:{partition}``  zset    event id -> event time (seconds)
 ``{p}:offsets:{group}``            hash    topic:partition -> next offset
 ``{p}:schemas``                    hash    writer fingerprint -> schema JSON
-``{p}:collected:{event_id}``       string  set when the collector took it
+``{p}:collected:{kind}:{event}``   string  the collector's claim of an event id
+``{p}:collected:%23{kind}%23{d}``  string  the event decision {d} backs
 =================================  ======  ====================================
 
 The streaming learner adds its per-partition state keys in
@@ -101,5 +102,15 @@ class Keys:
     def schemas(self) -> str:
         return f"{self.prefix}:schemas"
 
-    def collected(self, event_id: str) -> str:
-        return f"{self.prefix}:collected:{escape(event_id)}"
+    def collected(self, kind: str, event_id: str) -> str:
+        """The collector's claim of an event id; impression and click ids are
+        separate namespaces, as in the learner's dedupe."""
+        return f"{self.prefix}:collected:{escape(kind)}:{escape(event_id)}"
+
+    def token_slot(self, kind: str, decision_id: str) -> str:
+        """The event of ``kind`` that a token's decision backs (one of each).
+
+        ``#`` is outside the event id pattern and escapes to ``%23``; the key
+        has no ``:`` after ``collected``, so it meets no claim key.
+        """
+        return f"{self.prefix}:collected:{escape(f'#{kind}#{decision_id}')}"

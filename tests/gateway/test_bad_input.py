@@ -78,11 +78,29 @@ def test_ids_with_colons_and_slashes_are_valid(gateway):
     assert [s["video_id"] for s in answer["slots"]] == ["video:1", "v~2"]
 
 
-def test_oversize_bodies_are_413_naming_the_setting(gateway):
-    response = gateway.client.post(
-        "/v1/events", content=b"x" * (gateway.settings.max_request_bytes + 1)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/events"), ("POST", "/v1/select"), ("PUT", "/admin/rules")],
+)
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_oversize_bodies_are_413_naming_the_setting(gateway, method, path, chunked):
+    from tests.gateway.conftest import ADMIN
+
+    size = gateway.settings.max_request_bytes + 1
+    body = b'{"events": [' + b" " * size + b"]}"
+
+    def chunks():
+        # A generator body has no length: httpx sends it chunked.
+        for start in range(0, len(body), 65_536):
+            yield body[start : start + 65_536]
+
+    response = gateway.client.request(
+        method,
+        path,
+        content=chunks() if chunked else body,
+        headers={"content-type": "application/json", **ADMIN},
     )
-    assert response.status_code == 413
+    assert response.status_code == 413, response.text
     assert "KEYART_MAX_REQUEST_BYTES" in response.json()["detail"]
 
 
@@ -201,3 +219,56 @@ def test_splits_that_cannot_be_stored_or_summed_are_422(gateway, variants):
     assert response.status_code == 422, response.text
     assert "weight" in response.text
     assert gateway.client.get("/admin/experiments", headers=ADMIN).status_code == 200
+
+
+def _signed_token(fields: object) -> str:
+    """A token signed with the gateway's secret around any JSON payload."""
+    import hashlib
+    import hmac
+
+    import orjson
+
+    from gateway.token import MAC_BYTES, _b64
+    from tests.gateway.conftest import TOKEN_SECRET
+
+    payload = orjson.dumps(fields)
+    mac = hmac.new(TOKEN_SECRET.encode(), payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
+
+
+def test_signed_tokens_of_the_wrong_shape_are_per_event_errors(gateway):
+    from tests.gateway.conftest import new_id
+
+    now_ms = int(time.time() * 1000)
+    good = [1, "d-1", "u-1", "v-1", "p-1", "home_row", "thompson", "ts"]
+    good += [1, 0.5, now_ms, 1, ""]
+
+    def changed(index, value):
+        fields = list(good)
+        fields[index] = value
+        return fields
+
+    payloads = [
+        [*good[:2], new_id("d"), *good[3:]],
+        {str(i): value for i, value in enumerate(good)},
+        changed(10, "x"),
+        changed(9, "x"),
+        changed(9, None),
+        changed(8, "x"),
+        changed(9, 1.5),
+        changed(9, 0),
+    ]
+    events = [
+        _event(event_id=new_id("i"), token=_signed_token(fields)) for fields in payloads
+    ]
+    response = gateway.client.post("/v1/events", json={"events": events})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 1
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert sorted(reasons) == list(range(1, len(payloads)))
+    for index in range(1, 6):
+        assert reasons[index] == "token: token payload is malformed", reasons
+    assert "propensity 1.5 is not in (0, 1]" in reasons[6]
+    assert "propensity 0 is not in (0, 1]" in reasons[7]
+    assert not any(e["retry"] for e in body["errors"])

@@ -100,7 +100,7 @@ def test_events_are_filled_from_the_token_produced_once_and_feed_the_rules(gatew
     poster_part, bucket = next(iter(fields)).decode().rsplit("|", 1)
     assert poster_part == escape(poster)
     assert abs(int(bucket) - now_ms // EXPOSURE_BUCKET_MS) <= 1
-    assert gateway.redis.exists(gateway.keys.collected(impression_id))
+    assert gateway.redis.exists(gateway.keys.collected("impression", impression_id))
 
 
 def test_each_bad_event_is_reported_with_its_index_and_the_rest_go_through(gateway):
@@ -234,3 +234,110 @@ def test_context_values_are_bounded_in_impressions(gateway):
     assert sorted(reasons) == [0, 1]
     assert "context" in reasons[0] and "1e+160" in reasons[0]
     assert "context" in reasons[1] and "64" in reasons[1]
+
+
+def _events(slot, event_id, impression_id=None, now_ms=None):
+    """An impression and a click on ``slot``'s token, both ``event_id``."""
+    now_ms = now_ms or int(time.time() * 1000)
+    impression = {
+        "type": "impression",
+        "event_id": event_id,
+        "event_time": now_ms,
+        "token": slot["token"],
+    }
+    click = {
+        "type": "click",
+        "event_id": event_id,
+        "event_time": now_ms + 1000,
+        "token": slot["token"],
+        "impression_id": impression_id or event_id,
+    }
+    return impression, click
+
+
+def test_click_ids_and_impression_ids_are_separate_namespaces(gateway):
+    gateway.set_rules(**RULES_OFF)
+    video = new_id("v")
+    add_poster(gateway, video, new_id("p"), stats=ArmStats(5, 1, 5, 1))
+
+    # In two batches: the click is not a duplicate of the impression.
+    apart = new_id("e")
+    impression, click = _events(_slot(gateway, new_id("u"), video), apart)
+    first = gateway.client.post("/v1/events", json={"events": [impression]}).json()
+    assert first == {"accepted": 1, "duplicates": 0, "errors": []}
+    second = gateway.client.post("/v1/events", json={"events": [click]}).json()
+    assert second == {"accepted": 1, "duplicates": 0, "errors": []}
+    again = gateway.client.post("/v1/events", json={"events": [impression, click]})
+    assert again.json() == {"accepted": 0, "duplicates": 2, "errors": []}
+
+    # In one batch.
+    together = new_id("e")
+    batch = list(_events(_slot(gateway, new_id("u"), video), together))
+    body = gateway.client.post("/v1/events", json={"events": batch}).json()
+    assert body == {"accepted": 2, "duplicates": 0, "errors": []}
+    again = gateway.client.post("/v1/events", json={"events": batch}).json()
+    assert again == {"accepted": 0, "duplicates": 2, "errors": []}
+
+    clicks = read_records(
+        gateway.settings,
+        "clicks",
+        "click",
+        lambda rs: {apart, together} <= {r["event_id"] for r in rs},
+    )
+    assert {apart, together} <= {r["event_id"] for r in clicks}
+    for kind in ("impression", "click"):
+        assert gateway.redis.get(gateway.keys.collected(kind, apart)) is not None
+
+
+def test_a_click_is_refused_when_its_impression_came_with_another_token(gateway):
+    gateway.set_rules(**RULES_OFF)
+    video, poster = new_id("v"), new_id("p")
+    add_poster(gateway, video, poster, stats=ArmStats(5, 1, 5, 1))
+    slot_a, slot_b, slot_c = (_slot(gateway, new_id("u"), video) for _ in range(3))
+    assert slot_a["poster_id"] == slot_b["poster_id"] == poster
+
+    def post(*events):
+        return gateway.client.post("/v1/events", json={"events": list(events)}).json()
+
+    # A's impression is known to the collector; B's token cannot click it.
+    seen = new_id("i")
+    impression_a, click_a = _events(slot_a, seen)
+    assert post(impression_a)["accepted"] == 1
+    _, stolen = _events(slot_b, new_id("c"), impression_id=seen)
+    body = post(stolen)
+    assert body["accepted"] == 0 and body["duplicates"] == 0
+    (error,) = body["errors"]
+    assert error["index"] == 0 and error["retry"] is False
+    assert error["reason"].startswith("impression_id:")
+    assert seen in error["reason"] and "another token" in error["reason"]
+
+    # Within one batch, whichever comes first.
+    shown = new_id("i")
+    impression_c, _ = _events(slot_c, shown)
+    _, stolen_too = _events(slot_a, new_id("c"), impression_id=shown)
+    body = post(stolen_too, impression_c)
+    assert body["accepted"] == 1
+    assert [(e["index"], e["reason"][:14]) for e in body["errors"]] == [
+        (0, "impression_id:")
+    ]
+
+    # The refused click took no token slot: B's own impression and click, and
+    # A's click on its own impression, are taken.
+    own = new_id("i")
+    impression_b, click_b = _events(slot_b, own)
+    assert post(impression_b, click_b, click_a)["accepted"] == 3
+
+    # An impression the collector does not know is left to the learner (which
+    # counts the click as no_impression).
+    _, unknown = _events(slot_c, new_id("c"), impression_id=new_id("never-sent"))
+    assert post(unknown) == {"accepted": 1, "duplicates": 0, "errors": []}
+
+    clicks = read_records(
+        gateway.settings,
+        "clicks",
+        "click",
+        lambda rs: unknown["event_id"] in {r["event_id"] for r in rs},
+    )
+    produced = {r["event_id"] for r in clicks}
+    assert {click_a["event_id"], click_b["event_id"], unknown["event_id"]} <= produced
+    assert not {stolen["event_id"], stolen_too["event_id"]} & produced

@@ -88,11 +88,12 @@ def test_events_of_a_killed_gateway_are_taken_on_resend_exactly_once(
     video, event_id = new_id("v"), new_id("i")
     batch = {"events": [_impression(event_id, _token(video))]}
     port = free_port(0)
-    claim = settings.redis_prefix
     import redis
 
+    from keyart.keys import Keys
+
     r = redis.Redis.from_url(settings.redis_url)
-    claim_key = f"{claim}:collected:{event_id}"
+    claim_key = Keys(settings.redis_prefix).collected("impression", event_id)
     # The broker stops before the process connects, so the record cannot leave
     # the producer's queue: killing the process loses it unless resent.
     os.kill(stack.broker_pid, signal.SIGSTOP)
@@ -134,7 +135,7 @@ def test_events_of_a_killed_gateway_are_taken_on_resend_exactly_once(
             assert answer["errors"][0]["retry"] is True
             assert time.monotonic() < deadline, "the pending claim never expired"
             time.sleep(0.5)
-        assert r.get(claim_key) == b"d"
+        assert r.get(claim_key).startswith(b"d|")
         again = served.client.post("/v1/events", json=batch).json()
         assert again == {"accepted": 0, "duplicates": 1, "errors": []}
         records = read_records(
