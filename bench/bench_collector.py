@@ -42,13 +42,15 @@ from keyart.settings import Settings  # noqa: E402
 VIDEOS = 200
 
 
-def tokens(count: int = 1000) -> list[str]:
+def tokens(count: int, run: str) -> list[str]:
+    """``count`` signed tokens, each for one impression (the collector takes one
+    impression per token)."""
     signer = TokenSigner(SECRET.encode())
     now_ms = int(time.time() * 1000)
     return [
         signer.sign(
             ImpressionToken(
-                f"d{i}",
+                f"{run}-d{i}",
                 f"user-{i}",
                 f"video-{i % VIDEOS}",
                 f"video-{i % VIDEOS}-p0",
@@ -94,14 +96,17 @@ async def _post_batches(url, signed, batch, seconds, connections, run, out):
     async def runner(worker: int) -> None:
         nonlocal accepted, sent
         connection = await HttpConnection.open(host, int(port))
+        mine = signed[worker::connections]
         n = 0
         while time.perf_counter() - started < seconds:
+            if (n + 1) * batch > len(mine):  # every token is used once
+                break
             events = [
                 {
                     "type": "impression",
                     "event_id": f"{run}-{worker}-{n}-{i}",
                     "event_time": now_ms,
-                    "token": signed[(n * batch + i) % len(signed)],
+                    "token": mine[n * batch + i],
                 }
                 for i in range(batch)
             ]
@@ -184,10 +189,14 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     with private_stack() as settings, tempfile.TemporaryDirectory() as folder:
         seed(settings)
-        signed = tokens()
+        # More than the rate one process reaches; a connection that uses up its
+        # share stops, and the rate is taken over the time actually spent.
+        signed = tokens(int(args.seconds * 60_000), "r")
         with gateway_process(settings, Path(folder) / "gateway.log") as url:
             out = ctx.Queue()
-            warm = ctx.Process(target=_ours, args=(url, signed, 100, 2.0, 2, "w", out))
+            warm = ctx.Process(
+                target=_ours, args=(url, tokens(20_000, "w"), 100, 2.0, 2, "w", out)
+            )
             warm.start()
             out.get(timeout=120)
             warm.join()
