@@ -320,7 +320,7 @@ class LocalStack:
         (self.state_dir / STATE_FILE).write_text(
             json.dumps(asdict(self.info), indent=2)
         )
-        logger.info("local stack up: broker %s, redis %s", bootstrap, redis_url)
+        logger.debug("local stack up: broker %s, redis %s", bootstrap, redis_url)
         return self.info
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -175,7 +175,7 @@ def simulate(
         video: Oracle(model).headroom(users, posters)
         for video, posters in catalog.video_to_posters.items()
     }
-    logger.info("click model parameters: %s", params.as_dict())
+    logger.debug("click model parameters: %s", params.as_dict())
     console.print(f"synthetic click model (seeded, logged): {params.as_dict()}")
     for video, room in headroom.items():
         console.print(
@@ -274,7 +274,9 @@ def replay_obd(
     publish_obd_items(run, items, options.run_id)
     with _progress(console) as progress:
         task = progress.add_task(
-            "Open Bandit rounds through the broker", total=len(log.rounds), status=""
+            "Open Bandit rounds through the broker",
+            total=len(log.rounds),
+            status=f"{len(log.rounds):,} rounds",
         )
         sent_impressions, sent_clicks = stream_log(
             run,
@@ -285,7 +287,9 @@ def replay_obd(
         results = []
         policies = demo_policies(log, items, options.seed)
         task = progress.add_task(
-            "replaying the policies on the log", total=len(policies), status=""
+            "replaying the policies on the log",
+            total=len(policies),
+            status=f"{len(policies)} policies",
         )
         for policy in policies:
             group.check_alive("streams", "gateway")

@@ -71,7 +71,15 @@ def share_over_time_png(
         )
         shares = counts / np.maximum(counts.sum(axis=0), 1)
         centres = (edges[:-1] + edges[1:]) / 2
-        ax.stackplot(centres, shares, labels=posters)
+        # tab20 gives each of up to 20 posters its own colour (the default
+        # cycle repeats after 10, and a video easily has more posters).
+        colours = plt.get_cmap("tab20").colors
+        ax.stackplot(
+            centres,
+            shares,
+            labels=posters,
+            colors=[colours[i % len(colours)] for i in range(len(posters))],
+        )
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_xlabel("seconds into the run")
     ax.set_ylabel("traffic share")
@@ -121,7 +129,8 @@ def ctr_png(rows: Sequence[Any]) -> str:
     ax.set_xticks(x, [f"{r.variant}\n({r.policy})" for r in rows])
     ax.set_ylabel("CTR (%)")
     ax.set_title("Click-through rate per variant, 95% Wilson intervals")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, max([*(est + high), 1.0]) * 1.35)  # room for the legend
+    ax.legend(fontsize=8, loc="upper left", ncols=2)
     return png_data_uri(fig)
 
 
@@ -143,13 +152,16 @@ def lag_png(
         right = ax.twinx()
         right.plot(t, seconds, color="#c44e52", label="seconds", linestyle="--")
         right.set_ylabel("age of oldest unprocessed event (s)")
+        lines = ax.get_lines() + right.get_lines()
+        ax.legend(lines, [line.get_label() for line in lines], fontsize=7)
     if traffic_end_s is not None:
         ax.axvline(traffic_end_s, color="#555", linewidth=0.8)
-        ax.annotate(
-            " traffic ends; Open Bandit log streamed",
-            (traffic_end_s, 0.9),
+        ax.annotate(  # left of the line, so the right axis never clips it
+            "traffic ends; Open Bandit log streamed ",
+            (traffic_end_s, 0.92),
             xycoords=("data", "axes fraction"),
             fontsize=7,
+            ha="right",
         )
     ax.set_xlabel("seconds into the run")
     ax.set_title("Learner consumer lag on impressions and clicks")

@@ -22,6 +22,8 @@ def run_worker(settings: Settings) -> None:
 
     app = create_app(settings)
     worker = Worker(app, loglevel="WARNING", quiet=True, override_logging=False)
+    # Faust's terminal spinner writes cursor escapes into log files and pipes.
+    worker.spinner = None
     max_age = max(30.0, settings.flush_interval_ms / 1000 * 20)
     checks = {
         "redis": check_redis(settings.redis_url),
