@@ -1,0 +1,89 @@
+"""Gateway select: main-thread CPU per 20-video row, in one process, no HTTP.
+
+Run: ``python -m bench.bench_gateway_cpu [--rows 2000] [--profile]``.
+
+The HTTP benchmark (:mod:`bench.bench_gateway`) is sensitive to whatever else
+the machine runs; CPU time spent by the thread that serves requests is much
+less so. Steps:
+
+1. start a private broker and redis-server and seed the catalog of
+   :mod:`bench.bench_gateway` (2,000 videos of 5 posters, full rule set);
+2. build a :class:`gateway.service.Gateway` in this process, warm its caches
+   with 300 rows;
+3. answer ``--rows`` rows with ``Gateway.select`` one after the other (each
+   with a real Redis read and its decisions produced to the broker) and print
+   the main thread's CPU time per row, the process's (which adds librdkafka's
+   threads) and wall time, beside one Redis ``PING`` round trip's CPU time
+   in the same loop, the floor of any row that reads Redis; ``--profile``
+   adds the 30 functions with the most own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import time
+
+import numpy as np
+import orjson
+
+from bench._common import private_stack
+from bench.bench_gateway import SECRET, bodies, seed
+
+
+async def _run(settings, rows: int, profile: bool) -> None:
+    from gateway.models import SelectRequest
+    from gateway.service import Gateway
+
+    gateway = Gateway(settings)
+    await gateway.start()
+    requests = [
+        SelectRequest(**orjson.loads(b)) for b in bodies(np.random.default_rng(1), 500)
+    ]
+    try:
+        for request in requests[:300]:  # Step 2
+            await gateway.select(request)
+        await asyncio.sleep(0.2)
+
+        started = time.thread_time()
+        for _ in range(rows):
+            await gateway.redis.ping()
+        ping_ms = (time.thread_time() - started) / rows * 1000
+
+        profiler = cProfile.Profile() if profile else None
+        cpu, wall, thread = time.process_time(), time.perf_counter(), time.thread_time()
+        if profiler is not None:
+            profiler.enable()
+        for i in range(rows):  # Step 3
+            await gateway.select(requests[i % len(requests)])
+        if profiler is not None:
+            profiler.disable()
+        thread = (time.thread_time() - thread) / rows * 1000
+        cpu = (time.process_time() - cpu) / rows * 1000
+        wall = (time.perf_counter() - wall) / rows * 1000
+    finally:
+        await gateway.stop()
+    print(f"rows {rows}, 20 videos x 5 posters, full rule set, default variants")
+    print(f"{'':28}{'main thread':>12}{'process':>10}{'wall':>10}  (ms per row)")
+    print(f"{'Gateway.select':28}{thread:12.3f}{cpu:10.3f}{wall:10.3f}")
+    print(f"{'redis PING (floor)':28}{ping_ms:12.3f}")
+    print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    with private_stack(token_secret=SECRET, redis_budget_ms=1000.0) as settings:
+        seed(settings, np.random.default_rng(0))  # Step 1
+        asyncio.run(_run(settings, args.rows, args.profile))
+
+
+if __name__ == "__main__":
+    main()
