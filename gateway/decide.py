@@ -198,27 +198,43 @@ class RowDecider:
         if rules.mmr_lambda > 0 and len(segments) > 1:
             similarity = self.candidates.similarity(blocks, flat)
         bonus = (multipliers - 1.0) * reference
-        first = np.where(mask, draws[0] + bonus, -np.inf) if draws is not None else None
+        # The loop below works on Python lists: a video has a handful of
+        # candidates, and a numpy call on five numbers costs more than the
+        # arithmetic. The float operations are the same, so are the results.
+        bonus_row = bonus.tolist()
+        mask_row = mask.tolist()
+        multipliers_row = multipliers.tolist()
+        reference_row = reference.tolist()
+        first = None
+        if draws is not None:
+            first_draws = draws[0].tolist()
+            first = [
+                d + b if m else -np.inf
+                for d, b, m in zip(first_draws, bonus_row, mask_row, strict=True)
+            ]
         ramping_all = (mask & (counts[:, 0] < rules.ramp_min_impressions)).tolist()
         can_ramp = rules.ramp_share > 0 and name != "random"
         no_ramp = RampUp(np.zeros(0, dtype=bool), 0.0)
         ramps: list[RampUp] = []
-        chosen = np.zeros(len(segments), dtype=np.intp)
+        chosen: list[int] = []
         p_policy = np.zeros(len(segments))
         # Each candidate's largest similarity to a poster already placed,
         # updated with one column per placement (similarities are >= 0).
         closest_all = np.zeros(len(flat)) if similarity is not None else None
+        lam = rules.mmr_lambda
         for j, seg in enumerate(segments):
             s, e = seg.start, seg.end
             if closest_all is not None and j:
-                closest = closest_all[s:e]
-                if closest.any():
-                    factor = multipliers[s:e] * (1.0 - rules.mmr_lambda * closest)
-                    bonus[s:e] = (factor - 1.0) * reference[s:e]
-                    if first is not None:
-                        first[s:e] = np.where(
-                            mask[s:e], draws[0, s:e] + bonus[s:e], -np.inf
-                        )
+                closest = closest_all[s:e].tolist()
+                if any(closest):
+                    for i, c in zip(range(s, e), closest, strict=True):
+                        b = (
+                            multipliers_row[i] * (1.0 - lam * c) - 1.0
+                        ) * reference_row[i]
+                        bonus_row[i] = b
+                        if first is not None:
+                            first[i] = first_draws[i] + b if mask_row[i] else -np.inf
+                    bonus[s:e] = bonus_row[s:e]
                     seg.rules.append("mmr")
             ramp = no_ramp
             if can_ramp and any(ramping_all[s:e]):
@@ -226,7 +242,8 @@ class RowDecider:
             ramps.append(ramp)
             explores = ramp.explores(self.rng)
             if first is not None:
-                index = int(first[s:e].argmax())
+                seg_first = first[s:e]
+                index = seg_first.index(max(seg_first))  # the first best, as argmax
             elif raw is not None:  # as ArgmaxPolicy.choose: ties split evenly
                 adjusted = np.where(mask[s:e], raw[s:e] + bonus[s:e], -np.inf)
                 index, ties = argmax_choice(adjusted, self.rng)
@@ -254,7 +271,7 @@ class RowDecider:
                         bonus=bonus[s:e],
                         mask=mask[s:e],
                     )
-            chosen[j] = s + index
+            chosen.append(s + index)
             if closest_all is not None:
                 np.maximum(closest_all, similarity[:, s + index], out=closest_all)  # type: ignore[index]
 
@@ -263,19 +280,20 @@ class RowDecider:
         if prior is not None and self.ranker is not None:
             for seg in segments:
                 seg.rules.append(f"ranker:{self.ranker.version}")
+        propensities = p_policy.tolist()
         for j, seg in enumerate(segments):
-            index = int(chosen[j]) - seg.start
+            index = chosen[j] - seg.start
             out[seg.index] = VideoDecision(
                 video_id=seg.state.video_id,
                 poster=flat[chosen[j]],
-                propensity=ramps[j].propensity(index, float(p_policy[j]))
+                propensity=ramps[j].propensity(index, propensities[j])
                 if ramps[j].share
-                else float(p_policy[j]),
+                else propensities[j],
                 policy=name,
                 model_version=version
                 or int(seg.state.arms.get(b"_updated_ms", b"0") or 0),
                 candidates=list(seg.block.ids),
-                scores=reference[seg.start : seg.end].tolist(),
+                scores=reference_row[seg.start : seg.end],
                 rules=seg.rules,
                 retired=seg.retired,
             )
@@ -394,13 +412,14 @@ def _thompson_propensities(
     bonus: np.ndarray,
     mask: np.ndarray,
     segments: Sequence[_Segment],
-    chosen: np.ndarray,
+    chosen: list[int],
 ) -> np.ndarray:
     """Smoothed probability that each video's chosen poster wins its draws."""
-    adjusted = np.where(mask, draws + bonus, -np.inf)
-    starts = np.array([seg.start for seg in segments])
-    lengths = np.array([seg.end - seg.start for seg in segments])
-    best = np.repeat(np.maximum.reduceat(adjusted, starts, axis=1), lengths, axis=1)
-    wins = (adjusted[:, chosen] == best[:, chosen]).sum(axis=0)
+    adjusted = draws + bonus
+    if not mask.all():
+        adjusted[:, ~mask] = -np.inf
+    starts = [seg.start for seg in segments]
+    best = np.maximum.reduceat(adjusted, starts, axis=1)
+    wins = (adjusted[:, chosen] == best).sum(axis=0)
     eligible = np.add.reduceat(mask.astype(np.int64), starts)
     return (wins + 1.0) / (draws.shape[0] + eligible)
