@@ -164,7 +164,7 @@ class RowDecider:
             blocks.append(block)
             flat += posters
             arms = state.arms
-            raw += [arms.get(f) for f in block.fields]
+            raw += map(arms.get, block.fields)
         if not flat:
             return [d for d in out if d is not None]
 

@@ -247,6 +247,12 @@ class PosterCache:
             return False, None
         return True, entry[1]
 
+    def entries(self, poster_ids: list[str]) -> list[object]:
+        """Each poster's cache entry however old, None when absent: an entry
+        is replaced, never changed, so an unchanged entry means unchanged
+        metadata."""
+        return list(map(self._entries.get, poster_ids))
+
     def missing(self, poster_ids: list[str], now: float) -> list[str]:
         """The ids of ``poster_ids`` that :meth:`get` would not find."""
         entries = self._entries
