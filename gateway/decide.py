@@ -42,7 +42,6 @@ from gateway.candidates import CandidateBlock, CandidateCache
 from gateway.config import RuleConfig
 from gateway.placements import Placement
 from gateway.retirement import Retirement
-from gateway.rules import scene_matches
 from gateway.scoring import PolicyBook, posterior_counts
 from gateway.state import PosterCache, PosterMeta, VideoState
 from ranking.serving import Ranker
@@ -334,15 +333,21 @@ class RowDecider:
         mask = [True] * k
         ids = [p for seg in segments for p in seg.block.ids]
         impressions = counts[:, 0].tolist()
+        clicks = counts[:, 1].tolist()
         scene = [False] * k
         if rules.scene_boost != 1.0 and cue_text:
-            scene = scene_matches(flat, cue_text).tolist()
+            # as gateway.rules.scene_matches, without an array to convert back
+            for i, poster in enumerate(flat):
+                for phrase in poster.tag_phrases:
+                    if phrase and phrase in cue_text:
+                        scene[i] = True
+                        break
         cap = rules.exposure_cap_share
         for seg in segments:
             s, e = seg.start, seg.end
             if max(impressions[s:e]) >= rules.retire_min_impressions:
                 self._retirement(
-                    rules, seg, ids, impressions, counts, mask, multipliers
+                    rules, seg, ids, impressions, clicks, mask, multipliers
                 )
 
             exposure = seg.state.exposure
@@ -350,10 +355,13 @@ class RowDecider:
                 total = sum(exposure.values())
                 if total > 0 and total >= rules.exposure_min_impressions:
                     over = [exposure.get(p, 0) / total > cap for p in seg.block.escaped]
-                    remaining = [mask[s + j] and not o for j, o in enumerate(over)]
-                    if any(over) and any(remaining):
-                        mask[s:e] = remaining
-                        seg.rules.append("exposure_cap")
+                    if any(over):
+                        remaining = [
+                            m and not o for m, o in zip(mask[s:e], over, strict=True)
+                        ]
+                        if any(remaining):
+                            mask[s:e] = remaining
+                            seg.rules.append("exposure_cap")
 
             seen = seg.state.seen
             if seen and rules.deweight_factor != 1.0:
@@ -377,20 +385,16 @@ class RowDecider:
         seg: _Segment,
         ids: list[str],
         impressions: list[float],
-        counts: np.ndarray,
+        clicks: list[float],
         mask: list[bool],
         multipliers: list[float],
     ) -> None:
         s, e = seg.start, seg.end
         statuses = self.retirement.statuses(
-            seg.state.video_id,
-            rules,
-            ids[s:e],
-            impressions[s:e],
-            counts[s:e, 1].tolist(),
+            seg.state.video_id, rules, ids[s:e], impressions[s:e], clicks[s:e]
         )
-        retired = [st == "retired" for st in statuses]
-        if any(retired) and not all(retired):
+        retired = [st == "retired" for st in statuses] if "retired" in statuses else []
+        if retired and not all(retired):
             for j, r in enumerate(retired):
                 if r:
                     mask[s + j] = False
