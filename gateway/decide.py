@@ -20,7 +20,9 @@ Steps of :meth:`RowDecider.decide_row`:
    :func:`bandits.propensity.monte_carlo_propensities`; the other policies'
    from :meth:`bandits.policies.Policy.choose` (closed forms; LinUCB scores
    the whole row in one product and splits ties with the same
-   :func:`bandits.policies.base.argmax_choice`); then mixed with ramp-up.
+   :func:`bandits.policies.base.argmax_choice`, the uniform control draws the
+   same generator call as :class:`bandits.policies.UniformRandom`); then mixed
+   with ramp-up.
 
 Because step 4 looks at earlier choices, a propensity is conditional on the
 posters already placed in the row, which is what off-policy estimators of a
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bandits.policies import UniformRandom
 from bandits.policies._beta import beta_draws
 from bandits.policies.base import argmax_choice
 from bandits.ramp import RampUp
@@ -178,8 +181,9 @@ class RowDecider:
             reference = np.abs(raw)
         else:
             reference = self.book.reference_counts(name, policy, counts, X)
+        uniform = name == "random" and type(policy) is UniformRandom
         stats = None
-        if name not in ("thompson", "thompson_alltime") and raw is None:
+        if name not in ("thompson", "thompson_alltime") and raw is None and not uniform:
             stats = [ArmStats(*map(int, row)) for row in counts]
         draws = None
         prior = None
@@ -247,6 +251,10 @@ class RowDecider:
                 adjusted = np.where(mask[s:e], raw[s:e] + bonus[s:e], -np.inf)
                 index, ties = argmax_choice(adjusted, self.rng)
                 p_policy[j] = 1.0 / ties.size
+            elif uniform:  # as UniformRandom.choose, whose rng.choice is this draw
+                eligible = [i for i in range(e - s) if mask_row[s + i]]
+                index = eligible[int(self.rng.integers(0, len(eligible)))]
+                p_policy[j] = 1.0 / len(eligible)
             else:
                 seg_x = X[s:e] if X is not None else None
                 assert stats is not None
