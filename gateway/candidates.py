@@ -4,8 +4,8 @@ A row of 20 videos has about a hundred candidates; rebuilding their arm
 fields, escaped ids, tag columns and embedding matrix on every request cost
 more than the policy itself. :class:`CandidateCache` keeps them per video and
 placement, valid while the video's poster set, its retired set and every
-poster's cached metadata object stay the same (a metadata refresh builds a
-new :class:`~gateway.state.PosterMeta`, which invalidates the entry).
+poster's poster cache entry stay the same (a metadata refresh stores a new
+entry, which invalidates the block).
 
 Examples
 --------
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import is_
 
 import numpy as np
 
@@ -40,8 +41,9 @@ class CandidateBlock:
     poster_ids: list[str]
     """The video's poster set the block was built from (sorted)."""
     retired: frozenset[str]
-    sources: list[PosterMeta | None]
-    """The cached metadata of every poster in ``poster_ids`` at build time."""
+    sources: list[object]
+    """The poster cache entry of every poster in ``poster_ids`` at build time
+    (:meth:`~gateway.state.PosterCache.entries`)."""
     metas: list[PosterMeta]
     """Recalled candidates, in poster-id order."""
     ids: list[str]
@@ -50,9 +52,10 @@ class CandidateBlock:
     """Encoded arm fields of the candidates."""
     unit: np.ndarray | None
     """``(k, d)`` unit embeddings when every candidate has one of length d."""
-    tag_rows: np.ndarray
+    tag_counts: list[int]
+    """Number of tags of each candidate."""
     tag_cols: np.ndarray
-    """Candidate index and global tag column of each (candidate, tag) pair."""
+    """Global tag column of each (candidate, tag) pair, candidate by candidate."""
 
 
 class CandidateCache:
@@ -81,18 +84,17 @@ class CandidateCache:
     def _valid(self, block: CandidateBlock, state: VideoState) -> bool:
         if block.poster_ids != state.poster_ids or block.retired != state.retired:
             return False
-        peek = self.posters.peek
-        return all(
-            peek(p) is m for p, m in zip(block.poster_ids, block.sources, strict=True)
-        )
+        return all(map(is_, self.posters.entries(block.poster_ids), block.sources))
 
     def _build(
         self, state: VideoState, placement: Placement, where: str, who: str
     ) -> CandidateBlock:
-        sources = [self.posters.peek(p) for p in state.poster_ids]
+        sources = self.posters.entries(state.poster_ids)
         metas = [
             meta
-            for poster_id, meta in zip(state.poster_ids, sources, strict=True)
+            for poster_id, meta in zip(
+                state.poster_ids, map(self.posters.peek, state.poster_ids), strict=True
+            )
             if poster_id not in state.retired
             and meta is not None
             and meta.status == "approved"
@@ -103,10 +105,9 @@ class CandidateCache:
         lengths = {m.embedding.shape[0] for m in metas if m.embedding is not None}
         if metas and len(lengths) == 1 and all(m.embedding is not None for m in metas):
             unit = np.stack([m.embedding for m in metas]).astype(np.float64)  # type: ignore[misc]
-        rows, cols = [], []
-        for i, meta in enumerate(metas):
+        cols = []
+        for meta in metas:
             for tag in meta.tags:
-                rows.append(i)
                 cols.append(self._tags.setdefault(tag, len(self._tags)))
         return CandidateBlock(
             poster_ids=list(state.poster_ids),
@@ -117,7 +118,7 @@ class CandidateCache:
             escaped=[escape(p) for p in ids],
             fields=[arm_field(p, where, who).encode() for p in ids],
             unit=unit,
-            tag_rows=np.array(rows, dtype=np.intp),
+            tag_counts=[len(m.tags) for m in metas],
             tag_cols=np.array(cols, dtype=np.intp),
         )
 
@@ -136,21 +137,28 @@ class CandidateCache:
         if any(u is None for u in units) or len(dims) > 1:
             return row_similarity(flat)
         k = len(flat)
-        similarity = np.zeros((k, k))
-        offsets = np.cumsum([0] + [len(b.metas) for b in blocks[:-1]])
-        rows = np.concatenate(
-            [b.tag_rows + o for b, o in zip(blocks, offsets, strict=True)]
-        )
-        if rows.size:
+        counts = [c for b in blocks for c in b.tag_counts]
+        if any(counts):
             cols = np.concatenate([b.tag_cols for b in blocks])
             used, columns = np.unique(cols, return_inverse=True)
             incidence = np.zeros((k, used.size))
-            incidence[rows, columns] = 1.0
+            incidence[np.repeat(np.arange(k), counts), columns] = 1.0
             shared = incidence @ incidence.T
-            sizes = incidence.sum(axis=1)
-            union = sizes[:, None] + sizes[None, :] - shared
-            similarity = np.divide(shared, union, out=similarity, where=union > 0)
+            # A poster's tags are a set, so its row of the incidence sums to
+            # its tag count; with a tag on every poster no union is empty.
+            sizes = np.array(counts, dtype=np.float64)
+            union = np.add.outer(sizes, sizes) - shared
+            if min(counts) > 0:
+                similarity = shared / union
+            else:
+                similarity = np.divide(
+                    shared, union, out=np.zeros((k, k)), where=union > 0
+                )
+        else:
+            similarity = np.zeros((k, k))
         if dims:
             unit = np.concatenate(units)  # type: ignore[arg-type]
-            similarity = np.maximum(similarity, np.clip(unit @ unit.T, 0.0, 1.0))
+            cosine = unit @ unit.T
+            np.clip(cosine, 0.0, 1.0, out=cosine)
+            np.maximum(similarity, cosine, out=similarity)
         return similarity

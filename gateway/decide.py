@@ -20,7 +20,9 @@ Steps of :meth:`RowDecider.decide_row`:
    :func:`bandits.propensity.monte_carlo_propensities`; the other policies'
    from :meth:`bandits.policies.Policy.choose` (closed forms; LinUCB scores
    the whole row in one product and splits ties with the same
-   :func:`bandits.policies.base.argmax_choice`); then mixed with ramp-up.
+   :func:`bandits.policies.base.argmax_choice`, the uniform control draws the
+   same generator call as :class:`bandits.policies.UniformRandom`); then mixed
+   with ramp-up.
 
 Because step 4 looks at earlier choices, a propensity is conditional on the
 posters already placed in the row, which is what off-policy estimators of a
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bandits.policies import UniformRandom
 from bandits.policies._beta import beta_draws
 from bandits.policies.base import argmax_choice
 from bandits.ramp import RampUp
@@ -42,7 +45,6 @@ from gateway.candidates import CandidateBlock, CandidateCache
 from gateway.config import RuleConfig
 from gateway.placements import Placement
 from gateway.retirement import Retirement
-from gateway.rules import scene_matches
 from gateway.scoring import PolicyBook, posterior_counts
 from gateway.state import PosterCache, PosterMeta, VideoState
 from ranking.serving import Ranker
@@ -164,7 +166,7 @@ class RowDecider:
             blocks.append(block)
             flat += posters
             arms = state.arms
-            raw += [arms.get(f) for f in block.fields]
+            raw += map(arms.get, block.fields)
         if not flat:
             return [d for d in out if d is not None]
 
@@ -179,8 +181,9 @@ class RowDecider:
             reference = np.abs(raw)
         else:
             reference = self.book.reference_counts(name, policy, counts, X)
+        uniform = name == "random" and type(policy) is UniformRandom
         stats = None
-        if name not in ("thompson", "thompson_alltime") and raw is None:
+        if name not in ("thompson", "thompson_alltime") and raw is None and not uniform:
             stats = [ArmStats(*map(int, row)) for row in counts]
         draws = None
         prior = None
@@ -198,27 +201,43 @@ class RowDecider:
         if rules.mmr_lambda > 0 and len(segments) > 1:
             similarity = self.candidates.similarity(blocks, flat)
         bonus = (multipliers - 1.0) * reference
-        first = np.where(mask, draws[0] + bonus, -np.inf) if draws is not None else None
+        # The loop below works on Python lists: a video has a handful of
+        # candidates, and a numpy call on five numbers costs more than the
+        # arithmetic. The float operations are the same, so are the results.
+        bonus_row = bonus.tolist()
+        mask_row = mask.tolist()
+        multipliers_row = multipliers.tolist()
+        reference_row = reference.tolist()
+        first = None
+        if draws is not None:
+            first_draws = draws[0].tolist()
+            first = [
+                d + b if m else -np.inf
+                for d, b, m in zip(first_draws, bonus_row, mask_row, strict=True)
+            ]
         ramping_all = (mask & (counts[:, 0] < rules.ramp_min_impressions)).tolist()
         can_ramp = rules.ramp_share > 0 and name != "random"
         no_ramp = RampUp(np.zeros(0, dtype=bool), 0.0)
         ramps: list[RampUp] = []
-        chosen = np.zeros(len(segments), dtype=np.intp)
+        chosen: list[int] = []
         p_policy = np.zeros(len(segments))
         # Each candidate's largest similarity to a poster already placed,
         # updated with one column per placement (similarities are >= 0).
         closest_all = np.zeros(len(flat)) if similarity is not None else None
+        lam = rules.mmr_lambda
         for j, seg in enumerate(segments):
             s, e = seg.start, seg.end
             if closest_all is not None and j:
-                closest = closest_all[s:e]
-                if closest.any():
-                    factor = multipliers[s:e] * (1.0 - rules.mmr_lambda * closest)
-                    bonus[s:e] = (factor - 1.0) * reference[s:e]
-                    if first is not None:
-                        first[s:e] = np.where(
-                            mask[s:e], draws[0, s:e] + bonus[s:e], -np.inf
-                        )
+                closest = closest_all[s:e].tolist()
+                if any(closest):
+                    for i, c in zip(range(s, e), closest, strict=True):
+                        b = (
+                            multipliers_row[i] * (1.0 - lam * c) - 1.0
+                        ) * reference_row[i]
+                        bonus_row[i] = b
+                        if first is not None:
+                            first[i] = first_draws[i] + b if mask_row[i] else -np.inf
+                    bonus[s:e] = bonus_row[s:e]
                     seg.rules.append("mmr")
             ramp = no_ramp
             if can_ramp and any(ramping_all[s:e]):
@@ -226,11 +245,16 @@ class RowDecider:
             ramps.append(ramp)
             explores = ramp.explores(self.rng)
             if first is not None:
-                index = int(first[s:e].argmax())
+                seg_first = first[s:e]
+                index = seg_first.index(max(seg_first))  # the first best, as argmax
             elif raw is not None:  # as ArgmaxPolicy.choose: ties split evenly
                 adjusted = np.where(mask[s:e], raw[s:e] + bonus[s:e], -np.inf)
                 index, ties = argmax_choice(adjusted, self.rng)
                 p_policy[j] = 1.0 / ties.size
+            elif uniform:  # as UniformRandom.choose, whose rng.choice is this draw
+                eligible = [i for i in range(e - s) if mask_row[s + i]]
+                index = eligible[int(self.rng.integers(0, len(eligible)))]
+                p_policy[j] = 1.0 / len(eligible)
             else:
                 seg_x = X[s:e] if X is not None else None
                 assert stats is not None
@@ -254,7 +278,7 @@ class RowDecider:
                         bonus=bonus[s:e],
                         mask=mask[s:e],
                     )
-            chosen[j] = s + index
+            chosen.append(s + index)
             if closest_all is not None:
                 np.maximum(closest_all, similarity[:, s + index], out=closest_all)  # type: ignore[index]
 
@@ -263,19 +287,20 @@ class RowDecider:
         if prior is not None and self.ranker is not None:
             for seg in segments:
                 seg.rules.append(f"ranker:{self.ranker.version}")
+        propensities = p_policy.tolist()
         for j, seg in enumerate(segments):
-            index = int(chosen[j]) - seg.start
+            index = chosen[j] - seg.start
             out[seg.index] = VideoDecision(
                 video_id=seg.state.video_id,
                 poster=flat[chosen[j]],
-                propensity=ramps[j].propensity(index, float(p_policy[j]))
+                propensity=ramps[j].propensity(index, propensities[j])
                 if ramps[j].share
-                else float(p_policy[j]),
+                else propensities[j],
                 policy=name,
                 model_version=version
                 or int(seg.state.arms.get(b"_updated_ms", b"0") or 0),
                 candidates=list(seg.block.ids),
-                scores=reference[seg.start : seg.end].tolist(),
+                scores=reference_row[seg.start : seg.end],
                 rules=seg.rules,
                 retired=seg.retired,
             )
@@ -316,15 +341,21 @@ class RowDecider:
         mask = [True] * k
         ids = [p for seg in segments for p in seg.block.ids]
         impressions = counts[:, 0].tolist()
+        clicks = counts[:, 1].tolist()
         scene = [False] * k
         if rules.scene_boost != 1.0 and cue_text:
-            scene = scene_matches(flat, cue_text).tolist()
+            # as gateway.rules.scene_matches, without an array to convert back
+            for i, poster in enumerate(flat):
+                for phrase in poster.tag_phrases:
+                    if phrase and phrase in cue_text:
+                        scene[i] = True
+                        break
         cap = rules.exposure_cap_share
         for seg in segments:
             s, e = seg.start, seg.end
             if max(impressions[s:e]) >= rules.retire_min_impressions:
                 self._retirement(
-                    rules, seg, ids, impressions, counts, mask, multipliers
+                    rules, seg, ids, impressions, clicks, mask, multipliers
                 )
 
             exposure = seg.state.exposure
@@ -332,10 +363,13 @@ class RowDecider:
                 total = sum(exposure.values())
                 if total > 0 and total >= rules.exposure_min_impressions:
                     over = [exposure.get(p, 0) / total > cap for p in seg.block.escaped]
-                    remaining = [mask[s + j] and not o for j, o in enumerate(over)]
-                    if any(over) and any(remaining):
-                        mask[s:e] = remaining
-                        seg.rules.append("exposure_cap")
+                    if any(over):
+                        remaining = [
+                            m and not o for m, o in zip(mask[s:e], over, strict=True)
+                        ]
+                        if any(remaining):
+                            mask[s:e] = remaining
+                            seg.rules.append("exposure_cap")
 
             seen = seg.state.seen
             if seen and rules.deweight_factor != 1.0:
@@ -359,20 +393,16 @@ class RowDecider:
         seg: _Segment,
         ids: list[str],
         impressions: list[float],
-        counts: np.ndarray,
+        clicks: list[float],
         mask: list[bool],
         multipliers: list[float],
     ) -> None:
         s, e = seg.start, seg.end
         statuses = self.retirement.statuses(
-            seg.state.video_id,
-            rules,
-            ids[s:e],
-            impressions[s:e],
-            counts[s:e, 1].tolist(),
+            seg.state.video_id, rules, ids[s:e], impressions[s:e], clicks[s:e]
         )
-        retired = [st == "retired" for st in statuses]
-        if any(retired) and not all(retired):
+        retired = [st == "retired" for st in statuses] if "retired" in statuses else []
+        if retired and not all(retired):
             for j, r in enumerate(retired):
                 if r:
                     mask[s + j] = False
@@ -394,13 +424,14 @@ def _thompson_propensities(
     bonus: np.ndarray,
     mask: np.ndarray,
     segments: Sequence[_Segment],
-    chosen: np.ndarray,
+    chosen: list[int],
 ) -> np.ndarray:
     """Smoothed probability that each video's chosen poster wins its draws."""
-    adjusted = np.where(mask, draws + bonus, -np.inf)
-    starts = np.array([seg.start for seg in segments])
-    lengths = np.array([seg.end - seg.start for seg in segments])
-    best = np.repeat(np.maximum.reduceat(adjusted, starts, axis=1), lengths, axis=1)
-    wins = (adjusted[:, chosen] == best[:, chosen]).sum(axis=0)
+    adjusted = draws + bonus
+    if not mask.all():
+        adjusted[:, ~mask] = -np.inf
+    starts = [seg.start for seg in segments]
+    best = np.maximum.reduceat(adjusted, starts, axis=1)
+    wins = (adjusted[:, chosen] == best).sum(axis=0)
     eligible = np.add.reduceat(mask.astype(np.int64), starts)
     return (wins + 1.0) / (draws.shape[0] + eligible)

@@ -18,8 +18,9 @@ the cap are not scored, not fetched and cannot be chosen: a title with more
 fresh posters than the cap serves only the first of them by id until some are
 retired.
 
-The script addresses several keys of different hash slots, so it needs a
-single Redis (or a replica of one), not Redis Cluster.
+The script addresses several keys of different hash slots, and builds them
+from their prefixes instead of declaring them, so it needs a single Redis (or a
+replica of one), not Redis Cluster.
 
 Exposure fields are ``{poster}|{bucket}`` with ``bucket = event_ms // 600000``
 (10-minute buckets); the collector increments them from impressions. A window
@@ -56,16 +57,23 @@ _NON_WORD = re.compile(r"[^\w]+")
 EXPOSURE_BUCKET_MS = 600_000
 EXPOSURE_KEEP_BUCKETS = 24 * 6  # a day
 
+# Keys are built here from their prefixes and the escaped video ids, not passed
+# as KEYS: a row's five keys per video made a ~100-argument call whose packing
+# cost the gateway more CPU than the script costs Redis.
 _ROW_SCRIPT = """
 local out = {}
 local min_bucket = tonumber(ARGV[1])
 local stale_bucket = tonumber(ARGV[2])
 local seen_min = ARGV[3]
-for i = 1, #KEYS, 5 do
-  out[#out + 1] = redis.call('HGETALL', KEYS[i])
-  out[#out + 1] = redis.call('SMEMBERS', KEYS[i + 1])
-  out[#out + 1] = redis.call('HKEYS', KEYS[i + 2])
-  local expo = redis.call('HGETALL', KEYS[i + 3])
+local arms, posters, retired = ARGV[4], ARGV[5], ARGV[6]
+local exposure, seen = ARGV[7], ARGV[8]
+for i = 9, #ARGV do
+  local video = ARGV[i]
+  local expo_key = exposure .. video
+  out[#out + 1] = redis.call('HGETALL', arms .. video)
+  out[#out + 1] = redis.call('SMEMBERS', posters .. video)
+  out[#out + 1] = redis.call('HKEYS', retired .. video)
+  local expo = redis.call('HGETALL', expo_key)
   local sums = {}
   local order = {}
   local stale = {}
@@ -87,7 +95,7 @@ for i = 1, #KEYS, 5 do
     end
   end
   if #stale > 0 then
-    redis.call('HDEL', KEYS[i + 3], unpack(stale))
+    redis.call('HDEL', expo_key, unpack(stale))
   end
   local flat = {}
   for _, poster in ipairs(order) do
@@ -95,7 +103,7 @@ for i = 1, #KEYS, 5 do
     flat[#flat + 1] = tostring(sums[poster])
   end
   out[#out + 1] = flat
-  out[#out + 1] = redis.call('ZRANGEBYSCORE', KEYS[i + 4], seen_min, '+inf')
+  out[#out + 1] = redis.call('ZRANGEBYSCORE', seen .. video, seen_min, '+inf')
 end
 return out
 """
@@ -224,10 +232,6 @@ def best_candidates(
     return sorted(sorted(poster_ids, key=rank)[:limit])
 
 
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 class PosterCache:
     """Poster metadata by id, each entry kept for ``ttl_s`` seconds."""
 
@@ -242,6 +246,22 @@ class PosterCache:
         if entry is None or entry[0] < now:
             return False, None
         return True, entry[1]
+
+    def entries(self, poster_ids: list[str]) -> list[object]:
+        """Each poster's cache entry however old, None when absent: an entry
+        is replaced, never changed, so an unchanged entry means unchanged
+        metadata."""
+        return list(map(self._entries.get, poster_ids))
+
+    def missing(self, poster_ids: list[str], now: float) -> list[str]:
+        """The ids of ``poster_ids`` that :meth:`get` would not find."""
+        entries = self._entries
+        missing = []
+        for poster_id in poster_ids:
+            entry = entries.get(poster_id)
+            if entry is None or entry[0] < now:
+                missing.append(poster_id)
+        return missing
 
     def peek(self, poster_id: str) -> PosterMeta | None:
         """The cached metadata however old (for the fallback path)."""
@@ -276,23 +296,21 @@ class RowReader:
         """Every video's state, in the order asked."""
         now_ms = int(time.time() * 1000)
         keys = self.keys
-        script_keys: list[str] = []
-        for video in video_ids:
-            script_keys += (
-                keys.arms(video),
-                keys.posters(video),
-                keys.retired(video),
-                keys.exposure(video),
-                keys.seen(user_id, video),
-            )
         window_buckets = int(np.ceil(exposure_window_s * 1000 / EXPOSURE_BUCKET_MS))
         current = now_ms // EXPOSURE_BUCKET_MS
-        args = (
-            current - window_buckets + 1,
-            current - EXPOSURE_KEEP_BUCKETS,
-            now_ms - int(seen_recency_s * 1000),
+        reply = await self._script(
+            args=(
+                current - window_buckets + 1,
+                current - EXPOSURE_KEEP_BUCKETS,
+                now_ms - int(seen_recency_s * 1000),
+                keys.arms(""),
+                keys.posters(""),
+                keys.retired(""),
+                keys.exposure(""),
+                keys.seen(user_id, ""),
+                *map(escape, video_ids),
+            )
         )
-        reply = await self._script(keys=script_keys, args=args)
         per_video = max(
             1,
             min(
@@ -301,19 +319,26 @@ class RowReader:
             ),
         )
         states = []
+        empty: frozenset[str] = frozenset()
         for i, video in enumerate(video_ids):
             arms, members, retired, expo, seen = reply[5 * i : 5 * i + 5]
-            arm_fields = _pairs(arms)
+            arm_fields = dict(zip(arms[::2], arms[1::2], strict=True))
+            poster_ids = [m.decode() for m in members]
             states.append(
                 VideoState(
                     video_id=video,
                     arms=arm_fields,
-                    poster_ids=best_candidates(
-                        [m.decode() for m in members], arm_fields, per_video
-                    ),
-                    retired=frozenset(r.decode() for r in retired),
-                    exposure={k.decode(): int(v) for k, v in _pairs(expo).items()},
-                    seen=frozenset(s.decode() for s in seen),
+                    poster_ids=sorted(poster_ids)
+                    if len(poster_ids) <= per_video
+                    else best_candidates(poster_ids, arm_fields, per_video),
+                    retired=frozenset([r.decode() for r in retired])
+                    if retired
+                    else empty,
+                    exposure={
+                        k.decode(): int(v)
+                        for k, v in zip(expo[::2], expo[1::2], strict=True)
+                    },
+                    seen=frozenset([s.decode() for s in seen]) if seen else empty,
                 )
             )
         await self._fill_posters(states)
@@ -321,12 +346,9 @@ class RowReader:
 
     async def _fill_posters(self, states: list[VideoState]) -> None:
         now = time.monotonic()
-        missing = []
-        for state in states:
-            for poster_id in state.poster_ids:
-                found, _ = self.posters.get(poster_id, now)
-                if not found:
-                    missing.append(poster_id)
+        missing = self.posters.missing(
+            [p for state in states for p in state.poster_ids], now
+        )
         if not missing:
             return
         async with self.redis.pipeline(transaction=False) as pipe:

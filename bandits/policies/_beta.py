@@ -124,11 +124,16 @@ def beta_draws(
             g[:, big] = _wilson_hilferty(shapes[big], z[side][:, small[big]])
         low = np.flatnonzero(~big)
         if low.size and pooled:
+            # Python ints and floats: numpy scalars would make each slice of
+            # this per-column loop several times dearer.
             base = offset + side * size
+            shape_list, column_list = shapes.tolist(), small.tolist()
             g[:, low] = np.stack(
                 [
-                    _gamma_pool(float(shapes[j]))[base + small[j] : base + size : k]
-                    for j in low
+                    _gamma_pool(float(shape_list[j]))[
+                        base + column_list[j] : base + size : k
+                    ]
+                    for j in low.tolist()
                 ],
                 axis=1,
             )
