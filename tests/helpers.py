@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -45,3 +46,35 @@ def consume_raw(
     finally:
         consumer.close()
     return out
+
+
+def wait_for_redis(url: str, timeout_s: float = 10.0) -> None:
+    """Block until the Redis at ``url`` answers PING (a server just started)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "private redis did not start"
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def poster_worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``keyart posters worker`` child on the test stack."""
+    return {
+        **os.environ,
+        "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "KEYART_TOPIC_PREFIX": settings.topic_prefix,
+        "KEYART_DATABASE_URL": settings.database_url,
+        "KEYART_POSTER_STORE": str(settings.poster_store),
+        "KEYART_DATA_CACHE": str(settings.data_cache),
+        "KEYART_STATE_DIR": str(settings.state_dir),
+        **extra,
+    }

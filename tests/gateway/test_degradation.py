@@ -19,6 +19,7 @@ import pytest
 from bandits.state import ArmStats
 from keyart.stack import free_port, redis_server_binary
 from tests.gateway.conftest import TOKEN_SECRET, add_poster, new_id, serve
+from tests.helpers import wait_for_redis
 
 BUDGET_MS = 50.0
 
@@ -34,18 +35,7 @@ def private_redis(tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "private redis did not start"
-            time.sleep(0.05)
-    client.close()
+    wait_for_redis(url)
     yield url, process
     if process.poll() is None:
         os.kill(process.pid, signal.SIGCONT)

@@ -28,6 +28,7 @@ import redis
 from keyart.keys import Keys
 from keyart.stack import free_port, redis_server_binary
 from producers.events import EventProducer
+from tests.helpers import wait_for_redis
 from tests.streams.test_workers import arms_of, log_end, poster, wait_caught_up
 from tests.streams.workers import WorkerProcess, event_stream
 
@@ -63,16 +64,7 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "private redis did not start"
-                time.sleep(0.1)
-        client.close()
+        wait_for_redis(self.url)
 
     def signal(self, sig: int) -> None:
         assert self.process is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 from keyart.stack import free_port
 from producers.events import EventProducer
 from tests.conftest import ROOT
+from tests.helpers import poster_worker_env
 from workers.runner import video_event
 
 pytestmark = pytest.mark.slow
@@ -44,18 +44,12 @@ def samples(text: str) -> dict[str, float]:
 def test_worker_process_serves_metrics_and_health(make_settings, media):
     settings = make_settings(topics=True, poster_session_timeout_s=6)
     port = free_port(0)
-    env = {
-        **os.environ,
-        "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "KEYART_TOPIC_PREFIX": settings.topic_prefix,
-        "KEYART_DATABASE_URL": settings.database_url,
-        "KEYART_POSTER_STORE": str(settings.poster_store),
-        "KEYART_DATA_CACHE": str(settings.data_cache),
-        "KEYART_STATE_DIR": str(settings.state_dir),
-        "KEYART_POSTER_SESSION_TIMEOUT_S": "6",
-        "KEYART_POSTER_GROUP_ID": "health-" + settings.topic_prefix,
-        "KEYART_METRICS_PORT": str(port),
-    }
+    env = poster_worker_env(
+        settings,
+        KEYART_POSTER_SESSION_TIMEOUT_S="6",
+        KEYART_POSTER_GROUP_ID="health-" + settings.topic_prefix,
+        KEYART_METRICS_PORT=str(port),
+    )
     producer = EventProducer(settings)
     producer.send("video_published", video_event(media("astronaut.png"), "astro"))
     producer.send(

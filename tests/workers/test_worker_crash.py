@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from producers.events import EventProducer
 from tests.conftest import ROOT
+from tests.helpers import poster_worker_env
 from tests.workers.topics import read_all
 from workers.catalog import CandidateRow, Catalog, JobRow
 from workers.pipeline import PipelineConfig, PosterPipeline
@@ -27,17 +28,9 @@ def test_killed_worker_is_replaced_and_the_job_counts_once(make_settings, media)
     settings = make_settings(
         topics=True, poster_session_timeout_s=6, poster_max_frames=6
     )
-    env = {
-        **os.environ,
-        "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "KEYART_TOPIC_PREFIX": settings.topic_prefix,
-        "KEYART_DATABASE_URL": settings.database_url,
-        "KEYART_POSTER_STORE": str(settings.poster_store),
-        "KEYART_DATA_CACHE": str(settings.data_cache),
-        "KEYART_STATE_DIR": str(settings.state_dir),
-        "KEYART_POSTER_SESSION_TIMEOUT_S": "6",
-        "KEYART_POSTER_MAX_FRAMES": "6",
-    }
+    env = poster_worker_env(
+        settings, KEYART_POSTER_SESSION_TIMEOUT_S="6", KEYART_POSTER_MAX_FRAMES="6"
+    )
     command = [sys.executable, "-m", "keyart.cli", "posters", "worker"]
     producer = EventProducer(settings)
     producer.send(
