@@ -228,6 +228,13 @@ class Settings(BaseSettings):
         None,
         description="Approve candidates scoring at least this (off when unset).",
     )
+    auto_approve_top: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="With automatic approval, approve at most this many of a "
+        "video's candidates per aspect ratio, the best scoring (all when unset).",
+    )
     poster_aspects: str = Field(
         "2:3,16:9,1:1",
         pattern=r"^\d+:\d+(,\d+:\d+)*$",

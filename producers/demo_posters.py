@@ -98,7 +98,13 @@ def make_posters(
     del producer
     console.print(
         f"automatic approval is ON: candidates scoring >= "
-        f"{run.auto_approve_score} become arms without a human review"
+        f"{run.auto_approve_score}"
+        + (
+            f" (the best {run.auto_approve_top} per aspect ratio)"
+            if run.auto_approve_top is not None
+            else ""
+        )
+        + " become arms without a human review"
     )
     with console.status(
         "making posters from "

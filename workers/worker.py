@@ -12,7 +12,8 @@ spreads the topic's partitions over them. For each message:
    (video id, event id) makes a redelivered or retried message count once;
 3. on success send one ``poster_candidate`` event per candidate, flush, and
    record ``events_sent``; with ``auto_approve_score`` set, candidates at or
-   above it are approved (and published) at once;
+   above it (at most ``auto_approve_top`` per aspect ratio, the best
+   scoring) are approved and published at once;
 4. on a refused input, a value the database refuses (``DataError``,
    ``IntegrityError``: the same on every try), or after
    ``poster_max_attempts`` unexpected errors, the job is ``failed`` with the
@@ -55,9 +56,40 @@ from workers.jobs import mark_events_sent
 from workers.runner import JobOutcome, JobRunner, candidate_record
 from workers.validate import check_video_event
 
-__all__ = ["PosterWorker", "health_checks", "run_worker"]
+__all__ = ["PosterWorker", "auto_approved", "health_checks", "run_worker"]
 
 logger = logging.getLogger("workers")
+
+
+def auto_approved(
+    rows: list[dict[str, Any]], threshold: float, top: int | None = None
+) -> list[str]:
+    """The poster ids automatic approval takes from one job's candidates.
+
+    A candidate qualifies when its score is at least ``threshold``; with
+    ``top`` set, only the ``top`` best scoring qualify in each aspect ratio
+    (ties broken by poster id, so a resent job approves the same ones). A
+    human reviewer would approve a handful of posters per placement, not every
+    passable frame, and a bandit learns a short list much faster.
+
+    Examples
+    --------
+    >>> rows = [{"poster_id": p, "aspect": "2:3", "score": s}
+    ...         for p, s in [("a", 0.9), ("b", 0.4), ("c", 0.7), ("d", 0.8)]]
+    >>> auto_approved(rows, 0.5), auto_approved(rows, 0.5, top=2)
+    (['a', 'c', 'd'], ['a', 'd'])
+    """
+    passing = [r for r in rows if r["score"] >= threshold]
+    if top is None:
+        return [r["poster_id"] for r in passing]
+    by_aspect: dict[str, list[dict[str, Any]]] = {}
+    for row in passing:
+        by_aspect.setdefault(row["aspect"], []).append(row)
+    chosen = set()
+    for group in by_aspect.values():
+        group.sort(key=lambda r: (-r["score"], r["poster_id"]))
+        chosen.update(r["poster_id"] for r in group[:top])
+    return [r["poster_id"] for r in passing if r["poster_id"] in chosen]
 
 
 class PosterWorker:
@@ -172,10 +204,14 @@ class PosterWorker:
         if threshold is not None:
             from workers.review import ReviewService
 
-            chosen = [r["poster_id"] for r in rows if r["score"] >= threshold]
+            chosen = auto_approved(rows, threshold, self.settings.auto_approve_top)
             if chosen:
+                top = self.settings.auto_approve_top
+                reason = f"score >= {threshold}" + (
+                    f", best {top} per aspect ratio" if top is not None else ""
+                )
                 ReviewService(self.catalog, self.settings, self.producer).approve(
-                    chosen, reviewer="auto", reason=f"score >= {threshold}"
+                    chosen, reviewer="auto", reason=reason
                 )
 
     def handle(

@@ -262,3 +262,27 @@ def test_auto_approval_publishes_above_the_score(make_settings, media, pipeline)
         for m in read_all(settings, "posters")
     ]
     assert {p["poster_id"] for p in published} == high
+
+
+def test_auto_approval_keeps_the_best_per_aspect(make_settings, media, pipeline):
+    settings = make_settings(topics=True, auto_approve_score=0.0, auto_approve_top=1)
+    worker = PosterWorker(settings, JobRunner(settings, pipeline=pipeline))
+    payload = get_codec().encode(
+        "video_published", video_event(media("astronaut.png"), "top")
+    )
+    assert worker.handle(payload) == "done"
+    with worker.catalog.session() as session:
+        rows = session.scalars(sa.select(CandidateRow)).all()
+    aspects = {r.aspect for r in rows}
+    assert len(rows) > len(aspects)  # more candidates than one per aspect ratio
+    best = {
+        aspect: max((r for r in rows if r.aspect == aspect), key=lambda r: r.score)
+        for aspect in aspects
+    }
+    approved = {r.poster_id for r in rows if r.status == "approved"}
+    assert approved == {r.poster_id for r in best.values()}
+    published = [
+        get_codec().decode("poster_published", m.value())
+        for m in read_all(settings, "posters")
+    ]
+    assert {p["poster_id"] for p in published} == approved
