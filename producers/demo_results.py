@@ -78,29 +78,38 @@ def redis_arm_totals(run: Settings, video_id: str) -> tuple[int, int, int]:
 def drift_verdicts(
     sim: pd.DataFrame, shown: pd.DataFrame, drift_ms: int, drift_s: float
 ) -> list[str]:
-    """After the drift: does the sliding window recover where all-time lags?"""
-    from bandits.evaluation.intervals import lift_log_ratio
+    """After the drift: does the sliding window recover where all-time lags?
 
-    after = sim[sim["event_time"] >= drift_ms]
-    counts = after.groupby("policy")["clicked"].agg(["sum", "size"])
-    late = shown[shown["t_s"] >= drift_s].groupby("policy")["regret"].sum()
-    if not {"thompson", "thompson_alltime"} <= set(counts.index):
-        return []
-    window, alltime = counts.loc["thompson"], counts.loc["thompson_alltime"]
-    lift = lift_log_ratio(
-        int(alltime["sum"]),
-        int(alltime["size"]),
-        int(window["sum"]),
-        int(window["size"]),
+    Compares the impressions of the two Thompson variants from the drift on,
+    by their clicks and by the oracle's expected CTR, the user as the unit.
+    """
+    from producers.report import compare, user_lifts, user_sums
+
+    after = sim[sim["event_time"] >= drift_ms].merge(
+        shown[["impression_id", "expected_ctr"]],
+        left_on="event_id",
+        right_on="impression_id",
     )
-    word = "recovers better than" if lift.low > 0 else "does NOT separate from"
+    late = shown[shown["t_s"] >= drift_s].groupby("policy")["regret"].sum()
+    sums = user_sums(after, "policy")
+    if not {"thompson", "thompson_alltime"} <= set(sums):
+        return []
+    window, alltime = sums["thompson"], sums["thompson_alltime"]
+
+    def rate(frame: pd.DataFrame, column: str) -> float:
+        return 100 * frame[column].sum() / frame["impressions"].sum()
+
     return [
-        f"after the drift at {drift_s:.0f} s, sliding-window Thompson "
-        f"({100 * window['sum'] / window['size']:.2f}% CTR, regret "
-        f"{late.get('thompson', math.nan):.1f}) {word} all-time Thompson "
-        f"({100 * alltime['sum'] / alltime['size']:.2f}%, regret "
-        f"{late.get('thompson_alltime', math.nan):.1f}): lift "
-        f"{100 * lift.estimate:.1f}% [{100 * lift.low:.1f}%, {100 * lift.high:.1f}%]."
+        f"After the drift at {drift_s:.0f} s: sliding-window Thompson shows "
+        f"{rate(window, 'clicks'):.2f}% CTR (expected {rate(window, 'expected'):.2f}%,"
+        f" regret {late.get('thompson', math.nan):.1f}), all-time Thompson "
+        f"{rate(alltime, 'clicks'):.2f}% (expected {rate(alltime, 'expected'):.2f}%, "
+        f"regret {late.get('thompson_alltime', math.nan):.1f}).",
+        compare(
+            "After the drift, sliding-window Thompson",
+            "all-time Thompson",
+            *user_lifts(alltime, window),
+        ),
     ]
 
 
@@ -203,7 +212,12 @@ def build_report(
             f"MovieLens users over {traffic.seconds:.0f} s; {len(sim)} distinct "
             f"impressions and {int(sim['clicked'].sum())} attributed clicks in Kafka.",
             f"Posters made from {', '.join(DEMO_VIDEOS.values())} by the poster "
-            f"worker; automatic approval at score >= {run.auto_approve_score}.",
+            f"worker; automatic approval at score >= {run.auto_approve_score}"
+            + (
+                f", the best {run.auto_approve_top} per aspect ratio."
+                if run.auto_approve_top is not None
+                else "."
+            ),
             "Headroom under the click model, mean CTR over all 943 users at the "
             "start (random poster / best single poster / each user's own best): "
             + "; ".join(
@@ -273,6 +287,8 @@ def build_report(
                 "ctr": r.ctr.as_dict(),
                 "uctr": r.uctr.as_dict(),
                 "lift": r.lift.as_dict() if r.lift else None,
+                "expected_ctr": r.expected_ctr,
+                "expected_lift": r.expected_lift.as_dict() if r.expected_lift else None,
                 "regret": r.regret if math.isfinite(r.regret) else None,
                 "served": r.served,
             }

@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 
 from bandits.evaluation.feedback import LoggedBandit
-from bandits.evaluation.intervals import ratio_delta, uctr, wilson
+from bandits.evaluation.intervals import (
+    lift_clustered,
+    lift_log_ratio,
+    ratio_delta,
+    uctr,
+    wilson,
+)
 from bandits.evaluation.ope import evaluate
 
 SEEDS = range(200)
@@ -136,3 +142,21 @@ def test_ctr_by_user_delta_covers_where_wilson_does_not() -> None:
     assert 0.90 <= np.mean(delta_hits) <= 0.99
     assert np.mean(wilson_hits) < 0.85
     assert 0.90 <= np.mean(uctr_hits) <= 0.99
+
+
+def test_lift_by_user_covers_where_the_independent_lift_does_not() -> None:
+    # Two variants' users, rates from Beta(1, 9) (mean 0.1) and Beta(1.5, 8.5)
+    # (mean 0.15): the true lift is 0.5. Each user sees 1 + Poisson(19) posters.
+    clustered_hits, independent_hits = [], []
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        sides = []
+        for a, b in ((1.0, 9.0), (1.5, 8.5)):
+            shown = 1 + rng.poisson(19, 500)
+            sides.append((rng.binomial(shown, rng.beta(a, b, 500)), shown))
+        (ka, na), (kb, nb) = sides
+        clustered_hits.append(lift_clustered(ka, na, kb, nb).covers(0.5))
+        independent = lift_log_ratio(ka.sum(), na.sum(), kb.sum(), nb.sum())
+        independent_hits.append(independent.covers(0.5))
+    assert 0.90 <= np.mean(clustered_hits) <= 0.99
+    assert np.mean(independent_hits) < 0.85
