@@ -36,7 +36,11 @@ import numpy as np
 
 from bandits.features import _normalise_finite
 
-__all__ = ["FMScorer", "OnlineFM", "fm_features"]
+__all__ = ["FM_LABELS", "FMScorer", "OnlineFM", "fm_features"]
+
+FM_LABELS = ("plain", "fake_negative")
+"""How an exported FM was labelled: one label per impression, or a negative
+per impression plus a positive per click (see :class:`FMScorer`)."""
 
 
 def _check_features(x: Mapping[str, float]) -> dict[str, float]:
@@ -197,6 +201,12 @@ class FMScorer:
     evaluated with the usual ``O(n k)`` identity
     ``0.5 * sum_f ((sum_i v_if x_i)^2 - sum_i v_if^2 x_i^2)``.
 
+    An export whose ``labels`` is ``"fake_negative"`` was trained the way the
+    learner trains it: every impression is a negative at once, and a credited
+    click adds a positive of the same features. Such a model estimates
+    ``q = p / (1 + p)`` for click probability ``p``; its logit is ``log p``,
+    so :meth:`predict_proba` returns ``exp(logit)`` (at most 1).
+
     Examples
     --------
     >>> export = {"intercept": 0.0, "weights": {"a": 1.0},
@@ -205,6 +215,9 @@ class FMScorer:
     >>> p = scorer.predict_proba([{"a": 1.0, "b": 1.0}])  # logit 1 + 2 = 3
     >>> round(float(p[0]), 4), scorer.version
     (0.9526, 3)
+    >>> export.update(intercept=-6.0, labels="fake_negative")
+    >>> round(float(FMScorer.from_export(export).predict_proba([{"a": 1.0}])[0]), 4)
+    0.0067
     """
 
     def __init__(
@@ -214,12 +227,16 @@ class FMScorer:
         weights: np.ndarray,
         latents: np.ndarray,
         version: int = 0,
+        labels: str = "plain",
     ) -> None:
+        if labels not in FM_LABELS:
+            raise ValueError(f"FM labels must be one of {FM_LABELS}, got {labels!r}")
         self.intercept = float(intercept)
         self.name_to_index = {name: i for i, name in enumerate(names)}
         self.weights = np.asarray(weights, dtype=np.float64)
         self.latents = np.asarray(latents, dtype=np.float64)
         self.version = version
+        self.labels = labels
 
     @classmethod
     def from_export(cls, d: Mapping[str, Any]) -> FMScorer:
@@ -243,7 +260,8 @@ class FMScorer:
                         f"expected {n_factors}"
                     )
                 latents[i] = vec
-        return cls(intercept, names, weights, latents, int(d.get("version", 0)))
+        labels = str(d.get("labels", "plain"))
+        return cls(intercept, names, weights, latents, int(d.get("version", 0)), labels)
 
     def logits(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Raw model output for each feature dict (unknown features ignored)."""
@@ -270,4 +288,6 @@ class FMScorer:
     def predict_proba(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Click probability for each feature dict, shape ``(len(xs),)``."""
         z = self.logits(xs)
+        if self.labels == "fake_negative":
+            return np.exp(np.minimum(z, 0.0))
         return 0.5 * (1.0 + np.tanh(0.5 * z))

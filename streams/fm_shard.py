@@ -2,12 +2,17 @@
 
 Each partition learns its own :class:`bandits.fm.OnlineFM` from a sample of
 its impressions (``fm_sample_rate``, chosen by a hash of the impression id, so
-a replay picks the same ones): a sampled impression that is credited a click
-is a positive at once; one that leaves the attribution window unclicked is a
-negative. Sampling impressions, not labels, keeps the click probability
-calibrated without weights; river's FM costs a few hundred microseconds an
-example, so learning from every impression would cost more than everything
-else the learner does.
+a replay picks the same ones). Labels follow the fake-negative scheme: a
+sampled impression is learnt as a negative when it arrives, and a click
+credited to it adds a positive with the same features. Waiting for the
+attribution window to close before calling an impression unclicked would
+keep every negative from the model for that long (a minute by default), and
+a model that has only seen positives rates every poster it has seen clicked
+highly. The model then estimates ``p / (1 + p)`` for click probability ``p``;
+the export says so (``labels``) and :class:`bandits.fm.FMScorer` turns it back
+into ``p``. Sampling impressions, not labels, keeps that calibration without
+weights; river's FM costs a few hundred microseconds an example, so learning
+from every impression would cost more than everything else the learner does.
 
 Every feature's latent vector is drawn from a generator seeded by the feature
 name, not from one shared stream, so a shard restored from Redis draws the
@@ -20,8 +25,7 @@ shards (federated averaging) under ``{p}:model:fm`` every
 Known limitation: SGD depends on the order of examples, and a click that
 waited for its impression is learnt when the impression arrives, which
 depends on fetch timing; so after a restart the FM sees the same examples,
-possibly in a slightly different order. Negatives only come once the
-attribution window has passed, so the model learns them that much later.
+possibly in a slightly different order.
 
 Examples
 --------
@@ -122,6 +126,7 @@ class FMShard:
         """JSON-able state, the :meth:`bandits.fm.OnlineFM.export` layout plus
         ``examples``."""
         data = self.fm.export()
+        data["labels"] = "fake_negative"
         data["examples"] = self.examples
         data["version"] = self.examples
         return data
@@ -210,4 +215,5 @@ def merge_fm(exports: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         "n_factors": live[0]["n_factors"],
         "version": total,
         "examples": total,
+        "labels": "fake_negative",
     }

@@ -97,7 +97,8 @@ class PartitionLearner(PartitionStore):
         self.linucb = LinUCBShard(dim)
         self.fm = FMShard(seed=settings.seed)
         self.fm_rate = settings.fm_sample_rate
-        self.fm_examples: tuple[list, list, list] = ([], [], [])
+        self.fm_examples: list[tuple[int, bool, dict[str, float]]] = []
+        """This batch's FM examples: (event time, clicked, features)."""
         self.offsets: dict[str, int] = {}
         self.dirty_offsets = False
         self.counts: Counter[str] = Counter()
@@ -182,30 +183,44 @@ class PartitionLearner(PartitionStore):
             totals[1] += clicks
             dirty.add(arm)
 
-    def _credit(self, pending: Pending, counts: dict, click_pairs: list) -> None:
+    def _credit(
+        self, pending: Pending, counts: dict, click_pairs: list, click_ms: int
+    ) -> None:
         self._count(counts, pending.arm, pending.time_ms, 1)
         impression = self.codec.decode("impression", pending.payload)
         click_pairs.append((impression["context"], impression["poster_features"]))
         if in_fm_sample(impression["event_id"], self.fm_rate):
-            self._fm_example(impression, True, 1.0)
+            self._fm_example(impression, True, max(click_ms, pending.time_ms))
 
-    def _fm_example(self, impression: Mapping[str, Any], y: bool, w: float) -> None:
-        xs, ys, ws = self.fm_examples
-        xs.append(
-            fm_features(
-                impression["context"],
-                impression["poster_features"],
-                impression["poster_id"],
+    def _fm_example(self, impression: Mapping[str, Any], y: bool, t_ms: int) -> None:
+        self.fm_examples.append(
+            (
+                t_ms,
+                y,
+                fm_features(
+                    impression["context"],
+                    impression["poster_features"],
+                    impression["poster_id"],
+                ),
             )
         )
-        ys.append(y)
-        ws.append(w)
 
     def _learn_fm(self) -> None:
-        xs, ys, ws = self.fm_examples
-        if xs:
-            self.fm.learn(xs, ys, ws)
-            self.fm_examples = ([], [], [])
+        """Learn the batch's FM examples in event-time order.
+
+        SGD with a constant step weighs recent examples most, so the order
+        matters: a learner catching up fetches a long run of impressions
+        (negatives) and then of clicks (positives), where a live one saw them
+        mixed. Sorting each batch by event time (a click's negative before its
+        positive, as the sort is stable) keeps a replay close to the live
+        order.
+        """
+        examples = self.fm_examples
+        if examples:
+            examples.sort(key=lambda e: e[0])
+            xs, ys = [e[2] for e in examples], [e[1] for e in examples]
+            self.fm.learn(xs, ys, [1.0] * len(examples))
+            self.fm_examples = []
 
     def apply_impressions(
         self, topic: str, records: Sequence[Record], dead: list[DeadLetter]
@@ -224,14 +239,16 @@ class PartitionLearner(PartitionStore):
                 continue
             arm = self._arm(event)
             self._count(impression_counts, arm, t_ms, 0)
+            if in_fm_sample(event["event_id"], self.fm_rate):
+                self._fm_example(event, False, t_ms)  # a negative at once
             impression_pairs.append((event["context"], event["poster_features"]))
             judged = attribution.add_impression(
                 event["event_id"], t_ms, arm, event["poster_id"], payload
             )
-            for outcome, pending, _click in judged:
+            for outcome, pending, click in judged:
                 self.counts[outcome] += 1
                 if outcome == "credited_after_wait":
-                    self._credit(pending, click_counts, click_pairs)
+                    self._credit(pending, click_counts, click_pairs, click.time_ms)
             self.counts["impressions"] += 1
         # Impressions before clicks, so a click lands in its impression's bucket.
         self._apply_counts(impression_counts)
@@ -270,7 +287,7 @@ class PartitionLearner(PartitionStore):
             )
             self.counts[outcome] += 1
             if outcome == "credited" and pending is not None:
-                self._credit(pending, click_counts, click_pairs)
+                self._credit(pending, click_counts, click_pairs, event["event_time"])
             self.counts["clicks"] += 1
         self._apply_counts(click_counts)
         if click_pairs:
@@ -281,11 +298,7 @@ class PartitionLearner(PartitionStore):
         clock = self.attribution.clock
         if self.time_window:
             self.dirty.update(self.window.expire(clock / 1000.0))
-        unclicked, given_up = self.attribution.expire()
-        for impression_id, pending in unclicked:
-            if in_fm_sample(impression_id, self.fm_rate):
-                impression = self.codec.decode("impression", pending.payload)
-                self._fm_example(impression, False, 1.0)
+        _unclicked, given_up = self.attribution.expire()
         self._learn_fm()
         if given_up:
             self.counts["no_impression"] += given_up

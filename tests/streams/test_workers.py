@@ -245,7 +245,11 @@ def assert_fm_close(client, a, b):
     ]
     pa = FMScorer.from_export(fa).predict_proba(xs)
     pb = FMScorer.from_export(fb).predict_proba(xs)
-    assert np.allclose(pa, pb, atol=0.02)  # SGD order may differ (early clicks)
+    # SGD weighs recent examples most and a restarted or rebalanced learner
+    # fetches in other batches than a steady one; each batch is learnt in event
+    # time order, which keeps the two within 15% (unsorted, the killed learner
+    # ended at three times the uninterrupted one's click rate).
+    assert np.allclose(pa, pb, rtol=0.15, atol=0.0), (pa, pb)
 
 
 def test_reference_counts_match_the_rules(run, redis_client):
@@ -261,7 +265,8 @@ def test_reference_counts_match_the_rules(run, redis_client):
     clicks = sum(c for _, c in run["expected"].values())
     assert int(model[b"version"]) == IMPRESSIONS + clicks
     fm = redis_client.hgetall(f"{prefix}:model:fm")
-    assert int(fm[b"version"]) == clicks  # positives; no impression expired yet
+    # A negative for every impression and a positive for every credited click.
+    assert int(fm[b"version"]) == IMPRESSIONS + clicks
 
 
 def test_sigkill_restart_ends_with_the_uninterrupted_state(run, redis_client):
