@@ -64,10 +64,14 @@ class DemoOptions:
     seed: int = 7
     out_dir: Path = Path("var/demo")
     auto_approve_score: float = 0.5
+    auto_approve_top: int | None = 6
+    """Posters approved per video and aspect ratio: the best scoring, as a
+    reviewer would keep a short list (a short list is also learnt sooner)."""
     attribution_window_s: float = 60.0
     window_s: float | None = None
-    """Sliding window of Thompson sampling (default: the whole run, or a third
-    of it with drift, so the window can forget the old best poster)."""
+    """Sliding window of Thompson sampling (default: the whole run, or a sixth
+    of it with drift, so the window forgets what it learnt before the drift
+    while the all-time counts still hold three times as much)."""
     concurrency: int = 6
     rate: float | None = 50.0
     """Sessions started a second: on 2 cores, faster traffic makes the gateway
@@ -80,7 +84,7 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         if self.window_s is None:
-            self.window_s = self.seconds / 3 if self.drift else self.seconds
+            self.window_s = max(20.0, self.seconds / 6) if self.drift else self.seconds
 
     @property
     def variants(self) -> list[tuple[str, str]]:
@@ -135,6 +139,7 @@ def run_settings(settings: Settings, options: DemoOptions) -> Settings:
         database_url=f"sqlite:///{out / 'catalog.db'}",
         poster_store=out / "posters",
         auto_approve_score=options.auto_approve_score,
+        auto_approve_top=options.auto_approve_top,
         attribution_window_s=options.attribution_window_s,
         window_kind="time",
         window_s=options.window_s or max(60.0, options.seconds),

@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from gateway.config import MAX_COUNT
 from keyart.settings import Settings
 from producers.demo import PLACEMENT, DemoOptions
 from producers.demo_posters import Catalog
@@ -72,8 +73,9 @@ def configure_gateway(
 
     The rules that would blur a comparison of policies in a few minutes of
     traffic are set neutral: the exposure cap, the deweighting of posters a
-    user has seen, and row diversity. The ramp-up share for new posters and
-    retirement stay at their defaults.
+    user has seen, row diversity, and retirement (a retired poster leaves
+    every variant, the random control too, which would make random better as
+    the run goes on). The ramp-up share for new posters stays at its default.
     """
     import httpx
 
@@ -86,7 +88,12 @@ def configure_gateway(
             for name, policy in options.variants
         ],
     }
-    rules = {"exposure_cap_share": 1.0, "deweight_factor": 1.0, "mmr_lambda": 0.0}
+    rules = {
+        "exposure_cap_share": 1.0,
+        "deweight_factor": 1.0,
+        "mmr_lambda": 0.0,
+        "retire_min_impressions": MAX_COUNT,
+    }
     for path, document in (
         ("/admin/experiments", experiments),
         ("/admin/rules", {"default": rules}),

@@ -19,7 +19,9 @@ model has the same spread whatever scale the workers' features use), and
 per poster from the seed and the poster's features. A shown poster is looked
 at with a probability that falls with its position in the row; a click comes
 after a log-normal delay (seconds to minutes; some fall after the attribution
-window), and a share of events is delivered twice.
+window), and a share of events is delivered twice. With drift, at
+``drift_at_s`` each video's best poster loses ``drift_shift`` logits and its
+worst gains ``drift_rise``.
 
 :class:`Oracle` gives the expected click-through rate of every user and poster
 at any time, from which the demo computes regret.
@@ -117,14 +119,18 @@ class ClickParams:
 
     seed: int = 7
     base_ctr: float = 0.03
-    appeal_sd: float = 0.2
-    trait_scale: float = 1.5
+    appeal_sd: float = 0.3
+    trait_scale: float = 2.5
     position_decay: float = 0.15
     delay_median_s: float = 6.0
     delay_sigma: float = 1.5
     duplicate_rate: float = 0.02
     drift_at_s: float | None = None
     drift_shift: float = -1.5
+    """Logits each video's best poster loses at the drift."""
+    drift_rise: float = 1.5
+    """Logits each video's worst poster gains at the drift: the poster that
+    counts gathered before it call the worst becomes worth showing."""
 
     def as_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -203,19 +209,23 @@ class ClickModel:
 
     def _drift_targets(self, users: Sequence[SimUser]) -> dict[str, float]:
         # Each video's best poster (over ``users``, else by its own appeal)
-        # loses appeal mid-run.
+        # loses appeal mid-run and its worst gains some.
         def score(poster: str) -> float:
             if users:
                 return self.mean_ctr(users, poster, 0.0)
             return self.appeal[poster]
 
-        video_to_best: dict[str, str] = {}
+        by_video: dict[str, list[tuple[float, str]]] = {}
         for poster in self.posters:
             video = self.poster_to_video.get(poster, "")
-            best = video_to_best.get(video)
-            if best is None or score(poster) > score(best):
-                video_to_best[video] = poster
-        return {p: self.params.drift_shift for p in video_to_best.values()}
+            by_video.setdefault(video, []).append((score(poster), poster))
+        out = {}
+        for ranked in by_video.values():
+            ranked.sort()
+            if len(ranked) > 1:
+                out[ranked[0][1]] = self.params.drift_rise
+            out[ranked[-1][1]] = self.params.drift_shift
+        return out
 
 
 class Oracle:

@@ -88,6 +88,11 @@ def test_drift_changes_the_best_poster(users) -> None:
     after = max(model.posters, key=lambda p: model.mean_ctr(users, p, 150.0))
     assert before != after
     assert model.mean_ctr(users, before, 150.0) < model.mean_ctr(users, before, 0.0)
+    worst = min(model.posters, key=lambda p: model.mean_ctr(users, p, 0.0))
+    assert model.mean_ctr(users, worst, 150.0) > model.mean_ctr(users, worst, 0.0)
+    # only those two change
+    for poster in set(model.posters) - {before, worst}:
+        assert model.ctr(users[0], poster, 150.0) == model.ctr(users[0], poster, 0.0)
 
 
 def test_regret_is_zero_for_the_best_and_positive_otherwise(users) -> None:
