@@ -25,8 +25,8 @@ class FMPolicy(Policy):
     probability :class:`bandits.fm.FMScorer` predicts. A factorization machine
     has no posterior to sample, so the softmax is what explores. On the
     log-odds scale a temperature means the same at a 1% and at a 30% click
-    rate: with the default 0.3, a poster predicted half as clickable as the
-    best (3% against 6%) is shown about e^-2.4, a tenth, as often. The
+    rate: with the default 0.2, a poster predicted half as clickable as the
+    best (3% against 6%) is shown about e^-3.6, a 37th, as often. The
     propensity is the softmax weight, in closed form. ``temperature=0`` makes
     the policy greedy (ties split evenly).
 
@@ -40,14 +40,14 @@ class FMPolicy(Policy):
     >>> rng = np.random.default_rng(0)
     >>> p = policy.propensities(None, rng, X=np.array([0.03, 0.06]))
     >>> p.round(3).tolist()
-    [0.082, 0.918]
+    [0.026, 0.974]
     """
 
     name = "fm"
     needs_features = True
 
     def __init__(
-        self, scorer: FMScorer | None = None, temperature: float = 0.3
+        self, scorer: FMScorer | None = None, temperature: float = 0.2
     ) -> None:
         if not temperature >= 0:
             raise ValueError(f"FM temperature must be >= 0, got {temperature}")
