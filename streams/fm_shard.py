@@ -57,7 +57,7 @@ __all__ = [
 FM_FACTORS = 8
 """Length of each feature's latent vector."""
 
-FM_LEARNING_RATE = 0.05
+FM_LEARNING_RATE = 0.02
 """SGD step of weights, latent vectors and intercept."""
 
 FM_PUBLISH_S = 5.0
