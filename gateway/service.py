@@ -230,15 +230,15 @@ class Gateway:
             return None, "circuit_open"
         started = time.perf_counter()
         try:
-            states = await asyncio.wait_for(
-                self.reader.read(
+            # A timeout scope, not wait_for: the read runs in this task
+            # instead of a new one per row.
+            async with asyncio.timeout(self.settings.redis_budget_ms / 1000):
+                states = await self.reader.read(
                     request.user_id,
                     request.video_ids,
                     rules.exposure_window_s,
                     rules.deweight_recency_s,
-                ),
-                self.settings.redis_budget_ms / 1000,
-            )
+                )
         except TimeoutError:
             return None, self._failed("redis_timeout")
         except Exception as error:  # RedisError, OSError: serve the fallback
