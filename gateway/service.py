@@ -37,7 +37,7 @@ from gateway.retirement import Retirement
 from gateway.rules import cue_text
 from gateway.scoring import ModelCache, PolicyBook
 from gateway.state import PosterCache, RowReader
-from gateway.token import ImpressionToken, TokenSigner
+from gateway.token import TokenSigner
 from keyart.keys import Keys
 from keyart.settings import Settings
 from ranking.serving import Ranker
@@ -102,6 +102,8 @@ class Gateway:
         self.loop_lag_s = 0.0
         self._pending: list[tuple[DecisionRow, list[DecisionFields]]] = []
         self._warn = RateLimitedLog(logger, every_s=10.0)
+        self._rule_hit_children: dict[str, Any] = {}
+        self._decision_children: dict[tuple[str, str], Any] = {}
 
     # Lifecycle ------------------------------------------------------------------
 
@@ -297,21 +299,19 @@ class Gateway:
             token = None
             image_url = None
             if poster is not None:
-                token = self.signer.sign(
-                    ImpressionToken(
-                        decision_id,
-                        request.user_id,
-                        d.video_id,
-                        poster.poster_id,
-                        request.placement,
-                        d.policy,
-                        variant,
-                        d.model_version,
-                        d.propensity,
-                        now_ms,
-                        experiment_version,
-                        request.segment,
-                    )
+                token = self.signer.sign_fields(  # the ImpressionToken fields
+                    decision_id,
+                    request.user_id,
+                    d.video_id,
+                    poster.poster_id,
+                    request.placement,
+                    d.policy,
+                    variant,
+                    d.model_version,
+                    d.propensity,
+                    now_ms,
+                    experiment_version,
+                    request.segment,
                 )
                 image_url = poster.image_url
                 if image_url and not image_url.startswith(("http://", "https://", "/")):
@@ -362,9 +362,9 @@ class Gateway:
         if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self._drain)
         for rule, hits in rule_hits.items():
-            metrics.RULE_HITS.labels(rule=rule).inc(hits)
+            self._rule_hits(rule).inc(hits)
         for used, count in policies.items():
-            metrics.DECISIONS.labels(variant=variant, policy=used).inc(count)
+            self._decisions(variant, used).inc(count)
         return {
             "request_id": request_id,
             "variant": variant,
@@ -372,6 +372,21 @@ class Gateway:
             "experiment_version": experiment_version,
             "slots": slots,
         }
+
+    def _rule_hits(self, rule: str) -> Any:
+        # A labelled child is found once: labels() takes a lock and builds a
+        # key on every call, several times per row.
+        found = self._rule_hit_children.get(rule)
+        if found is None:
+            found = self._rule_hit_children[rule] = metrics.RULE_HITS.labels(rule=rule)
+        return found
+
+    def _decisions(self, variant: str, policy: str) -> Any:
+        found = self._decision_children.get((variant, policy))
+        if found is None:
+            found = metrics.DECISIONS.labels(variant=variant, policy=policy)
+            self._decision_children[variant, policy] = found
+        return found
 
     def _drain(self) -> None:
         """Log the pending decisions (runs after the response is written)."""
