@@ -361,7 +361,13 @@ class RowDecider:
             exposure = seg.state.exposure
             if cap < 1.0 and exposure:
                 total = sum(exposure.values())
-                if total > 0 and total >= rules.exposure_min_impressions:
+                # x / total grows with x, so when the largest share is within
+                # the cap every candidate's is: no list to build.
+                if (
+                    total > 0
+                    and total >= rules.exposure_min_impressions
+                    and max(exposure.values()) / total > cap
+                ):
                     over = [exposure.get(p, 0) / total > cap for p in seg.block.escaped]
                     if any(over):
                         remaining = [
