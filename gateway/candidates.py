@@ -23,6 +23,7 @@ from operator import is_
 
 import numpy as np
 
+from bandits.features import checked_poster_features
 from gateway.placements import Placement, fits
 from gateway.rules import row_similarity
 from gateway.state import PosterCache, PosterMeta, VideoState
@@ -56,6 +57,24 @@ class CandidateBlock:
     """Number of tags of each candidate."""
     tag_cols: np.ndarray
     """Global tag column of each (candidate, tag) pair, candidate by candidate."""
+    feature_rows: list[tuple[tuple[str, ...], list[float]]] | None = None
+    """The candidates' checked features for LinUCB, made on first use
+    (:func:`bandits.features.checked_poster_features`)."""
+
+    def checked_features(self) -> list[tuple[tuple[str, ...], list[float]]]:
+        """The candidates' features as LinUCB's crossing checks them.
+
+        Raises
+        ------
+        ValueError
+            When a candidate's features are not finite numbers (then nothing
+            is kept, and the next use raises again).
+        """
+        if self.feature_rows is None:
+            self.feature_rows = [
+                checked_poster_features(m.features) for m in self.metas
+            ]
+        return self.feature_rows
 
 
 class CandidateCache:

@@ -174,7 +174,10 @@ class RowDecider:
         multipliers, mask = self._rules(rules, flat, segments, counts, cue_text)
 
         name, policy, version = self.book.get(policy_name)  # Step 3
-        X = self.book.features(name, policy, flat, context)
+        checked = None
+        if name == "linucb":
+            checked = [row for block in blocks for row in block.checked_features()]
+        X = self.book.features(name, policy, flat, context, checked)
         raw = None
         if name == "linucb":  # one product for the row, not one per video
             raw = np.asarray(policy.scores(None, X), dtype=np.float64)  # type: ignore[attr-defined]
