@@ -428,6 +428,11 @@ class RowDecider:
             seg.rules.append("demoted")
 
 
+_FEW_CANDIDATES = 8
+"""Longest candidate list for which :func:`_thompson_propensities` takes each
+video's maximum column by column."""
+
+
 def _thompson_propensities(
     draws: np.ndarray,
     bonus: np.ndarray,
@@ -440,7 +445,19 @@ def _thompson_propensities(
     if not mask.all():
         adjusted[:, ~mask] = -np.inf
     starts = [seg.start for seg in segments]
-    best = np.maximum.reduceat(adjusted, starts, axis=1)
+    longest = max(seg.end - seg.start for seg in segments)
+    if longest <= _FEW_CANDIDATES:
+        # Each video's best draw as the maximum over the videos' first, second,
+        # ... candidates (a shorter video repeats its last): a few column
+        # gathers cost far less than reduceat along rows, and a maximum is the
+        # same whatever the order.
+        ends = [seg.end - 1 for seg in segments]
+        best = adjusted[:, starts]
+        for offset in range(1, longest):
+            columns = [min(s + offset, e) for s, e in zip(starts, ends, strict=True)]
+            np.maximum(best, adjusted[:, columns], out=best)
+    else:
+        best = np.maximum.reduceat(adjusted, starts, axis=1)
     wins = (adjusted[:, chosen] == best).sum(axis=0)
     eligible = np.add.reduceat(mask.astype(np.int64), starts)
     return (wins + 1.0) / (draws.shape[0] + eligible)
