@@ -41,6 +41,7 @@ from bandits.policies._beta import beta_draws
 from bandits.policies.base import argmax_choice
 from bandits.ramp import RampUp
 from bandits.state import ArmStats
+from gateway._arm_counts import ArmCounts
 from gateway.candidates import CandidateBlock, CandidateCache
 from gateway.config import RuleConfig
 from gateway.placements import Placement
@@ -68,15 +69,6 @@ class VideoDecision:
     reason: str | None = None
     retired: list[tuple[str, str]] = field(default_factory=list)
     """(poster id, reason) of posters the retirement rule retired just now."""
-
-
-def _counts(raw: Sequence[bytes | None]) -> np.ndarray:
-    """``(k, 4)`` counts from packed arm statistics (absent: zeros)."""
-    text = b",".join(r if r else b"0,0,0,0" for r in raw).decode()
-    values = np.array(text.split(","), dtype=np.float64)
-    if values.size != 4 * len(raw):
-        raise ValueError("arm statistics need 4 counts each")
-    return values.reshape(len(raw), 4)
 
 
 @dataclass(slots=True)
@@ -129,6 +121,7 @@ class RowDecider:
         self.split_by_placement = split_by_placement
         self.split_by_segment = split_by_segment
         self.candidates = CandidateCache(posters)
+        self.arm_counts = ArmCounts()
 
     def recall(self, state: VideoState, placement: Placement) -> list[PosterMeta]:
         """Step 1: approved, unretired posters of the video that fit the slot."""
@@ -170,7 +163,7 @@ class RowDecider:
         if not flat:
             return [d for d in out if d is not None]
 
-        counts = _counts(raw)
+        counts = self.arm_counts.matrix(raw)
         multipliers, mask = self._rules(rules, flat, segments, counts, cue_text)
 
         name, policy, version = self.book.get(policy_name)  # Step 3
