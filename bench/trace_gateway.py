@@ -1,7 +1,9 @@
 """A seeded trace of the gateway's select path, to compare two versions of it.
 
 Run: ``python -m bench.trace_gateway OUT.jsonl`` on each version, then
-``cmp`` the files (or compare the digests printed at the end).
+``cmp`` the files (or compare the digests printed at the end);
+``python -m bench.trace_gateway NEW.jsonl --compare OLD.jsonl`` says which
+fields of which records moved.
 
 A change that only makes the gateway faster must leave its behaviour as it
 was: the same answers, the same decision records on the broker (propensities
@@ -287,10 +289,59 @@ def _counters() -> list[bytes]:
     ]
 
 
+def compare(before: Path, after: Path) -> None:
+    """Print how two traces differ, field by field of the decision records.
+
+    For a change that cannot keep the bytes (another floating-point order),
+    this shows what moved: which fields of which records, and by how much
+    the scores did.
+    """
+    from schemas.codec import get_codec
+
+    codec = get_codec()
+    a, b = before.read_bytes().splitlines(), after.read_bytes().splitlines()
+    kinds = sorted({line.split(b" ", 1)[0] for line in a + b})
+    for kind in kinds:
+        part_a = [line for line in a if line.startswith(kind + b" ")]
+        part_b = [line for line in b if line.startswith(kind + b" ")]
+        same = part_a == part_b
+        print(f"{kind.decode():18} {len(part_a):6} / {len(part_b):6} lines, ", end="")
+        print("identical" if same else "differ")
+        if same or kind != b"decision":
+            continue
+        fields: dict[str, int] = {}
+        worst = 0.0
+
+        def record(line: bytes) -> dict:
+            return codec.decode(
+                "decision", bytes.fromhex(line.split(b" ")[-1].decode())
+            )
+
+        left = sorted((record(line) for line in part_a), key=lambda r: r["event_id"])
+        right = sorted((record(line) for line in part_b), key=lambda r: r["event_id"])
+        for x, y in zip(left, right, strict=True):
+            for name in x:
+                if x[name] != y[name]:
+                    fields[name] = fields.get(name, 0) + 1
+            for s, t in zip(x["scores"], y["scores"], strict=True):
+                if s != t:
+                    worst = max(worst, abs(s - t) / max(abs(s), abs(t)))
+        policies = {r["policy"] for r, q in zip(left, right, strict=True) if r != q}
+        print(f"  fields that differ (records): {fields or 'none'}")
+        print(f"  policies of the records that differ: {sorted(policies)}")
+        print(f"  largest relative score difference: {worst:.3g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument(
+        "--compare", type=Path, help="an earlier trace: print how OUT differs"
+    )
     args = parser.parse_args()
+    if args.compare is not None:
+        compare(args.compare, args.out)
+        return
 
     from bench._common import private_stack
     from bench.bench_gateway import SECRET, seed
