@@ -59,7 +59,9 @@ __all__ = [
     "DEFAULT_SCALE",
     "FEATURE_DIM",
     "POSTER_SCALES",
+    "checked_poster_features",
     "cross_features",
+    "cross_features_checked",
     "cross_features_many",
     "feature_projection",
     "feature_slot",
@@ -347,13 +349,48 @@ def cross_features_many(
     """
     if dim < 1:
         raise ValueError(f"feature dimension must be at least 1, got {dim}")
-    user_keys, user_values = _checked(context, "user")
+    user = _checked(context, "user")
+    return _crossed(user, [_checked(poster, "poster") for poster in posters], dim)
+
+
+def checked_poster_features(
+    poster: Mapping[str, float],
+) -> tuple[tuple[str, ...], list[float]]:
+    """A poster's feature names (sorted) and values, checked as
+    :func:`cross_features_many` checks them; a caller that keeps the result
+    passes it to :func:`cross_features_checked` instead of checking again.
+
+    Raises
+    ------
+    ValueError
+        For a non-numeric or non-finite feature value.
+    """
+    return _checked(poster, "poster")
+
+
+def cross_features_checked(
+    context: Mapping[str, float],
+    posters: Sequence[tuple[tuple[str, ...], list[float]]],
+    dim: int = FEATURE_DIM,
+) -> np.ndarray:
+    """:func:`cross_features_many` of posters given as
+    :func:`checked_poster_features` results: the same matrix, bit for bit."""
+    if dim < 1:
+        raise ValueError(f"feature dimension must be at least 1, got {dim}")
+    return _crossed(_checked(context, "user"), posters, dim)
+
+
+def _crossed(
+    user: tuple[tuple[str, ...], list[float]],
+    posters: Sequence[tuple[tuple[str, ...], list[float]]],
+    dim: int,
+) -> np.ndarray:
+    user_keys, user_values = user
     u = np.asarray(user_values, dtype=np.float64).reshape(1, len(user_keys))
     u = _normalise_matrix(user_keys, u, False)[0]
     out = np.empty((len(posters), dim))
     groups: dict[tuple[str, ...], list[tuple[int, list]]] = {}
-    for i, poster in enumerate(posters):
-        keys, values = _checked(poster, "poster")
+    for i, (keys, values) in enumerate(posters):
         groups.setdefault(keys, []).append((i, values))
 
     for poster_keys, members in groups.items():

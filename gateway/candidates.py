@@ -23,6 +23,7 @@ from operator import is_
 
 import numpy as np
 
+from bandits.features import checked_poster_features
 from gateway.placements import Placement, fits
 from gateway.rules import row_similarity
 from gateway.state import PosterCache, PosterMeta, VideoState
@@ -32,6 +33,7 @@ __all__ = ["CandidateBlock", "CandidateCache"]
 
 MAX_ENTRIES = 100_000
 MAX_TAGS = 1_000_000
+_BITS = 64
 
 
 @dataclass(slots=True, eq=False)
@@ -56,6 +58,27 @@ class CandidateBlock:
     """Number of tags of each candidate."""
     tag_cols: np.ndarray
     """Global tag column of each (candidate, tag) pair, candidate by candidate."""
+    tag_bits: np.ndarray | None
+    """Each candidate's tags as bits of one ``uint64`` (bit = global tag
+    column), when every column is below 64; None otherwise."""
+    feature_rows: list[tuple[tuple[str, ...], list[float]]] | None = None
+    """The candidates' checked features for LinUCB, made on first use
+    (:func:`bandits.features.checked_poster_features`)."""
+
+    def checked_features(self) -> list[tuple[tuple[str, ...], list[float]]]:
+        """The candidates' features as LinUCB's crossing checks them.
+
+        Raises
+        ------
+        ValueError
+            When a candidate's features are not finite numbers (then nothing
+            is kept, and the next use raises again).
+        """
+        if self.feature_rows is None:
+            self.feature_rows = [
+                checked_poster_features(m.features) for m in self.metas
+            ]
+        return self.feature_rows
 
 
 class CandidateCache:
@@ -106,9 +129,14 @@ class CandidateCache:
         if metas and len(lengths) == 1 and all(m.embedding is not None for m in metas):
             unit = np.stack([m.embedding for m in metas]).astype(np.float64)  # type: ignore[misc]
         cols = []
+        bits = []
         for meta in metas:
+            mask = 0
             for tag in meta.tags:
-                cols.append(self._tags.setdefault(tag, len(self._tags)))
+                col = self._tags.setdefault(tag, len(self._tags))
+                cols.append(col)
+                mask |= 1 << col
+            bits.append(mask)
         return CandidateBlock(
             poster_ids=list(state.poster_ids),
             retired=state.retired,
@@ -120,6 +148,9 @@ class CandidateCache:
             unit=unit,
             tag_counts=[len(m.tags) for m in metas],
             tag_cols=np.array(cols, dtype=np.intp),
+            tag_bits=np.array(bits, dtype=np.uint64)
+            if all(c < _BITS for c in cols)
+            else None,
         )
 
     def similarity(
@@ -139,11 +170,19 @@ class CandidateCache:
         k = len(flat)
         counts = [c for b in blocks for c in b.tag_counts]
         if any(counts):
-            cols = np.concatenate([b.tag_cols for b in blocks])
-            used, columns = np.unique(cols, return_inverse=True)
-            incidence = np.zeros((k, used.size))
-            incidence[np.repeat(np.arange(k), counts), columns] = 1.0
-            shared = incidence @ incidence.T
+            bits = [b.tag_bits for b in blocks]
+            if all(b is not None for b in bits):
+                # A small tag vocabulary (keyart's composition tags are about
+                # ten): shared tags are the set bits both posters have.
+                row_bits = np.concatenate(bits)  # type: ignore[arg-type]
+                pairs = np.bitwise_and.outer(row_bits, row_bits)
+                shared = np.bitwise_count(pairs).astype(np.float64)
+            else:
+                cols = np.concatenate([b.tag_cols for b in blocks])
+                used, columns = np.unique(cols, return_inverse=True)
+                incidence = np.zeros((k, used.size))
+                incidence[np.repeat(np.arange(k), counts), columns] = 1.0
+                shared = incidence @ incidence.T
             # A poster's tags are a set, so its row of the incidence sums to
             # its tag count; with a tag on every poster no union is empty.
             sizes = np.array(counts, dtype=np.float64)

@@ -41,6 +41,7 @@ from bandits.policies._beta import beta_draws
 from bandits.policies.base import argmax_choice
 from bandits.ramp import RampUp
 from bandits.state import ArmStats
+from gateway._arm_counts import ArmCounts
 from gateway.candidates import CandidateBlock, CandidateCache
 from gateway.config import RuleConfig
 from gateway.placements import Placement
@@ -68,15 +69,6 @@ class VideoDecision:
     reason: str | None = None
     retired: list[tuple[str, str]] = field(default_factory=list)
     """(poster id, reason) of posters the retirement rule retired just now."""
-
-
-def _counts(raw: Sequence[bytes | None]) -> np.ndarray:
-    """``(k, 4)`` counts from packed arm statistics (absent: zeros)."""
-    text = b",".join(r if r else b"0,0,0,0" for r in raw).decode()
-    values = np.array(text.split(","), dtype=np.float64)
-    if values.size != 4 * len(raw):
-        raise ValueError("arm statistics need 4 counts each")
-    return values.reshape(len(raw), 4)
 
 
 @dataclass(slots=True)
@@ -129,6 +121,7 @@ class RowDecider:
         self.split_by_placement = split_by_placement
         self.split_by_segment = split_by_segment
         self.candidates = CandidateCache(posters)
+        self.arm_counts = ArmCounts()
 
     def recall(self, state: VideoState, placement: Placement) -> list[PosterMeta]:
         """Step 1: approved, unretired posters of the video that fit the slot."""
@@ -170,11 +163,14 @@ class RowDecider:
         if not flat:
             return [d for d in out if d is not None]
 
-        counts = _counts(raw)
+        counts = self.arm_counts.matrix(raw)
         multipliers, mask = self._rules(rules, flat, segments, counts, cue_text)
 
         name, policy, version = self.book.get(policy_name)  # Step 3
-        X = self.book.features(name, policy, flat, context)
+        checked = None
+        if name == "linucb":
+            checked = [row for block in blocks for row in block.checked_features()]
+        X = self.book.features(name, policy, flat, context, checked)
         raw = None
         if name == "linucb":  # one product for the row, not one per video
             raw = np.asarray(policy.scores(None, X), dtype=np.float64)  # type: ignore[attr-defined]
@@ -361,7 +357,13 @@ class RowDecider:
             exposure = seg.state.exposure
             if cap < 1.0 and exposure:
                 total = sum(exposure.values())
-                if total > 0 and total >= rules.exposure_min_impressions:
+                # x / total grows with x, so when the largest share is within
+                # the cap every candidate's is: no list to build.
+                if (
+                    total > 0
+                    and total >= rules.exposure_min_impressions
+                    and max(exposure.values()) / total > cap
+                ):
                     over = [exposure.get(p, 0) / total > cap for p in seg.block.escaped]
                     if any(over):
                         remaining = [
@@ -419,6 +421,11 @@ class RowDecider:
             seg.rules.append("demoted")
 
 
+_FEW_CANDIDATES = 8
+"""Longest candidate list for which :func:`_thompson_propensities` takes each
+video's maximum column by column."""
+
+
 def _thompson_propensities(
     draws: np.ndarray,
     bonus: np.ndarray,
@@ -431,7 +438,19 @@ def _thompson_propensities(
     if not mask.all():
         adjusted[:, ~mask] = -np.inf
     starts = [seg.start for seg in segments]
-    best = np.maximum.reduceat(adjusted, starts, axis=1)
+    longest = max(seg.end - seg.start for seg in segments)
+    if longest <= _FEW_CANDIDATES:
+        # Each video's best draw as the maximum over the videos' first, second,
+        # ... candidates (a shorter video repeats its last): a few column
+        # gathers cost far less than reduceat along rows, and a maximum is the
+        # same whatever the order.
+        ends = [seg.end - 1 for seg in segments]
+        best = adjusted[:, starts]
+        for offset in range(1, longest):
+            columns = [min(s + offset, e) for s, e in zip(starts, ends, strict=True)]
+            np.maximum(best, adjusted[:, columns], out=best)
+    else:
+        best = np.maximum.reduceat(adjusted, starts, axis=1)
     wins = (adjusted[:, chosen] == best).sum(axis=0)
     eligible = np.add.reduceat(mask.astype(np.int64), starts)
     return (wins + 1.0) / (draws.shape[0] + eligible)

@@ -72,7 +72,9 @@ class Retirement:
         self.max_videos = max_videos
         self._rules: dict[tuple[float, ...], RetirementRule] = {}
         self._cache: dict[str, tuple[float, tuple[Any, ...], list[str]]] = {}
-        self._queue: dict[str, tuple[RuleConfig, tuple[Any, ...], list, list]] = {}
+        self._queue: dict[
+            str, tuple[RuleConfig, tuple[Any, ...], Sequence[float], Sequence[float]]
+        ] = {}
         self._wake = asyncio.Event()
 
     def _rule(self, rules: RuleConfig) -> RetirementRule:
@@ -104,7 +106,11 @@ class Retirement:
         clicks: Sequence[float],
     ) -> list[str]:
         """Cached status of each poster (all active when unknown); stale or
-        missing statuses queue the video for the background evaluation."""
+        missing statuses queue the video for the background evaluation.
+
+        ``impressions`` and ``clicks`` are kept for that evaluation as given,
+        not copied: the caller must not change them afterwards.
+        """
         active = ["active"] * len(poster_ids)
         if max(impressions, default=0) < rules.retire_min_impressions:
             return active
@@ -118,7 +124,7 @@ class Retirement:
         cached = self._cache.get(video_id)
         fresh = cached is not None and cached[1] == identity
         if not fresh or cached[0] < time.monotonic():  # type: ignore[index]
-            self._queue[video_id] = (rules, identity, list(impressions), list(clicks))
+            self._queue[video_id] = (rules, identity, impressions, clicks)
             self._wake.set()
         return cached[2] if fresh else active  # type: ignore[index]
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bandits.features import cross_features_many
+from bandits.features import cross_features_checked, cross_features_many
 from bandits.fm import fm_features
 from bandits.policies import Policy, make_policy
 from gateway.state import PosterMeta
@@ -122,10 +122,18 @@ class PolicyBook:
         policy: Policy,
         posters: Sequence[PosterMeta],
         context: dict[str, float],
+        checked: Sequence[tuple[tuple[str, ...], list[float]]] | None = None,
     ) -> Any:
-        """The ``X`` a contextual policy needs (None for the others)."""
+        """The ``X`` a contextual policy needs (None for the others).
+
+        ``checked`` may hold the posters' features already checked
+        (:func:`bandits.features.checked_poster_features`), kept by the caller
+        so that LinUCB does not check them on every request.
+        """
         if name == "linucb":
             dim = policy.model.dim  # type: ignore[attr-defined]
+            if checked is not None:
+                return cross_features_checked(context, checked, dim)
             return cross_features_many(context, [p.features for p in posters], dim)
         if name == "fm":
             return [

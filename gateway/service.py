@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway import metrics
 from gateway._ratelimit import RateLimitedLog
-from gateway.broker import GatewayProducer
+from gateway.broker import DecisionFields, DecisionRow, GatewayProducer
 from gateway.config import (
     ExperimentsDocument,
     RuleConfig,
@@ -37,7 +37,7 @@ from gateway.retirement import Retirement
 from gateway.rules import cue_text
 from gateway.scoring import ModelCache, PolicyBook
 from gateway.state import PosterCache, RowReader
-from gateway.token import ImpressionToken, TokenSigner
+from gateway.token import TokenSigner
 from keyart.keys import Keys
 from keyart.settings import Settings
 from ranking.serving import Ranker
@@ -100,8 +100,10 @@ class Gateway:
         self._retirer: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.loop_lag_s = 0.0
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[DecisionRow, list[DecisionFields]]] = []
         self._warn = RateLimitedLog(logger, every_s=10.0)
+        self._rule_hit_children: dict[str, Any] = {}
+        self._decision_children: dict[tuple[str, str], Any] = {}
 
     # Lifecycle ------------------------------------------------------------------
 
@@ -230,15 +232,15 @@ class Gateway:
             return None, "circuit_open"
         started = time.perf_counter()
         try:
-            states = await asyncio.wait_for(
-                self.reader.read(
+            # A timeout scope, not wait_for: the read runs in this task
+            # instead of a new one per row.
+            async with asyncio.timeout(self.settings.redis_budget_ms / 1000):
+                states = await self.reader.read(
                     request.user_id,
                     request.video_ids,
                     rules.exposure_window_s,
                     rules.deweight_recency_s,
-                ),
-                self.settings.redis_budget_ms / 1000,
-            )
+                )
         except TimeoutError:
             return None, self._failed("redis_timeout")
         except Exception as error:  # RedisError, OSError: serve the fallback
@@ -286,6 +288,7 @@ class Gateway:
         request_id = request.request_id or secrets.token_hex(8)
         prefix = secrets.token_hex(8)
         slots = []
+        records: list[DecisionFields] = []
         rule_hits: Counter[str] = Counter()
         policies: Counter[str] = Counter()
         experiment_version = self.experiments_version
@@ -296,21 +299,19 @@ class Gateway:
             token = None
             image_url = None
             if poster is not None:
-                token = self.signer.sign(
-                    ImpressionToken(
-                        decision_id,
-                        request.user_id,
-                        d.video_id,
-                        poster.poster_id,
-                        request.placement,
-                        d.policy,
-                        variant,
-                        d.model_version,
-                        d.propensity,
-                        now_ms,
-                        experiment_version,
-                        request.segment,
-                    )
+                token = self.signer.sign_fields(  # the ImpressionToken fields
+                    decision_id,
+                    request.user_id,
+                    d.video_id,
+                    poster.poster_id,
+                    request.placement,
+                    d.policy,
+                    variant,
+                    d.model_version,
+                    d.propensity,
+                    now_ms,
+                    experiment_version,
+                    request.segment,
                 )
                 image_url = poster.image_url
                 if image_url and not image_url.startswith(("http://", "https://", "/")):
@@ -328,35 +329,42 @@ class Gateway:
                 }
             )
             rule_hits.update(d.rules)
-            self._pending.append(
-                {
-                    "event_id": decision_id,
-                    "event_time": now_ms,
-                    "request_id": request_id,
-                    "user_id": request.user_id,
-                    "video_id": d.video_id,
-                    "poster_id": poster.poster_id if poster else "",
-                    "placement": request.placement,
-                    "variant": variant,
-                    "policy": d.policy,
-                    "propensity": d.propensity,
-                    "model_version": d.model_version,
-                    "experiment_version": experiment_version,
-                    "candidates": d.candidates,
-                    "scores": d.scores,
-                    "rules": d.rules + ([d.reason] if d.reason else []),
-                    "fallback": d.fallback,
-                    "context": request.context,
-                }
+            records.append(
+                (
+                    decision_id,
+                    d.video_id,
+                    poster.poster_id if poster else "",
+                    d.policy,
+                    d.propensity,
+                    d.model_version,
+                    d.candidates,
+                    d.scores,
+                    d.rules + [d.reason] if d.reason else d.rules,
+                    d.fallback,
+                )
             )
             if d.retired:
                 asyncio.get_running_loop().create_task(self._retire(d))
-        if len(self._pending) == len(decisions):
+        self._pending.append(
+            (
+                (
+                    now_ms,
+                    request_id,
+                    request.user_id,
+                    request.placement,
+                    variant,
+                    experiment_version,
+                    request.context,
+                ),
+                records,
+            )
+        )
+        if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self._drain)
         for rule, hits in rule_hits.items():
-            metrics.RULE_HITS.labels(rule=rule).inc(hits)
+            self._rule_hits(rule).inc(hits)
         for used, count in policies.items():
-            metrics.DECISIONS.labels(variant=variant, policy=used).inc(count)
+            self._decisions(variant, used).inc(count)
         return {
             "request_id": request_id,
             "variant": variant,
@@ -365,13 +373,28 @@ class Gateway:
             "slots": slots,
         }
 
+    def _rule_hits(self, rule: str) -> Any:
+        # A labelled child is found once: labels() takes a lock and builds a
+        # key on every call, several times per row.
+        found = self._rule_hit_children.get(rule)
+        if found is None:
+            found = self._rule_hit_children[rule] = metrics.RULE_HITS.labels(rule=rule)
+        return found
+
+    def _decisions(self, variant: str, policy: str) -> Any:
+        found = self._decision_children.get((variant, policy))
+        if found is None:
+            found = metrics.DECISIONS.labels(variant=variant, policy=policy)
+            self._decision_children[variant, policy] = found
+        return found
+
     def _drain(self) -> None:
         """Log the pending decisions (runs after the response is written)."""
         pending, self._pending = self._pending, []
         if self.producer is None:
             return
-        for record in pending:
-            self.producer.log("decision", record)
+        for row, records in pending:
+            self.producer.log_row(row, records)
 
     async def _retire(self, decision: VideoDecision) -> None:
         """Record posters the retirement rule retired, once across processes."""

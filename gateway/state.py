@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,8 @@ EXPOSURE_KEEP_BUCKETS = 24 * 6  # a day
 
 # Keys are built here from their prefixes and the escaped video ids, not passed
 # as KEYS: a row's five keys per video made a ~100-argument call whose packing
-# cost the gateway more CPU than the script costs Redis.
+# cost the gateway more CPU than the script costs Redis. For the same reason the
+# ids come as one argument, separated by spaces (never part of an escaped id).
 _ROW_SCRIPT = """
 local out = {}
 local min_bucket = tonumber(ARGV[1])
@@ -67,8 +69,11 @@ local stale_bucket = tonumber(ARGV[2])
 local seen_min = ARGV[3]
 local arms, posters, retired = ARGV[4], ARGV[5], ARGV[6]
 local exposure, seen = ARGV[7], ARGV[8]
-for i = 9, #ARGV do
-  local video = ARGV[i]
+local ids = ARGV[9]
+local start = 1
+while true do
+  local stop = string.find(ids, ' ', start, true)
+  local video = string.sub(ids, start, (stop or 0) - 1)
   local expo_key = exposure .. video
   out[#out + 1] = redis.call('HGETALL', arms .. video)
   out[#out + 1] = redis.call('SMEMBERS', posters .. video)
@@ -104,6 +109,10 @@ for i = 9, #ARGV do
   end
   out[#out + 1] = flat
   out[#out + 1] = redis.call('ZRANGEBYSCORE', seen .. video, seen_min, '+inf')
+  if not stop then
+    break
+  end
+  start = stop + 1
 end
 return out
 """
@@ -232,6 +241,9 @@ def best_candidates(
     return sorted(sorted(poster_ids, key=rank)[:limit])
 
 
+_expiry = itemgetter(0)
+
+
 class PosterCache:
     """Poster metadata by id, each entry kept for ``ttl_s`` seconds."""
 
@@ -256,6 +268,9 @@ class PosterCache:
     def missing(self, poster_ids: list[str], now: float) -> list[str]:
         """The ids of ``poster_ids`` that :meth:`get` would not find."""
         entries = self._entries
+        found = list(map(entries.get, poster_ids))
+        if None not in found and min(map(_expiry, found), default=now) >= now:
+            return []  # the usual case, checked without a Python loop
         missing = []
         for poster_id in poster_ids:
             entry = entries.get(poster_id)
@@ -308,7 +323,7 @@ class RowReader:
                 keys.retired(""),
                 keys.exposure(""),
                 keys.seen(user_id, ""),
-                *map(escape, video_ids),
+                " ".join(map(escape, video_ids)),
             )
         )
         per_video = max(
@@ -320,25 +335,27 @@ class RowReader:
         )
         states = []
         empty: frozenset[str] = frozenset()
-        for i, video in enumerate(video_ids):
-            arms, members, retired, expo, seen = reply[5 * i : 5 * i + 5]
+        decode = bytes.decode
+        replies = iter(reply)
+        # C-level maps and positional construction: this loop runs for every
+        # video of every row.
+        for video, arms, members, retired, expo, seen in zip(
+            video_ids, replies, replies, replies, replies, replies, strict=True
+        ):
             arm_fields = dict(zip(arms[::2], arms[1::2], strict=True))
-            poster_ids = [m.decode() for m in members]
+            poster_ids = list(map(decode, members))
             states.append(
                 VideoState(
-                    video_id=video,
-                    arms=arm_fields,
-                    poster_ids=sorted(poster_ids)
+                    video,
+                    arm_fields,
+                    sorted(poster_ids)
                     if len(poster_ids) <= per_video
                     else best_candidates(poster_ids, arm_fields, per_video),
-                    retired=frozenset([r.decode() for r in retired])
-                    if retired
-                    else empty,
-                    exposure={
-                        k.decode(): int(v)
-                        for k, v in zip(expo[::2], expo[1::2], strict=True)
-                    },
-                    seen=frozenset([s.decode() for s in seen]) if seen else empty,
+                    frozenset(map(decode, retired)) if retired else empty,
+                    dict(zip(map(decode, expo[::2]), map(int, expo[1::2]), strict=True))
+                    if expo
+                    else {},
+                    frozenset(map(decode, seen)) if seen else empty,
                 )
             )
         await self._fill_posters(states)

@@ -11,7 +11,9 @@ import pytest
 from bandits.features import (
     CLIP,
     POSTER_SCALES,
+    checked_poster_features,
     cross_features,
+    cross_features_checked,
     cross_features_many,
     feature_slot,
     normalise_columns,
@@ -40,6 +42,14 @@ def test_many_equals_one_by_one_with_mixed_feature_names() -> None:
     assert X.shape == (3, 32) and X.dtype == np.float64
     for row, poster in zip(X, POSTERS, strict=True):
         assert np.array_equal(row, cross_features(USER, poster, dim=32))
+
+
+def test_checked_posters_give_the_same_matrix_bit_for_bit() -> None:
+    checked = [checked_poster_features(p) for p in POSTERS * 3]
+    X = cross_features_checked(USER, checked, dim=32)
+    assert X.tobytes() == cross_features_many(USER, POSTERS * 3, dim=32).tobytes()
+    with pytest.raises(ValueError, match="not finite"):
+        checked_poster_features({"dark": float("nan")})
 
 
 def test_vector_is_the_signed_sum_of_hashed_terms() -> None:

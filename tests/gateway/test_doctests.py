@@ -8,6 +8,8 @@ import importlib
 import pytest
 
 MODULES = (
+    "gateway._arm_counts",
+    "gateway._decision_log",
     "gateway.config",
     "gateway.experiments",
     "gateway.placements",
