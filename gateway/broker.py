@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from gateway._decision_log import RowLogEncoder
 from gateway._ratelimit import RateLimitedLog
 from gateway.metrics import DECISION_LOG_FAILURES
 from keyart.settings import Settings
@@ -64,7 +63,6 @@ class GatewayProducer:
             }
         )
         self._topics = {k: settings.topic(v) for k, v in KIND_TO_TOPIC.items()}
-        self._rows = RowLogEncoder(self.codec)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,37 +148,6 @@ class GatewayProducer:
         except BufferError:
             DECISION_LOG_FAILURES.labels(reason="queue_full").inc()
 
-    def log_row(self, row: DecisionRow, records: Sequence[DecisionFields]) -> None:
-        """Queue the decision records of one row without waiting.
-
-        ``row`` holds the fields every record of the row shares (event time,
-        request id, user id, placement, variant, experiment version, context)
-        and each of ``records`` the fields of one decision, in the order of
-        :class:`~gateway._decision_log.RowLogEncoder.record`. The bytes are
-        those :meth:`log` would produce for the same records.
-        """
-        encoder = self._rows
-        shared = encoder.shared(*row) if encoder.exact else None
-        for fields in records:
-            value = None
-            if shared is not None:
-                try:
-                    value = encoder.record(shared, *fields)
-                except ValueError:
-                    value = None  # the codec says what does not fit, below
-            if value is None:
-                self.log("decision", _decision_record(row, fields))
-                continue
-            try:
-                self._producer.produce(
-                    self._topics["decision"],
-                    value=value,
-                    key=fields[1].encode() or None,
-                    on_delivery=_count_failure,
-                )
-            except BufferError:
-                DECISION_LOG_FAILURES.labels(reason="queue_full").inc()
-
     def queued(self) -> int:
         """Records waiting in the local queue."""
         return len(self._producer)
@@ -194,40 +161,6 @@ class _Closed:
 
     def __len__(self) -> int:
         return 0
-
-
-DecisionRow = tuple[int, str, str, str, str, int, dict[str, float]]
-"""event_time, request_id, user_id, placement, variant, experiment_version,
-context."""
-DecisionFields = tuple[
-    str, str, str, str, float, int, list[str], list[float], list[str], bool
-]
-"""event_id, video_id, poster_id, policy, propensity, model_version,
-candidates, scores, rules, fallback."""
-
-
-def _decision_record(row: DecisionRow, fields: DecisionFields) -> dict[str, Any]:
-    event_time, request_id, user_id, placement, variant, experiment, context = row
-    event_id, video_id, poster_id, policy, propensity, model, cands, scores = fields[:8]
-    return {
-        "event_id": event_id,
-        "event_time": event_time,
-        "request_id": request_id,
-        "user_id": user_id,
-        "video_id": video_id,
-        "poster_id": poster_id,
-        "placement": placement,
-        "variant": variant,
-        "policy": policy,
-        "propensity": propensity,
-        "model_version": model,
-        "experiment_version": experiment,
-        "candidates": cands,
-        "scores": scores,
-        "rules": fields[8],
-        "fallback": fields[9],
-        "context": context,
-    }
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from gateway import metrics
 from gateway._ratelimit import RateLimitedLog
-from gateway.broker import DecisionFields, DecisionRow, GatewayProducer
+from gateway.broker import GatewayProducer
 from gateway.config import (
     ExperimentsDocument,
     RuleConfig,
@@ -100,7 +100,7 @@ class Gateway:
         self._retirer: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.loop_lag_s = 0.0
-        self._pending: list[tuple[DecisionRow, list[DecisionFields]]] = []
+        self._pending: list[dict[str, Any]] = []
         self._warn = RateLimitedLog(logger, every_s=10.0)
         self._rule_hit_children: dict[str, Any] = {}
         self._decision_children: dict[tuple[str, str], Any] = {}
@@ -288,7 +288,6 @@ class Gateway:
         request_id = request.request_id or secrets.token_hex(8)
         prefix = secrets.token_hex(8)
         slots = []
-        records: list[DecisionFields] = []
         rule_hits: Counter[str] = Counter()
         policies: Counter[str] = Counter()
         experiment_version = self.experiments_version
@@ -329,37 +328,30 @@ class Gateway:
                 }
             )
             rule_hits.update(d.rules)
-            records.append(
-                (
-                    decision_id,
-                    d.video_id,
-                    poster.poster_id if poster else "",
-                    d.policy,
-                    d.propensity,
-                    d.model_version,
-                    d.candidates,
-                    d.scores,
-                    d.rules + [d.reason] if d.reason else d.rules,
-                    d.fallback,
-                )
+            self._pending.append(
+                {
+                    "event_id": decision_id,
+                    "event_time": now_ms,
+                    "request_id": request_id,
+                    "user_id": request.user_id,
+                    "video_id": d.video_id,
+                    "poster_id": poster.poster_id if poster else "",
+                    "placement": request.placement,
+                    "variant": variant,
+                    "policy": d.policy,
+                    "propensity": d.propensity,
+                    "model_version": d.model_version,
+                    "experiment_version": experiment_version,
+                    "candidates": d.candidates,
+                    "scores": d.scores,
+                    "rules": d.rules + ([d.reason] if d.reason else []),
+                    "fallback": d.fallback,
+                    "context": request.context,
+                }
             )
             if d.retired:
                 asyncio.get_running_loop().create_task(self._retire(d))
-        self._pending.append(
-            (
-                (
-                    now_ms,
-                    request_id,
-                    request.user_id,
-                    request.placement,
-                    variant,
-                    experiment_version,
-                    request.context,
-                ),
-                records,
-            )
-        )
-        if len(self._pending) == 1:
+        if len(self._pending) == len(decisions):
             asyncio.get_running_loop().call_soon(self._drain)
         for rule, hits in rule_hits.items():
             self._rule_hits(rule).inc(hits)
@@ -393,8 +385,8 @@ class Gateway:
         pending, self._pending = self._pending, []
         if self.producer is None:
             return
-        for row, records in pending:
-            self.producer.log_row(row, records)
+        for record in pending:
+            self.producer.log("decision", record)
 
     async def _retire(self, decision: VideoDecision) -> None:
         """Record posters the retirement rule retired, once across processes."""
