@@ -9,7 +9,6 @@ import pytest
 
 MODULES = (
     "gateway._arm_counts",
-    "gateway._decision_log",
     "gateway.config",
     "gateway.experiments",
     "gateway.placements",
