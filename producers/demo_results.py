@@ -46,7 +46,10 @@ LIMITATIONS = [
     "best poster depends on the viewer; nothing in it was fitted to real viewers. "
     "The users (MovieLens-100k) and the posters (made from real video) are real.",
     "CTR intervals treat impressions as independent; a user sees many rows, so "
-    "they are somewhat too narrow. UCTR intervals count users.",
+    "they are somewhat too narrow. UCTR intervals and lifts count users.",
+    "Lift intervals cover the users and clicks of this run; a policy also learns "
+    "differently from one run to the next (its early draws), which they do not "
+    "cover: repeat runs with other seeds (KEYART_SEED) to see that spread.",
     "A run lasts minutes: policies that need more data (the factorization "
     "machine) are judged early in their learning.",
     "The Open Bandit sample holds about 40 clicks in 10,000 rounds; each replayed "
