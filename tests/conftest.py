@@ -64,6 +64,10 @@ def make_settings(
         if topics:
             values["topic_prefix"] = "t" + uuid.uuid4().hex[:10]
             values["redis_prefix"] = values["topic_prefix"]
+            # One consumer group per test: a group shared by the whole session
+            # gathers members of every test's topics, each join rebalances all
+            # of them, and the local broker was seen to hang in SyncGroup there.
+            values["poster_group_id"] = f"{values['topic_prefix']}-posters"
         values.update(overrides)
         settings = load_settings(**values)
         if topics:

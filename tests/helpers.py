@@ -72,6 +72,7 @@ def poster_worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         **os.environ,
         "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "KEYART_TOPIC_PREFIX": settings.topic_prefix,
+        "KEYART_POSTER_GROUP_ID": settings.poster_group_id,
         "KEYART_DATABASE_URL": settings.database_url,
         "KEYART_POSTER_STORE": str(settings.poster_store),
         "KEYART_DATA_CACHE": str(settings.data_cache),
