@@ -161,6 +161,7 @@ async def _settle(gateway, idle: set) -> None:
 
 async def _run(settings, out: list[bytes]) -> None:
     from gateway.config import (
+        POLICY_NAMES,
         ExperimentsDocument,
         RulesDocument,
         Variant,
@@ -182,16 +183,7 @@ async def _run(settings, out: list[bytes]) -> None:
             ExperimentsDocument(
                 salt="trace",
                 variants=[
-                    Variant(name=f"v-{p}", policy=p, weight=1.0)
-                    for p in (
-                        "thompson",
-                        "thompson_alltime",
-                        "ucb1",
-                        "epsilon_greedy",
-                        "linucb",
-                        "fm",
-                        "random",
-                    )
+                    Variant(name=f"v-{p}", policy=p, weight=1.0) for p in POLICY_NAMES
                 ],
             ),
             _requests(np.random.default_rng(2), 400, 300),

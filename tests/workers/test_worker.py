@@ -244,35 +244,36 @@ def test_unwritable_store_fails_after_the_attempts(
     assert len(letters) == 1
 
 
-def test_auto_approval_publishes_above_the_score(make_settings, media, pipeline):
-    settings = make_settings(topics=True, auto_approve_score=0.7)
+def auto_approval_run(settings, media, pipeline, video_id):
+    """Run one job with automatic approval on; its candidates and the poster
+    ids published."""
     worker = PosterWorker(settings, JobRunner(settings, pipeline=pipeline))
     payload = get_codec().encode(
-        "video_published", video_event(media("astronaut.png"), "auto")
+        "video_published", video_event(media("astronaut.png"), video_id)
     )
     assert worker.handle(payload) == "done"
     with worker.catalog.session() as session:
         rows = session.scalars(sa.select(CandidateRow)).all()
+    published = {
+        get_codec().decode("poster_published", m.value())["poster_id"]
+        for m in read_all(settings, "posters")
+    }
+    return rows, published
+
+
+def test_auto_approval_publishes_above_the_score(make_settings, media, pipeline):
+    settings = make_settings(topics=True, auto_approve_score=0.7)
+    rows, published = auto_approval_run(settings, media, pipeline, "auto")
     high = {r.poster_id for r in rows if r.score >= 0.7}
     assert 0 < len(high) < len(rows)
     assert {r.poster_id for r in rows if r.status == "approved"} == high
     assert {r.reviewer for r in rows if r.status == "approved"} == {"auto"}
-    published = [
-        get_codec().decode("poster_published", m.value())
-        for m in read_all(settings, "posters")
-    ]
-    assert {p["poster_id"] for p in published} == high
+    assert published == high
 
 
 def test_auto_approval_keeps_the_best_per_aspect(make_settings, media, pipeline):
     settings = make_settings(topics=True, auto_approve_score=0.0, auto_approve_top=1)
-    worker = PosterWorker(settings, JobRunner(settings, pipeline=pipeline))
-    payload = get_codec().encode(
-        "video_published", video_event(media("astronaut.png"), "top")
-    )
-    assert worker.handle(payload) == "done"
-    with worker.catalog.session() as session:
-        rows = session.scalars(sa.select(CandidateRow)).all()
+    rows, published = auto_approval_run(settings, media, pipeline, "top")
     aspects = {r.aspect for r in rows}
     assert len(rows) > len(aspects)  # more candidates than one per aspect ratio
     best = {
@@ -281,8 +282,4 @@ def test_auto_approval_keeps_the_best_per_aspect(make_settings, media, pipeline)
     }
     approved = {r.poster_id for r in rows if r.status == "approved"}
     assert approved == {r.poster_id for r in best.values()}
-    published = [
-        get_codec().decode("poster_published", m.value())
-        for m in read_all(settings, "posters")
-    ]
-    assert {p["poster_id"] for p in published} == approved
+    assert published == approved
