@@ -184,7 +184,7 @@ def run_demo(
     started = time.monotonic()
     out = options.out_dir
     if out.exists():
-        for name in ("catalog.db", "posters", "logs"):
+        for name in ("catalog.db", "catalog.json", "posters", "logs"):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -206,6 +206,8 @@ def run_demo(
             base_url = steps.start_services(group, run, env, console)  # Step 2
             steps.configure_gateway(base_url, run, options, console)
             catalog = make_posters(group, run, env, options, console)  # Step 3
+            # What bench/sim_policies.py needs to replay this catalog offline.
+            (out / "catalog.json").write_bytes(catalog.to_json())
             traffic, lag = steps.simulate(  # Step 4
                 group, run, catalog, base_url, options, console
             )

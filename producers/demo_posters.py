@@ -29,6 +29,16 @@ class Catalog:
     poster_to_image: dict[str, Path] = field(default_factory=dict)
     approved_total: int = 0
 
+    def to_json(self) -> bytes:
+        """The posters of each video and their features, as JSON."""
+        return orjson.dumps(
+            {
+                "video_to_posters": self.video_to_posters,
+                "poster_to_features": self.poster_to_features,
+            },
+            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+        )
+
 
 def read_catalog(
     run: Settings,
