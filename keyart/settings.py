@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     linucb_alpha: float = Field(1.0, ge=0, description="LinUCB exploration width.")
     epsilon: float = Field(0.1, ge=0, le=1, description="Epsilon-greedy rate.")
     ucb_c: float = Field(2.0, ge=0, description="UCB1 exploration constant.")
+    fm_temperature: float = Field(
+        0.1,
+        ge=0,
+        description="Softmax temperature of the FM policy on click log-odds "
+        "(0 is greedy).",
+    )
     fm_sample_rate: float = Field(
         0.05,
         gt=0,
