@@ -12,8 +12,9 @@ The model, on the logit scale, for user ``u`` and poster ``p`` of a video::
     logit P(click) = logit(base_ctr) + appeal[p] + drift[p](t)
                      + 2 tanh( sum_k w_k(u) * z_k(p) / 2 )
 
-``z_k(p)`` are the poster's traits standardised over the catalog (so that the
-model has the same spread whatever scale the workers' features use), and
+``z_k(p)`` are the poster's traits standardised over the posters of its
+video (so that the model has the same spread whatever scale the workers'
+features use and however alike a video's frames are), and
 ``w_k(u)`` are weights by age band, gender and occupation group
 (:data:`TRAIT_WEIGHTS`). ``appeal[p]`` is a poster's own appeal, drawn once
 per poster from the seed and the poster's features. A shown poster is looked
@@ -161,13 +162,21 @@ class ClickModel:
         self.params = params or ClickParams()
         self.posters = sorted(catalog)
         self.poster_to_video = dict(poster_to_video or dict.fromkeys(self.posters, ""))
-        raw = np.array(
-            [[poster_traits(catalog[p])[t] for t in TRAITS] for p in self.posters]
-        ).reshape(len(self.posters), len(TRAITS))
-        spread = raw.std(axis=0)
-        spread[spread == 0] = 1.0
-        z = np.clip((raw - raw.mean(axis=0)) / spread, -1.5, 1.5)
-        self._z = {p: z[i] for i, p in enumerate(self.posters)}
+        # Traits are standardised among each video's own posters: a policy only
+        # ever chooses between those, and the model should give every video
+        # the same spread of taste however alike its frames look.
+        self._z: dict[str, np.ndarray] = {}
+        by_video: dict[str, list[str]] = {}
+        for poster in self.posters:
+            by_video.setdefault(self.poster_to_video.get(poster, ""), []).append(poster)
+        for members in by_video.values():
+            raw = np.array(
+                [[poster_traits(catalog[p])[t] for t in TRAITS] for p in members]
+            ).reshape(len(members), len(TRAITS))
+            spread = raw.std(axis=0)
+            spread[spread == 0] = 1.0
+            z = np.clip((raw - raw.mean(axis=0)) / spread, -1.5, 1.5)
+            self._z.update((p, z[i]) for i, p in enumerate(members))
         # Each poster's own appeal depends only on the seed and what the poster
         # looks like (its measured features), not on its id, which changes
         # with every production job: the same video gives the same model.

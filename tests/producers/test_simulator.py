@@ -120,3 +120,23 @@ def test_the_model_follows_what_posters_look_like_not_their_ids(users) -> None:
         assert first.ctr(users[5], name, 0.0) == second.ctr(
             users[5], f"job2-{name}", 0.0
         )
+
+
+def test_each_video_gets_the_same_spread_of_taste(users) -> None:
+    # Two videos whose posters differ only in how far apart their traits are:
+    # one video's frames look alike, the other's do not.
+    alike = catalog(4, seed=5)
+    apart = {
+        f"q{i}": {k: 10.0 * v for k, v in looks.items()}
+        for i, looks in enumerate(alike.values())
+    }
+    to_video = {**dict.fromkeys(alike, "alike"), **dict.fromkeys(apart, "apart")}
+    model = ClickModel({**alike, **apart}, ClickParams(seed=3), to_video)
+
+    def spread(posters: list[str]) -> float:
+        rates = [[model.ctr(u, p, 0.0) for p in posters] for u in users[:200]]
+        return float(np.ptp(np.log(rates), axis=1).mean())
+
+    # Standardised within each video, the two videos' choices are equally
+    # personal; over the whole catalog, "alike" would look all the same.
+    assert spread(sorted(alike)) == pytest.approx(spread(sorted(apart)), rel=0.2)
