@@ -22,7 +22,8 @@ delays and those later than the attribution window are never credited.
 ``catalog.json`` in its report folder. It prints, per policy, the expected
 click-through rate of the posters shown (the oracle's, free of click noise)
 over the runs, its mean lift over random and over Thompson sampling, and how
-many runs each lift was positive in.
+many runs each lift was positive in, over the whole run and over its last
+third (where the models have learnt most).
 """
 
 from __future__ import annotations
@@ -180,6 +181,8 @@ def play(
     choosers = {name: chooser(name, settings, features) for name in policies}
     variant_of = {u.user_id: policies[i % len(policies)] for i, u in enumerate(users)}
     shown = {name: [0.0, 0] for name in policies}
+    late = {name: [0.0, 0] for name in policies}
+    late_from_s = seconds * 2 / 3
     videos = list(video_to_posters)
     window_s = settings["attribution_window_s"]
     next_flush = flush_s
@@ -196,9 +199,12 @@ def play(
             posters = video_to_posters[video]
             poster = posters[choosers[name](learner, user, posters, rng)]
             picked.append((video, poster))
-            acc = shown[name]
-            acc[0] += oracle.expected(user, poster, t_s)
-            acc[1] += 1
+            expected = oracle.expected(user, poster, t_s)
+            for acc in (
+                (shown[name], late[name]) if t_s >= late_from_s else (shown[name],)
+            ):
+                acc[0] += expected
+                acc[1] += 1
             learner.impression(t_s, poster, user.context(), features[poster])
         for click in sim.respond(user, picked, t_s):
             if click.duplicate or click.delay_s > window_s:
@@ -209,7 +215,11 @@ def play(
                 user.context(),
                 features[click.poster_id],
             )
-    return {name: total / max(n, 1) for name, (total, n) in shown.items()}
+    out = {name: total / max(n, 1) for name, (total, n) in shown.items()}
+    out.update(
+        (f"{name} (last third)", total / max(n, 1)) for name, (total, n) in late.items()
+    )
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -239,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         streams.fm_shard.FM_LEARNING_RATE = args.fm_learning_rate
     policies = args.policies.split(",")
-    results: dict[str, list[float]] = {name: [] for name in policies}
+    results: dict[str, list[float]] = {}
     started = time.perf_counter()
     for run in range(args.runs):
         params = ClickParams(seed=args.seed)
@@ -255,22 +265,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             policies=policies,
         )
         for name, value in ctr.items():
-            results[name].append(value)
+            results.setdefault(name, []).append(value)
         print(
             f"run {run}: "
             + ", ".join(f"{n} {100 * v:.2f}%" for n, v in ctr.items())
             + f"  ({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
-    base = np.array(results.get("random") or [np.nan])
-    ts = np.array(results.get("thompson") or [np.nan])
-    print(f"\n{'policy':<10} {'expected CTR %':>15} {'vs random %':>12} {'vs TS %':>9}")
+    print(f"\n{'policy':<22} {'expected CTR %':>15} {'vs random %':>12} {'vs TS %':>9}")
     for name, values in results.items():
+        part = name[name.find(" ") :] if " " in name else ""
         v = np.array(values)
-        lift_r = 100 * (v / base - 1)
-        lift_t = 100 * (v / ts - 1)
+        lift_r = 100 * (v / np.array(results.get("random" + part, np.nan)) - 1)
+        lift_t = 100 * (v / np.array(results.get("thompson" + part, np.nan)) - 1)
         print(
-            f"{name:<10} {100 * v.mean():>15.2f} "
+            f"{name:<22} {100 * v.mean():>15.2f} "
             f"{lift_r.mean():>+8.1f} ({(lift_r > 0).sum()}/{len(v)})"
             f" {lift_t.mean():>+6.1f} ({(lift_t > 0).sum()}/{len(v)})"
         )

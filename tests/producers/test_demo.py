@@ -13,11 +13,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 from rich.console import Console
 
 from bandits.state import ArmStats
+from bench.sim_policies import play
 from keyart.keys import Keys
+from keyart.settings import Settings
+from producers.simulator import ClickParams
+from producers.users import load_users
 from schemas.codec import get_codec
 
 pytestmark = pytest.mark.slow
@@ -134,3 +139,21 @@ def test_short_demo_reports_what_kafka_and_redis_hold(
     assert "report:" in printed
     assert summary["traffic"]["duplicates_sent"] > 0
     assert summary["traffic"]["select_errors"] == 0
+
+    # The catalog it wrote replays offline (bench/sim_policies.py).
+    catalog = orjson.loads((options.out_dir / "catalog.json").read_bytes())
+    assert set(catalog["video_to_posters"]) == set(DEMO_VIDEOS)
+    for posters in catalog["video_to_posters"].values():
+        assert posters and all(catalog["poster_to_features"][p] for p in posters)
+    ctr = play(
+        catalog,
+        load_users(),
+        Settings().model_dump(),
+        ClickParams(seed=11),
+        seconds=20.0,
+        rate=20.0,
+        flush_s=1.0,
+        seed=1,
+    )
+    assert set(ctr) == {"random", "thompson", "linucb", "fm"}
+    assert all(0.0 < v < 0.5 for v in ctr.values())
