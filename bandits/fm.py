@@ -36,7 +36,14 @@ import numpy as np
 
 from bandits.features import _normalise_finite
 
-__all__ = ["FM_LABELS", "FMScorer", "OnlineFM", "fm_features"]
+__all__ = [
+    "FM_LABELS",
+    "FMScorer",
+    "OnlineFM",
+    "ShardedFMScorer",
+    "fm_features",
+    "scorer_from_export",
+]
 
 FM_LABELS = ("plain", "fake_negative")
 """How an exported FM was labelled: one label per impression, or a negative
@@ -296,3 +303,101 @@ class FMScorer:
         if self.labels == "fake_negative":
             return np.exp(np.minimum(z, 0.0))
         return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+class ShardedFMScorer:
+    """Several FMs learnt apart, each scoring the posters it learnt from.
+
+    The learner keeps one FM per partition of the event topics, and events are
+    keyed by video, so each shard learns the videos of its partition. The
+    shards' latent vectors drift apart as they learn, and an average of them
+    no longer means what either one learnt: a user's vector from one shard
+    paired with a poster's vector from another gives no interaction worth
+    having. So each candidate is scored by the shard that knows its
+    ``poster=<id>`` feature (the one with the most examples, should two know
+    it). A poster no shard knows yet is scored by the shard of another
+    candidate in the same call (the video's other posters), else by the
+    shard with the most examples.
+
+    A user's taste learnt on one partition's videos does not reach the videos
+    of the other partitions; that is the price of the learner's exactness
+    per partition.
+
+    Parameters
+    ----------
+    scorers
+        One :class:`FMScorer` per shard that has learnt something.
+    examples
+        Examples each shard learnt from (same order).
+    version
+        The model's version (total examples).
+
+    Examples
+    --------
+    >>> one = {"intercept": 0.0, "weights": {"poster=a": 2.0}, "latents": {},
+    ...        "n_factors": 1, "version": 5}
+    >>> two = {"intercept": 0.0, "weights": {"poster=b": -2.0}, "latents": {},
+    ...        "n_factors": 1, "version": 9}
+    >>> scorer = scorer_from_export({"shards": [one, two], "version": 14})
+    >>> scorer.logits([{"poster=a": 1.0}, {"poster=b": 1.0}]).tolist()
+    [2.0, -2.0]
+    """
+
+    def __init__(
+        self, scorers: Sequence[FMScorer], examples: Sequence[int], version: int = 0
+    ) -> None:
+        if not scorers or len(scorers) != len(examples):
+            raise ValueError("a sharded FM needs one example count per shard")
+        self.scorers = list(scorers)
+        self.version = version
+        self.busiest = int(np.argmax(examples))
+        owner: dict[str, tuple[int, int]] = {}
+        for i, (scorer, n) in enumerate(zip(scorers, examples, strict=True)):
+            for name in scorer.name_to_index:
+                if name.startswith("poster=") and n > owner.get(name, (-1, -1))[1]:
+                    owner[name] = (i, n)
+        self.poster_shard = {name: i for name, (i, _) in owner.items()}
+
+    def _shard_of(self, x: Mapping[str, float]) -> int | None:
+        for name in x:
+            if name.startswith("poster="):
+                return self.poster_shard.get(name)
+        return None
+
+    def _by_shard(self, xs: Sequence[Mapping[str, float]], method: str) -> np.ndarray:
+        shards = [self._shard_of(x) for x in xs]
+        known = [s for s in shards if s is not None]
+        fallback = known[0] if known else self.busiest
+        groups: dict[int, list[int]] = {}
+        for row, shard in enumerate(shards):
+            groups.setdefault(fallback if shard is None else shard, []).append(row)
+        out = np.empty(len(xs))
+        for shard, rows in groups.items():
+            out[rows] = getattr(self.scorers[shard], method)([xs[r] for r in rows])
+        return out
+
+    def logits(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Raw output of each feature dict, from its shard."""
+        return self._by_shard(xs, "logits")
+
+    def predict_proba(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """Click probability of each feature dict, from its shard."""
+        return self._by_shard(xs, "predict_proba")
+
+
+def scorer_from_export(d: Mapping[str, Any]) -> FMScorer | ShardedFMScorer:
+    """The scorer of a published FM: one model, or shards (``"shards"``).
+
+    Raises
+    ------
+    ValueError
+        When ``d`` is neither layout.
+    """
+    shards = d.get("shards") if isinstance(d, Mapping) else None
+    if shards is None:
+        return FMScorer.from_export(d)
+    if not isinstance(shards, list) or not shards:
+        raise ValueError("a sharded FM export needs a non-empty list of shards")
+    scorers = [FMScorer.from_export(s) for s in shards]
+    examples = [int(s.get("examples", s.get("version", 0))) for s in shards]
+    return ShardedFMScorer(scorers, examples, int(d.get("version", sum(examples))))

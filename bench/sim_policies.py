@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 
 from bandits.features import FEATURE_DIM, cross_features_many
-from bandits.fm import FMScorer, fm_features
+from bandits.fm import FMScorer, ShardedFMScorer, fm_features, scorer_from_export
 from bandits.policies import Policy, make_policy
 from bandits.state import ArmStats
 from keyart.settings import Settings
@@ -59,20 +59,25 @@ class Learner:
         self.settings = settings
         self.counts: dict[str, list[int]] = {}
         self.linucb_shard = LinUCBShard(FEATURE_DIM)
-        self.fm_shard = FMShard(seed)
+        # Events are keyed by video, so each video's FM examples land in one
+        # partition's shard, as in the learner.
+        self.fm_shards: dict[str, FMShard] = {}
+        self.seed = seed
         self.linucb: Any = None
-        self.fm: FMScorer | None = None
+        self.fm: FMScorer | ShardedFMScorer | None = None
         self.fm_published_s = -math.inf
         self._pending: list[tuple[float, int, Any]] = []
         self._n = 0
 
     def impression(
-        self, t_s: float, poster: str, context: dict, features: dict
+        self, t_s: float, video: str, poster: str, context: dict, features: dict
     ) -> None:
-        self._push(t_s, ("impression", poster, context, features))
+        self._push(t_s, ("impression", video, poster, context, features))
 
-    def click(self, t_s: float, poster: str, context: dict, features: dict) -> None:
-        self._push(t_s, ("click", poster, context, features))
+    def click(
+        self, t_s: float, video: str, poster: str, context: dict, features: dict
+    ) -> None:
+        self._push(t_s, ("click", video, poster, context, features))
 
     def _push(self, t_s: float, event: Any) -> None:
         self._n += 1
@@ -80,9 +85,12 @@ class Learner:
 
     def flush(self, now_s: float) -> None:
         """Learn every event that reached the learner by ``now_s``."""
-        imp_pairs, click_pairs, xs, ys = [], [], [], []
+        imp_pairs, click_pairs = [], []
+        examples: dict[str, tuple[list, list]] = {}
         while self._pending and self._pending[0][0] <= now_s:
-            _, _, (kind, poster, context, features) = heapq.heappop(self._pending)
+            _, _, event = heapq.heappop(self._pending)
+            kind, video, poster, context, features = event
+            xs, ys = examples.setdefault(video, ([], []))
             tally = self.counts.setdefault(poster, [0, 0])
             x = fm_features(context, features, poster_id=poster)
             if kind == "impression":
@@ -99,15 +107,18 @@ class Learner:
             self.linucb_shard.add_impressions(feature_rows(imp_pairs, FEATURE_DIM))
         if click_pairs:
             self.linucb_shard.add_clicks(feature_rows(click_pairs, FEATURE_DIM))
-        if xs:
-            self.fm_shard.learn(xs, ys, [1.0] * len(xs))
+        for video, (xs, ys) in examples.items():
+            shard = self.fm_shards.get(video)
+            if shard is None:
+                shard = self.fm_shards[video] = FMShard(self.seed)
+            shard.learn(xs, ys, [1.0] * len(xs))
         if imp_pairs or click_pairs:
             self.linucb = merge_linucb(
                 [self.linucb_shard], alpha=self.settings["linucb_alpha"], ridge=1.0
             )
-        if now_s - self.fm_published_s >= FM_PUBLISH_S and self.fm_shard.examples:
-            merged = merge_fm([self.fm_shard.export()])
-            self.fm = FMScorer.from_export(merged) if merged else None
+        if now_s - self.fm_published_s >= FM_PUBLISH_S and self.fm_shards:
+            merged = merge_fm([shard.export() for shard in self.fm_shards.values()])
+            self.fm = scorer_from_export(merged) if merged else None
             self.fm_published_s = now_s
 
     def stats(self, posters: Sequence[str]) -> list[ArmStats]:
@@ -205,12 +216,13 @@ def play(
             ):
                 acc[0] += expected
                 acc[1] += 1
-            learner.impression(t_s, poster, user.context(), features[poster])
+            learner.impression(t_s, video, poster, user.context(), features[poster])
         for click in sim.respond(user, picked, t_s):
             if click.duplicate or click.delay_s > window_s:
                 continue
             learner.click(
                 t_s + click.delay_s,
+                click.video_id,
                 click.poster_id,
                 user.context(),
                 features[click.poster_id],

@@ -45,7 +45,7 @@ class ModelCache:
         A model's version is its ``updated_ms`` field when the learner writes
         one (the merged LinUCB does), else its ``version`` field.
         """
-        from bandits.fm import FMScorer
+        from bandits.fm import scorer_from_export
         from bandits.linucb import LinUCB
 
         async with redis.pipeline(transaction=False) as pipe:
@@ -63,7 +63,7 @@ class ModelCache:
         if fm_stamp and fm_stamp != self.fm_version:
             raw = await redis.hget(self.keys.model("fm"), "data")
             try:
-                self.fm = FMScorer.from_export(orjson.loads(raw or b"{}"))
+                self.fm = scorer_from_export(orjson.loads(raw or b"{}"))
                 self.fm_version = fm_stamp
             except ValueError:
                 logger.exception("cannot read the FM model; keeping the old one")

@@ -18,8 +18,8 @@ Every feature's latent vector is drawn from a generator seeded by the feature
 name, not from one shared stream, so a shard restored from Redis draws the
 same vectors as one that never stopped, and all shards start each feature
 from the same point. A flush writes only the features learnt since the last
-one. The owner of partition 0 publishes the example-weighted average of the
-shards (federated averaging) under ``{p}:model:fm`` every
+one. The owner of partition 0 publishes the shards side by side (not their
+average; see :func:`merge_fm`) under ``{p}:model:fm`` every
 :data:`FM_PUBLISH_S` seconds.
 
 Known limitation: SGD depends on the order of examples, and a click that
@@ -194,33 +194,21 @@ class FMShard:
 
 
 def merge_fm(exports: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Example-weighted average of shard exports, in the export layout.
+    """The shards that have learnt something, side by side, for publishing.
 
-    A feature's weight and latent vector are averaged over the shards that
-    have seen it. ``version`` is the total number of examples. ``None`` when
-    no shard has learnt anything.
+    Shards are not averaged: each learnt its own partition's videos from the
+    same starting vectors, and their latent vectors drift apart as they
+    learn, so an average pairs vectors that were never trained together.
+    :class:`bandits.fm.ShardedFMScorer` scores each poster with the shard
+    that learnt it. ``version`` is the total number of examples. ``None``
+    when no shard has learnt anything.
     """
-    live = [e for e in exports if e.get("examples", 0) > 0]
+    live = [dict(e) for e in exports if e.get("examples", 0) > 0]
     if not live:
         return None
     total = sum(e["examples"] for e in live)
-    intercept = sum(e["intercept"] * e["examples"] for e in live) / total
-    weight_sums: dict[str, list[float]] = {}
-    latent_sums: dict[str, list[Any]] = {}
-    for e in live:
-        n = e["examples"]
-        for name, w in e["weights"].items():
-            acc = weight_sums.setdefault(name, [0.0, 0.0])
-            acc[0] += w * n
-            acc[1] += n
-        for name, vector in e["latents"].items():
-            acc2 = latent_sums.setdefault(name, [np.zeros(len(vector)), 0.0])
-            acc2[0] = acc2[0] + np.asarray(vector) * n
-            acc2[1] += n
     return {
-        "intercept": intercept,
-        "weights": {k: s / n for k, (s, n) in weight_sums.items()},
-        "latents": {k: (s / n).tolist() for k, (s, n) in latent_sums.items()},
+        "shards": live,
         "n_factors": live[0]["n_factors"],
         "version": total,
         "examples": total,

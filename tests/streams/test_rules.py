@@ -205,19 +205,30 @@ def test_fm_shard_restores_exactly_and_draws_latents_by_name():
     assert restored.export() == a.export()
 
 
-def test_fm_merge_is_the_example_weighted_average():
+def test_fm_merge_keeps_each_shard_for_the_posters_it_learnt():
+    from bandits.fm import scorer_from_export
     from streams.fm_shard import FMShard, merge_fm
 
     one, two = FMShard(seed=0), FMShard(seed=0)
-    one.learn([{"poster=p1": 1.0}] * 3, [True] * 3, [1.0] * 3)
-    two.learn([{"poster=p2": 1.0}], [False], [1.0])
+    user = {"u:age": 1.0}
+    one.learn([{**user, "poster=p1": 1.0}] * 30, [True] * 30, [1.0] * 30)
+    two.learn([{**user, "poster=p2": 1.0}] * 10, [False] * 10, [1.0] * 10)
     merged = merge_fm([one.export(), two.export(), FMShard(seed=0).export()])
-    assert merged["version"] == 4
-    e1, e2 = one.export(), two.export()
-    assert merged["intercept"] == pytest.approx(
-        (3 * e1["intercept"] + e2["intercept"]) / 4
+    assert merged["version"] == 40
+    assert len(merged["shards"]) == 2  # the empty shard is left out
+    scorer = scorer_from_export(merged)
+    x1, x2 = {**user, "poster=p1": 1.0}, {**user, "poster=p2": 1.0}
+    own = [
+        scorer_from_export(one.export()).logits([x1])[0],
+        scorer_from_export(two.export()).logits([x2])[0],
+    ]
+    # Each poster is scored by its own shard, user features included.
+    assert scorer.logits([x1, x2]).tolist() == pytest.approx(own)
+    # A poster no shard knows goes with the video's other candidates.
+    new = {**user, "poster=p9": 1.0}
+    assert scorer.logits([x2, new])[1] == pytest.approx(
+        scorer_from_export(two.export()).logits([new])[0]
     )
-    assert merged["weights"]["poster=p1"] == pytest.approx(e1["weights"]["poster=p1"])
     assert merge_fm([FMShard(seed=0).export()]) is None
 
 
