@@ -385,8 +385,8 @@ class Gateway:
         pending, self._pending = self._pending, []
         if self.producer is None:
             return
-        for record in pending:
-            self.producer.log("decision", record)
+        if pending:
+            self.producer.log_many("decision", pending)
 
     async def _retire(self, decision: VideoDecision) -> None:
         """Record posters the retirement rule retired, once across processes."""
