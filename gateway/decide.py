@@ -347,12 +347,18 @@ class RowDecider:
                         scene[i] = True
                         break
         cap = rules.exposure_cap_share
-        for seg in segments:
+        row_statuses = self.retirement.row_statuses(
+            rules,
+            [seg.state.video_id for seg in segments],
+            ids,
+            impressions,
+            clicks,
+            [(seg.start, seg.end) for seg in segments],
+        )
+        for seg, statuses in zip(segments, row_statuses, strict=True):
             s, e = seg.start, seg.end
-            if max(impressions[s:e]) >= rules.retire_min_impressions:
-                self._retirement(
-                    rules, seg, ids, impressions, clicks, mask, multipliers
-                )
+            if statuses is not None:
+                self._retirement(rules, seg, statuses, ids, mask, multipliers)
 
             exposure = seg.state.exposure
             if cap < 1.0 and exposure:
@@ -393,16 +399,12 @@ class RowDecider:
         self,
         rules: RuleConfig,
         seg: _Segment,
+        statuses: list[str],
         ids: list[str],
-        impressions: list[float],
-        clicks: list[float],
         mask: list[bool],
         multipliers: list[float],
     ) -> None:
-        s, e = seg.start, seg.end
-        statuses = self.retirement.statuses(
-            seg.state.video_id, rules, ids[s:e], impressions[s:e], clicks[s:e]
-        )
+        s = seg.start
         retired = [st == "retired" for st in statuses] if "retired" in statuses else []
         if retired and not all(retired):
             for j, r in enumerate(retired):
