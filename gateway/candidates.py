@@ -210,6 +210,8 @@ class CandidateCache:
         if dims:
             unit = np.concatenate(units)  # type: ignore[arg-type]
             cosine = unit @ unit.T
-            np.clip(cosine, 0.0, 1.0, out=cosine)
+            # As clipping to [0, 1]: the tag similarity is never negative, so
+            # the maximum below already ignores a negative cosine.
+            np.minimum(cosine, 1.0, out=cosine)
             np.maximum(similarity, cosine, out=similarity)
         return similarity

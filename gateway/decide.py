@@ -221,6 +221,7 @@ class RowDecider:
         # updated with one column per placement (similarities are >= 0).
         closest_all = np.zeros(len(flat)) if similarity is not None else None
         lam = rules.mmr_lambda
+        mmr_moved = False
         for j, seg in enumerate(segments):
             s, e = seg.start, seg.end
             if closest_all is not None and j:
@@ -233,7 +234,9 @@ class RowDecider:
                         bonus_row[i] = b
                         if first is not None:
                             first[i] = first_draws[i] + b if mask_row[i] else -np.inf
-                    bonus[s:e] = bonus_row[s:e]
+                    mmr_moved = True
+                    if first is None:  # the choice below reads the array
+                        bonus[s:e] = bonus_row[s:e]
                     seg.rules.append("mmr")
             ramp = no_ramp
             if can_ramp and any(ramping_all[s:e]):
@@ -279,6 +282,8 @@ class RowDecider:
                 np.maximum(closest_all, similarity[:, s + index], out=closest_all)  # type: ignore[index]
 
         if draws is not None:  # Step 5
+            if mmr_moved:  # Thompson sampling chose from the lists alone
+                bonus = np.array(bonus_row)
             p_policy = _thompson_propensities(draws[1:], bonus, mask, segments, chosen)
         if prior is not None and self.ranker is not None:
             for seg in segments:
