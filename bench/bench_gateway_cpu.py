@@ -8,8 +8,8 @@ less so. Steps:
 
 1. start a private broker and redis-server and seed the catalog of
    :mod:`bench.bench_gateway` (2,000 videos of 5 posters, full rule set);
-2. build a :class:`gateway.service.Gateway` in this process, warm its caches
-   with 300 rows;
+2. build a :class:`gateway.service.Gateway` in this process, with one BLAS
+   thread as ``keyart gateway`` has, and warm its caches with 300 rows;
 3. answer ``--rows`` rows with ``Gateway.select`` one after the other (each
    with a real Redis read and its decisions produced to the broker) and print
    the main thread's CPU time per row, the process's (which adds librdkafka's
@@ -76,10 +76,16 @@ async def _run(settings, rows: int, profile: bool) -> None:
 
 
 def main() -> None:
+    from threadpoolctl import threadpool_limits
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    # One BLAS thread, as `keyart gateway` runs: with two, a row's small
+    # products (the MMR embedding Gram matrix, LinUCB's scores) cost the main
+    # thread more and a second thread as much again.
+    threadpool_limits(1)
     with private_stack(token_secret=SECRET, redis_budget_ms=1000.0) as settings:
         seed(settings, np.random.default_rng(0))  # Step 1
         asyncio.run(_run(settings, args.rows, args.profile))

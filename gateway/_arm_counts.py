@@ -4,11 +4,15 @@ A video's arm hash changes when the learner flushes, about once a second,
 while a busy video is read by many rows in that second. Parsing the packed
 values (``impressions,clicks,window impressions,window clicks``) took about a
 twentieth of a row's CPU, so each distinct packed value is parsed once and
-kept, up to :data:`MAX_VALUES` values (then the memory starts over).
+kept, up to :data:`MAX_VALUES` values (then the memory starts over). A value
+is kept as the bytes of its four float64 counts: a row's matrix is then one
+join of those bytes, several times cheaper than building it from a hundred
+tuples.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +20,7 @@ import numpy as np
 __all__ = ["ArmCounts"]
 
 MAX_VALUES = 100_000
-_ABSENT = (0.0, 0.0, 0.0, 0.0)
+_ABSENT = array("d", (0.0, 0.0, 0.0, 0.0)).tobytes()
 
 
 class ArmCounts:
@@ -30,16 +34,17 @@ class ArmCounts:
     """
 
     def __init__(self) -> None:
-        self._values: dict[bytes, tuple[float, ...]] = {}
+        self._values: dict[bytes, bytes] = {}
 
-    def _parse(self, raw: bytes) -> tuple[float, ...]:
+    def _parse(self, raw: bytes) -> bytes:
         counts = tuple(map(float, raw.split(b",")))
         if len(counts) != 4:
             raise ValueError("arm statistics need 4 counts each")
         if len(self._values) >= MAX_VALUES:
             self._values.clear()
-        self._values[raw] = counts
-        return counts
+        # array("d") holds C doubles, the same bytes as numpy's float64.
+        packed = self._values[raw] = array("d", counts).tobytes()
+        return packed
 
     def matrix(self, raw: Sequence[bytes | None]) -> np.ndarray:
         """``(k, 4)`` float counts; an absent or empty value counts zeros.
@@ -50,5 +55,7 @@ class ArmCounts:
             For a value that is not four numbers separated by commas.
         """
         get, parse = self._values.get, self._parse
-        rows = [(get(r) or parse(r)) if r else _ABSENT for r in raw]
-        return np.array(rows, dtype=np.float64).reshape(len(raw), 4)
+        data = bytearray(
+            b"".join([(get(r) or parse(r)) if r else _ABSENT for r in raw])
+        )
+        return np.frombuffer(data, dtype=np.float64).reshape(len(raw), 4)

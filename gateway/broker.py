@@ -148,6 +148,43 @@ class GatewayProducer:
         except BufferError:
             DECISION_LOG_FAILURES.labels(reason="queue_full").inc()
 
+    def log_many(self, kind: str, records: list[Mapping[str, Any]]) -> None:
+        """:meth:`log` of many records of one kind, queued in one call.
+
+        One ``produce_batch`` call costs the event loop less than a
+        ``produce`` call per record (the decision log queues twenty records
+        a row); each record keeps its own key, so its partition is the one
+        :meth:`log` would give it.
+        """
+        encode = self.codec.encode
+        messages = []
+        for record in records:
+            try:
+                value = encode(kind, record)
+            except ValueError:
+                logger.exception("cannot encode a %s record", kind)
+                DECISION_LOG_FAILURES.labels(reason="encode").inc()
+                continue
+            key = str(record.get("video_id", "")).encode() or None
+            messages.append({"value": value, "key": key})
+        if not messages:
+            return
+        queued = self._producer.produce_batch(
+            self._topics[kind], messages, on_delivery=_count_failure
+        )
+        if queued < len(messages):
+            from confluent_kafka import KafkaError
+
+            # A record that was not queued carries its error; a full queue is
+            # the one expected reason, anything else is the broker's.
+            for message in messages:
+                error = message.get("_error")
+                if error is not None:
+                    full = error.code() == KafkaError._QUEUE_FULL
+                    DECISION_LOG_FAILURES.labels(
+                        reason="queue_full" if full else "broker"
+                    ).inc()
+
     def queued(self) -> int:
         """Records waiting in the local queue."""
         return len(self._producer)

@@ -64,6 +64,9 @@ class CandidateBlock:
     feature_rows: list[tuple[tuple[str, ...], list[float]]] | None = None
     """The candidates' checked features for LinUCB, made on first use
     (:func:`bandits.features.checked_poster_features`)."""
+    checked: int = -1
+    """The poster cache's :attr:`~gateway.state.PosterCache.version` when
+    ``sources`` were last found current."""
 
     def checked_features(self) -> list[tuple[tuple[str, ...], list[float]]]:
         """The candidates' features as LinUCB's crossing checks them.
@@ -107,7 +110,15 @@ class CandidateCache:
     def _valid(self, block: CandidateBlock, state: VideoState) -> bool:
         if block.poster_ids != state.poster_ids or block.retired != state.retired:
             return False
-        return all(map(is_, self.posters.entries(block.poster_ids), block.sources))
+        # No poster cache entry was replaced since the last check: the
+        # sources are still current without looking at each of them.
+        version = self.posters.version
+        if block.checked == version:
+            return True
+        if all(map(is_, self.posters.entries(block.poster_ids), block.sources)):
+            block.checked = version
+            return True
+        return False
 
     def _build(
         self, state: VideoState, placement: Placement, where: str, who: str
@@ -141,6 +152,7 @@ class CandidateCache:
             poster_ids=list(state.poster_ids),
             retired=state.retired,
             sources=sources,
+            checked=self.posters.version,
             metas=metas,
             ids=ids,
             escaped=[escape(p) for p in ids],
@@ -198,6 +210,8 @@ class CandidateCache:
         if dims:
             unit = np.concatenate(units)  # type: ignore[arg-type]
             cosine = unit @ unit.T
-            np.clip(cosine, 0.0, 1.0, out=cosine)
+            # As clipping to [0, 1]: the tag similarity is never negative, so
+            # the maximum below already ignores a negative cosine.
+            np.minimum(cosine, 1.0, out=cosine)
             np.maximum(similarity, cosine, out=similarity)
         return similarity

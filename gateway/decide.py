@@ -221,6 +221,7 @@ class RowDecider:
         # updated with one column per placement (similarities are >= 0).
         closest_all = np.zeros(len(flat)) if similarity is not None else None
         lam = rules.mmr_lambda
+        mmr_moved = False
         for j, seg in enumerate(segments):
             s, e = seg.start, seg.end
             if closest_all is not None and j:
@@ -233,7 +234,9 @@ class RowDecider:
                         bonus_row[i] = b
                         if first is not None:
                             first[i] = first_draws[i] + b if mask_row[i] else -np.inf
-                    bonus[s:e] = bonus_row[s:e]
+                    mmr_moved = True
+                    if first is None:  # the choice below reads the array
+                        bonus[s:e] = bonus_row[s:e]
                     seg.rules.append("mmr")
             ramp = no_ramp
             if can_ramp and any(ramping_all[s:e]):
@@ -279,6 +282,8 @@ class RowDecider:
                 np.maximum(closest_all, similarity[:, s + index], out=closest_all)  # type: ignore[index]
 
         if draws is not None:  # Step 5
+            if mmr_moved:  # Thompson sampling chose from the lists alone
+                bonus = np.array(bonus_row)
             p_policy = _thompson_propensities(draws[1:], bonus, mask, segments, chosen)
         if prior is not None and self.ranker is not None:
             for seg in segments:
@@ -347,12 +352,18 @@ class RowDecider:
                         scene[i] = True
                         break
         cap = rules.exposure_cap_share
-        for seg in segments:
+        row_statuses = self.retirement.row_statuses(
+            rules,
+            [seg.state.video_id for seg in segments],
+            ids,
+            impressions,
+            clicks,
+            [(seg.start, seg.end) for seg in segments],
+        )
+        for seg, statuses in zip(segments, row_statuses, strict=True):
             s, e = seg.start, seg.end
-            if max(impressions[s:e]) >= rules.retire_min_impressions:
-                self._retirement(
-                    rules, seg, ids, impressions, clicks, mask, multipliers
-                )
+            if statuses is not None:
+                self._retirement(rules, seg, statuses, ids, mask, multipliers)
 
             exposure = seg.state.exposure
             if cap < 1.0 and exposure:
@@ -393,16 +404,12 @@ class RowDecider:
         self,
         rules: RuleConfig,
         seg: _Segment,
+        statuses: list[str],
         ids: list[str],
-        impressions: list[float],
-        clicks: list[float],
         mask: list[bool],
         multipliers: list[float],
     ) -> None:
-        s, e = seg.start, seg.end
-        statuses = self.retirement.statuses(
-            seg.state.video_id, rules, ids[s:e], impressions[s:e], clicks[s:e]
-        )
+        s = seg.start
         retired = [st == "retired" for st in statuses] if "retired" in statuses else []
         if retired and not all(retired):
             for j, r in enumerate(retired):

@@ -97,36 +97,46 @@ class Retirement:
             )
         return rule
 
-    def statuses(
+    def row_statuses(
         self,
-        video_id: str,
         rules: RuleConfig,
+        video_ids: Sequence[str],
         poster_ids: Sequence[str],
         impressions: Sequence[float],
         clicks: Sequence[float],
-    ) -> list[str]:
-        """Cached status of each poster (all active when unknown); stale or
-        missing statuses queue the video for the background evaluation.
+        bounds: Sequence[tuple[int, int]],
+    ) -> list[list[str] | None]:
+        """Cached statuses of a row's videos; stale or missing ones queue the
+        video for the background evaluation.
 
-        ``impressions`` and ``clicks`` are kept for that evaluation as given,
-        not copied: the caller must not change them afterwards.
+        Video ``j``'s posters are ``poster_ids[s:e]`` for ``(s, e) =
+        bounds[j]``, with their counts at the same positions. Its entry is the
+        status of each of them, or None when all are active: none has
+        ``retire_min_impressions`` yet, or the video was never evaluated. One
+        call serves the whole row, so the rule's identity and the clock are
+        taken once.
+
+        The slices of ``impressions`` and ``clicks`` are kept for that
+        evaluation as given, not copied.
         """
-        active = ["active"] * len(poster_ids)
-        if max(impressions, default=0) < rules.retire_min_impressions:
-            return active
-        identity = (
-            tuple(poster_ids),
-            rules.retire_min_impressions,
-            rules.demote_at,
-            rules.retire_at,
-            rules.retire_margin,
-        )
-        cached = self._cache.get(video_id)
-        fresh = cached is not None and cached[1] == identity
-        if not fresh or cached[0] < time.monotonic():  # type: ignore[index]
-            self._queue[video_id] = (rules, identity, impressions, clicks)
-            self._wake.set()
-        return cached[2] if fresh else active  # type: ignore[index]
+        minimum = rules.retire_min_impressions
+        tail = (minimum, rules.demote_at, rules.retire_at, rules.retire_margin)
+        now = time.monotonic()
+        cache, queue = self._cache, self._queue
+        out: list[list[str] | None] = []
+        for video_id, (start, end) in zip(video_ids, bounds, strict=True):
+            counts = impressions[start:end]
+            if max(counts, default=0) < minimum:
+                out.append(None)
+                continue
+            identity = (tuple(poster_ids[start:end]), *tail)
+            cached = cache.get(video_id)
+            fresh = cached is not None and cached[1] == identity
+            if not fresh or cached[0] < now:  # type: ignore[index]
+                queue[video_id] = (rules, identity, counts, clicks[start:end])
+                self._wake.set()
+            out.append(cached[2] if fresh else None)  # type: ignore[index]
+        return out
 
     def evaluate(
         self,

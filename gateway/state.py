@@ -251,6 +251,9 @@ class PosterCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, PosterMeta | None]] = {}
+        self.version = 0
+        """Number of :meth:`put` calls so far: while it stays the same, every
+        entry :meth:`entries` returns stays the same."""
 
     def get(self, poster_id: str, now: float) -> tuple[bool, PosterMeta | None]:
         """``(found, meta)``; a found None means the poster hash is absent."""
@@ -287,6 +290,7 @@ class PosterCache:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()  # rare; cheaper than tracking recency per hit
         self._entries[poster_id] = (now + self.ttl_s, meta)
+        self.version += 1
 
 
 class RowReader:

@@ -65,6 +65,9 @@ class ImpressionToken(NamedTuple):
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
+_b2a = binascii.b2a_base64
+
+
 def _b64(data: bytes) -> str:
     """base64url without padding (what ``urlsafe_b64encode`` and a strip give)."""
     return binascii.b2a_base64(data, newline=False).translate(_URLSAFE, b"=").decode()
@@ -84,8 +87,11 @@ class TokenSigner:
         if not secret:
             raise ValueError("the token secret must not be empty")
         # The keyed inner and outer hash states are computed once; each token
-        # copies them instead of re-deriving them from the secret.
-        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
+        # copies them instead of re-deriving them from the secret. CPython's
+        # HMAC wraps an OpenSSL one with the same copy, update and digest;
+        # copying that one directly skips the wrapper's Python-level copy.
+        keyed = hmac.new(secret, digestmod=hashlib.sha256)
+        self._keyed = getattr(keyed, "_hmac", None) or keyed
 
     def _mac(self, payload: bytes) -> bytes:
         mac = self._keyed.copy()
@@ -100,7 +106,11 @@ class TokenSigner:
         payload = orjson.dumps([VERSION, *fields])
         mac = self._keyed.copy()
         mac.update(payload)
-        return f"{_b64(payload)}.{_b64(mac.digest()[:MAC_BYTES])}"
+        # As _b64 of each part, with one translation for both: "." is kept,
+        # and "=" only ever pads the end of a part.
+        mac_text = _b2a(mac.digest()[:MAC_BYTES], newline=False)
+        text = _b2a(payload, newline=False) + b"." + mac_text
+        return text.translate(_URLSAFE, b"=").decode()
 
     def verify(self, text: str, now_ms: int, ttl_ms: int) -> ImpressionToken:
         """Return the token's facts.

@@ -51,3 +51,25 @@ def test_similarity_equals_the_direct_computation(vocabulary):
     masked = [b.tag_bits is not None for b in blocks]
     assert all(masked) if vocabulary <= 64 else not all(masked)
     assert np.array_equal(cache.similarity(blocks, flat), row_similarity(flat))
+
+
+def test_a_block_is_rebuilt_when_a_poster_entry_is_replaced():
+    rng = np.random.default_rng(7)
+    posters = PosterCache(ttl_s=60.0)
+    cache = CandidateCache(posters)
+    home = PLACEMENTS["home_row"]
+    first = _poster(rng, "v", 0, ["a"])
+    posters.put(first.poster_id, first, 0.0)
+    state = VideoState("v", {}, [first.poster_id], frozenset(), {}, frozenset())
+    block = cache.block(state, home, "", "")
+    assert cache.block(state, home, "", "") is block  # nothing changed
+
+    other = _poster(rng, "w", 0, ["b"])
+    posters.put(other.poster_id, other, 0.0)  # another video's poster
+    assert cache.block(state, home, "", "") is block
+
+    refreshed = _poster(rng, "v", 0, ["c"])
+    posters.put(refreshed.poster_id, refreshed, 1.0)
+    rebuilt = cache.block(state, home, "", "")
+    assert rebuilt is not block and rebuilt.metas[0] is refreshed
+    assert cache.block(state, home, "", "") is rebuilt

@@ -56,6 +56,15 @@ def test_expired_and_future_tokens_are_refused():
         TokenSigner(b"")
 
 
+@pytest.mark.parametrize("user_id", ["u", "uu", "uuu"])  # every padding length
+def test_a_token_is_each_part_in_base64url_without_padding(user_id):
+    token = TOKEN._replace(user_id=user_id)
+    payload = orjson.dumps([1, *token])
+    text = TokenSigner(b"k").sign(token)
+    assert text == _signed(payload)
+    assert "=" not in text and "+" not in text and "/" not in text
+
+
 def _signed(payload: bytes, secret: bytes = b"k") -> str:
     """A token whose mac is right for any payload bytes, well formed or not."""
     mac = hmac.new(secret, payload, hashlib.sha256).digest()[:MAC_BYTES]
