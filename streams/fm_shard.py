@@ -77,7 +77,7 @@ interactions stayed small for most of a three-minute demo run. In the
 demo's offline simulation (``bench/sim_policies.py``), with every vector
 random the FM's lift over Thompson sampling hung on the seed: +1% with the
 demo's (two runs) and +10..+14% with others. With this start it was
-+10..+13% in four runs over both."""
++9..+13% in four runs over both."""
 
 FM_PUBLISH_S = 5.0
 """How often the merged FM is published (reading every shard costs its size)."""
