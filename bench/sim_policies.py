@@ -252,10 +252,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--fm-learning-rate", type=float, default=None)
     args = parser.parse_args(argv)
-    catalog = orjson.loads(args.catalog.read_bytes())
-    users = load_users()
+    try:
+        catalog = orjson.loads(args.catalog.read_bytes())
+        posters = catalog["video_to_posters"]
+        missing = [
+            p
+            for ps in posters.values()
+            for p in ps
+            if p not in catalog["poster_to_features"]
+        ]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        parser.error(f"--catalog {args.catalog}: not a demo catalog.json ({e!r})")
+    if missing or not all(posters.values()):
+        parser.error(
+            f"--catalog {args.catalog}: posters without features or a video "
+            f"without posters ({missing[:3]})"
+        )
     settings = Settings().model_dump()
-    settings.update((k, float(v)) for k, v in (i.split("=", 1) for i in args.set))
+    for item in args.set:
+        name, _, value = item.partition("=")
+        try:
+            if name not in settings:
+                raise ValueError(name)
+            settings[name] = float(value)
+        except ValueError:
+            parser.error(f"--set {item!r}: expected NAME=NUMBER, NAME a keyart setting")
+    users = load_users()
     if args.fm_learning_rate is not None:
         import streams.fm_shard
 
