@@ -45,6 +45,9 @@ __all__ = [
     "scorer_from_export",
 ]
 
+MAX_FACTORS = 256
+"""Most latent factors an export may declare (the learner uses 8)."""
+
 FM_LABELS = ("plain", "fake_negative")
 """How an exported FM was labelled: one label per impression, or a negative
 per impression plus a positive per click (see :class:`FMScorer`)."""
@@ -254,26 +257,50 @@ class FMScorer:
     def from_export(cls, d: Mapping[str, Any]) -> FMScorer:
         """Build a scorer from :meth:`OnlineFM.export` (or its JSON round trip)."""
         try:
-            n_factors = int(d["n_factors"])
+            n_factors = d["n_factors"]
             weights_in = d["weights"]
             latents_in = d["latents"]
             intercept = float(d["intercept"])
-        except (KeyError, TypeError, ValueError) as exc:
+            version = int(d.get("version", 0))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not an FM export: {exc!r}") from exc
+        if isinstance(n_factors, bool) or not isinstance(n_factors, int):
+            raise ValueError(f"FM export n_factors must be an integer: {n_factors!r}")
+        if not 1 <= n_factors <= MAX_FACTORS:
+            raise ValueError(
+                f"FM export n_factors must be in [1, {MAX_FACTORS}], got {n_factors}"
+            )
+        if not isinstance(weights_in, Mapping) or not isinstance(latents_in, Mapping):
+            raise ValueError("FM export weights and latents must be objects by name")
         names = sorted(set(weights_in) | set(latents_in))
-        weights = np.array([float(weights_in.get(n, 0.0)) for n in names])
-        latents = np.zeros((len(names), n_factors))
-        for i, name in enumerate(names):
-            if name in latents_in:
-                vec = latents_in[name]
-                if len(vec) != n_factors:
-                    raise ValueError(
-                        f"FM export latent of {name!r} has {len(vec)} factors, "
-                        f"expected {n_factors}"
-                    )
-                latents[i] = vec
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError("FM export feature names must be strings")
+        try:
+            weights = np.array(
+                [float(weights_in.get(n, 0.0)) for n in names], dtype=np.float64
+            )
+            latents = np.zeros((len(names), n_factors))
+            for i, name in enumerate(names):
+                if name in latents_in:
+                    vec = np.asarray(latents_in[name], dtype=np.float64)
+                    if vec.shape != (n_factors,):
+                        raise ValueError(
+                            f"FM export latent of {name!r} has shape {vec.shape}, "
+                            f"expected ({n_factors},)"
+                        )
+                    latents[i] = vec
+        except TypeError as exc:
+            raise ValueError(
+                f"FM export holds a value that is not a number: {exc}"
+            ) from exc
+        if not (
+            math.isfinite(intercept)
+            and np.isfinite(weights).all()
+            and np.isfinite(latents).all()
+        ):
+            raise ValueError("FM export holds NaN or infinite values")
         labels = str(d.get("labels", "plain"))
-        return cls(intercept, names, weights, latents, int(d.get("version", 0)), labels)
+        return cls(intercept, names, weights, latents, version, labels)
 
     def logits(self, xs: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Raw model output for each feature dict (unknown features ignored)."""
@@ -393,11 +420,21 @@ def scorer_from_export(d: Mapping[str, Any]) -> FMScorer | ShardedFMScorer:
     ValueError
         When ``d`` is neither layout.
     """
-    shards = d.get("shards") if isinstance(d, Mapping) else None
+    if not isinstance(d, Mapping):
+        raise ValueError(f"an FM export is an object, got {type(d).__name__}")
+    shards = d.get("shards")
     if shards is None:
         return FMScorer.from_export(d)
     if not isinstance(shards, list) or not shards:
         raise ValueError("a sharded FM export needs a non-empty list of shards")
+    if not all(isinstance(s, Mapping) for s in shards):
+        raise ValueError("each shard of an FM export is an object")
     scorers = [FMScorer.from_export(s) for s in shards]
-    examples = [int(s.get("examples", s.get("version", 0))) for s in shards]
-    return ShardedFMScorer(scorers, examples, int(d.get("version", sum(examples))))
+    try:
+        examples = [int(s.get("examples", s.get("version", 0))) for s in shards]
+        version = int(d.get("version", sum(examples)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"FM export example counts must be integers: {exc}") from exc
+    if any(n < 0 for n in examples):
+        raise ValueError(f"FM export example counts must be >= 0, got {examples}")
+    return ShardedFMScorer(scorers, examples, version)

@@ -93,6 +93,48 @@ def test_nan_and_non_numeric_features() -> None:
         FMScorer.from_export({"weights": {}})
 
 
+GOOD_SHARD = {
+    "intercept": 0.0,
+    "weights": {"poster=a": 1.0},
+    "latents": {"poster=a": [0.1, 0.2]},
+    "n_factors": 2,
+    "examples": 3,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"weights": {"poster=a": float("nan")}}, "NaN or infinite"),
+        ({"intercept": float("inf")}, "NaN or infinite"),
+        ({"latents": {"poster=a": [float("nan"), 0.0]}}, "NaN or infinite"),
+        ({"latents": {"poster=a": 0.1}}, "shape"),
+        ({"latents": {"poster=a": [[0.1, 0.2]]}}, "shape"),
+        ({"latents": ["poster=a"]}, "objects by name"),
+        ({"weights": [1, 2]}, "objects by name"),
+        ({"weights": None}, "objects by name"),
+        ({"weights": {"poster=a": "x"}}, "could not convert"),
+        ({"n_factors": 10**12}, "n_factors must be in"),
+        ({"n_factors": 0}, "n_factors must be in"),
+        ({"n_factors": 2.7}, "n_factors must be an integer"),
+        ({"version": None}, "not an FM export"),
+        ({"examples": None}, "example counts"),
+        ({"examples": -1}, "example counts"),
+    ],
+)
+def test_a_malformed_fm_export_is_a_value_error(change, match) -> None:
+    # The gateway keeps its last good model on ValueError; anything else, or a
+    # model that scores NaN, would reach the select path.
+    from bandits.fm import scorer_from_export
+
+    with pytest.raises(ValueError, match=match):
+        scorer_from_export({"shards": [{**GOOD_SHARD, **change}], "version": 3})
+    with pytest.raises(ValueError):
+        scorer_from_export("x")  # type: ignore[arg-type]
+    scorer = scorer_from_export({"shards": [GOOD_SHARD], "version": 3})
+    assert np.isfinite(scorer.predict_proba([{"poster=a": 1.0}])).all()
+
+
 def test_linucb_shapes_and_values() -> None:
     model = LinUCB(dim=3)
     with pytest.raises(ValueError, match="shape"):
