@@ -15,7 +15,8 @@ model, as in the learner. What it leaves out: business rules (the demo sets
 them neutral), propensity logging, the broker and Redis. Learner state moves
 on every ``--flush-s`` of simulated time and the FM is republished every
 :data:`streams.fm_shard.FM_PUBLISH_S`; clicks arrive after the simulator's
-delays and those later than the attribution window are never credited.
+delays and those later than the demo's attribution window (60 s) are never
+credited.
 
 ``--catalog`` is a JSON file ``{"video_to_posters": {...},
 "poster_to_features": {...}}``; ``keyart demo`` writes one as
@@ -38,12 +39,15 @@ from typing import Any
 
 import numpy as np
 import orjson
+from pydantic import ValidationError
 
 from bandits.features import FEATURE_DIM, cross_features_many
 from bandits.fm import FMScorer, ShardedFMScorer, fm_features, scorer_from_export
+from bandits.policies import POLICIES as POLICY_CLASSES
 from bandits.policies import Policy, make_policy
 from bandits.state import ArmStats
 from keyart.settings import Settings
+from producers.demo import DemoOptions
 from producers.simulator import ClickModel, ClickParams, Oracle, TrafficSimulator
 from producers.users import SimUser, load_users
 from streams.fm_shard import FM_PUBLISH_S, FMShard, merge_fm
@@ -234,6 +238,35 @@ def play(
     return out
 
 
+def read_catalog(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    """The demo's ``catalog.json``, checked; a usage error when it is not one."""
+    try:
+        catalog = orjson.loads(path.read_bytes())
+        posters, features = catalog["video_to_posters"], catalog["poster_to_features"]
+        ok = (
+            posters
+            and all(isinstance(ps, list) and ps for ps in posters.values())
+            and all(
+                isinstance(p, str)
+                and isinstance(features.get(p), dict)
+                and all(
+                    isinstance(v, int | float) and not isinstance(v, bool)
+                    for v in features[p].values()
+                )
+                for ps in posters.values()
+                for p in ps
+            )
+        )
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        parser.error(f"--catalog {path}: not a demo catalog.json ({e!r})")
+    if not ok:
+        parser.error(
+            f"--catalog {path}: every video needs a list of posters, and every "
+            "poster an object of numeric features"
+        )
+    return catalog
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=Path, required=True)
@@ -252,37 +285,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--fm-learning-rate", type=float, default=None)
     args = parser.parse_args(argv)
-    try:
-        catalog = orjson.loads(args.catalog.read_bytes())
-        posters = catalog["video_to_posters"]
-        missing = [
-            p
-            for ps in posters.values()
-            for p in ps
-            if p not in catalog["poster_to_features"]
-        ]
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        parser.error(f"--catalog {args.catalog}: not a demo catalog.json ({e!r})")
-    if missing or not all(posters.values()):
+    for name in ("seconds", "rate", "flush_s", "fm_learning_rate"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a positive number")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    policies = list(dict.fromkeys(args.policies.split(",")))
+    unknown = [p for p in policies if p not in POLICY_CLASSES]
+    if unknown or not {"random", "thompson"} <= set(policies):
         parser.error(
-            f"--catalog {args.catalog}: posters without features or a video "
-            f"without posters ({missing[:3]})"
+            f"--policies: unknown {unknown}; the lifts need random and thompson; "
+            f"known: {', '.join(sorted(POLICY_CLASSES))}"
         )
-    settings = Settings().model_dump()
+    catalog = read_catalog(parser, args.catalog)
+    # The demo's settings: its attribution window is a minute, not the default.
+    updates: dict[str, Any] = {"attribution_window_s": DemoOptions.attribution_window_s}
     for item in args.set:
         name, _, value = item.partition("=")
-        try:
-            if name not in settings:
-                raise ValueError(name)
-            settings[name] = float(value)
-        except ValueError:
-            parser.error(f"--set {item!r}: expected NAME=NUMBER, NAME a keyart setting")
+        if name not in Settings.model_fields:
+            parser.error(f"--set {item!r}: expected NAME=VALUE, NAME a keyart setting")
+        updates[name] = value
+    try:
+        settings = Settings(**updates).model_dump()
+    except ValidationError as e:
+        parser.error(f"--set: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}")
     users = load_users()
     if args.fm_learning_rate is not None:
         import streams.fm_shard
 
         streams.fm_shard.FM_LEARNING_RATE = args.fm_learning_rate
-    policies = args.policies.split(",")
     results: dict[str, list[float]] = {}
     started = time.perf_counter()
     for run in range(args.runs):
@@ -306,14 +338,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             + f"  ({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
-    print(f"\n{'policy':<22} {'expected CTR %':>15} {'vs random %':>12} {'vs TS %':>9}")
+    width = max(len(name) for name in results) + 1
+    header = f"{'expected CTR %':>15} {'vs random %':>12} {'vs TS %':>9}"
+    print(f"\n{'policy':<{width}} {header}")
     for name, values in results.items():
         part = name[name.find(" ") :] if " " in name else ""
         v = np.array(values)
         lift_r = 100 * (v / np.array(results.get("random" + part, np.nan)) - 1)
         lift_t = 100 * (v / np.array(results.get("thompson" + part, np.nan)) - 1)
         print(
-            f"{name:<22} {100 * v.mean():>15.2f} "
+            f"{name:<{width}} {100 * v.mean():>15.2f} "
             f"{lift_r.mean():>+8.1f} ({(lift_r > 0).sum()}/{len(v)})"
             f" {lift_t.mean():>+6.1f} ({(lift_t > 0).sum()}/{len(v)})"
         )

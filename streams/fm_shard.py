@@ -6,7 +6,7 @@ a replay picks the same ones). Labels follow the fake-negative scheme: a
 sampled impression is learnt as a negative when it arrives, and a click
 credited to it adds a positive with the same features. Waiting for the
 attribution window to close before calling an impression unclicked would
-keep every negative from the model for that long (a minute by default), and
+keep every negative from the model for that long (a minute in the demo), and
 a model that has only seen positives rates every poster it has seen clicked
 highly. The model then estimates ``p / (1 + p)`` for click probability ``p``;
 the export says so (``labels``) and :class:`bandits.fm.FMScorer` turns it back
