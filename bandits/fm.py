@@ -386,7 +386,8 @@ class ShardedFMScorer:
         self.poster_shard = {name: i for name, (i, _) in owner.items()}
 
     def _shard_of(self, x: Mapping[str, float]) -> int | None:
-        for name in x:
+        # fm_features puts the poster's id last: look there first.
+        for name in reversed(x) if isinstance(x, dict) else x:
             if name.startswith("poster="):
                 return self.poster_shard.get(name)
         return None

@@ -70,10 +70,9 @@ of about a logit (the sum of its many feature-pair interactions), and a
 young model would rank the posters by that luck; the offset is unlearnt
 only slowly. With poster vectors at zero, a fresh model ranks posters by
 their own weights, and the user vectors' randomness is what lets the
-interactions grow (a poster vector's gradient is proportional to the user
-vectors). A latent vector's gradient is proportional to the other features'
-vectors, so small ones grow slowly: from 0.1, river's default, the
-interactions stayed small for most of a three-minute demo run. In the
+interactions grow: a poster vector's gradient is proportional to the user
+vectors, so from 0.1, river's default spread, the interactions stayed small
+for most of a three-minute demo run. In the
 demo's offline simulation (``bench/sim_policies.py``), with every vector
 random the FM's lift over Thompson sampling hung on the seed: +1% with the
 demo's (two runs) and +10..+14% with others. With this start it was
