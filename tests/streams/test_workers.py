@@ -252,10 +252,13 @@ def assert_fm_close(client, a, b):
     # time order (unsorted, the killed learner ended at three times the
     # uninterrupted one's click rate), but one catching up fetches the
     # impressions topic ahead of the clicks topic, so its last examples are
-    # mostly positives: each poster's own shard ended 24-28% higher in three
-    # runs, the same for every poster, so the ranking holds.
+    # mostly positives: each poster's own shard ended 23-28% higher in four
+    # runs, about the same for every poster. What the FM policy acts on, how
+    # the posters compare (their log ratios), agreed within 0.03 in the two
+    # runs printed.
     assert np.allclose(pa, pb, rtol=0.35, atol=0.0), (pa, pb)
-    assert np.argsort(pa).tolist() == np.argsort(pb).tolist(), (pa, pb)
+    la, lb = np.log(pa), np.log(pb)
+    assert np.allclose(la - la.mean(), lb - lb.mean(), atol=0.1), (pa, pb)
 
 
 def test_reference_counts_match_the_rules(run, redis_client):
