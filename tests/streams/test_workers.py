@@ -252,7 +252,7 @@ def assert_fm_close(client, a, b):
     # time order (unsorted, the killed learner ended at three times the
     # uninterrupted one's click rate), but one catching up fetches the
     # impressions topic ahead of the clicks topic, so its last examples are
-    # mostly positives: each poster's own shard ended 23-28% higher in four
+    # mostly positives: each poster's own shard ended 21-28% higher in four
     # runs, about the same for every poster. What the FM policy acts on, how
     # the posters compare (their log ratios), agreed within 0.03 in the two
     # runs printed.
