@@ -95,18 +95,11 @@ class Learner:
             _, _, event = heapq.heappop(self._pending)
             kind, video, poster, context, features = event
             xs, ys = examples.setdefault(video, ([], []))
-            tally = self.counts.setdefault(poster, [0, 0])
-            x = fm_features(context, features, poster_id=poster)
-            if kind == "impression":
-                tally[0] += 1
-                imp_pairs.append((context, features))
-                xs.append(x)
-                ys.append(False)
-            else:
-                tally[1] += 1
-                click_pairs.append((context, features))
-                xs.append(x)
-                ys.append(True)
+            clicked = kind == "click"
+            self.counts.setdefault(poster, [0, 0])[clicked] += 1
+            (click_pairs if clicked else imp_pairs).append((context, features))
+            xs.append(fm_features(context, features, poster_id=poster))
+            ys.append(clicked)
         if imp_pairs:
             self.linucb_shard.add_impressions(feature_rows(imp_pairs, FEATURE_DIM))
         if click_pairs:
