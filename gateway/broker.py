@@ -1,11 +1,16 @@
 """The gateway's Kafka producer: never blocks the event loop.
 
-One confluent-kafka producer serves the collector (which waits for the
-broker's acknowledgement, so a client learns which events to resend) and the
-decision log (fire and forget: a decision that cannot be logged is counted,
-never waited for). A daemon thread serves delivery callbacks; it spends its
-time in librdkafka's poll, outside the GIL, and hands each outcome to the
-event loop.
+Two confluent-kafka producers share one daemon thread that serves their
+delivery callbacks:
+
+- the collector's waits for the broker's acknowledgement of every event, so a
+  client learns which events to resend; its thread hands each outcome to the
+  event loop;
+- the decision log's is fire and forget: a decision that cannot be logged is
+  counted, never waited for. It reports failed records only
+  (``delivery.report.only.error``). A select logs twenty decisions, and a
+  Python callback for each delivered one cost the process the GIL twenty
+  times a row while it had nothing to say.
 
 A full local queue (the broker is gone for long) makes ``produce`` refuse at
 once instead of waiting, and librdkafka gives up on a record after
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,18 +56,20 @@ class GatewayProducer:
 
         self.settings = settings
         self.codec = codec or get_codec()
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "linger.ms": 5,
-                "acks": "all",
-                "enable.idempotence": False,
-                "partitioner": "murmur2_random",
-                "message.timeout.ms": int(timeout_s * 1000),
-                "queue.buffering.max.messages": 200_000,
-                "socket.connection.setup.timeout.ms": 3000,
-            }
-        )
+        config = {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "linger.ms": 5,
+            "acks": "all",
+            "enable.idempotence": False,
+            "partitioner": "murmur2_random",
+            "message.timeout.ms": int(timeout_s * 1000),
+            "queue.buffering.max.messages": 200_000,
+            "socket.connection.setup.timeout.ms": 3000,
+        }
+        self._producer = Producer(config)
+        """The collector's producer: every outcome is reported."""
+        self._log_producer = Producer({**config, "delivery.report.only.error": True})
+        """The decision log's producer (and :meth:`log`'s): failures only."""
         self._topics = {k: settings.topic(v) for k, v in KIND_TO_TOPIC.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -77,18 +85,22 @@ class GatewayProducer:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            self._producer.poll(0.025)
+            self._log_producer.poll(0.025)
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (up to ``timeout``) and stop the thread."""
+        deadline = time.monotonic() + timeout
         left = self._producer.flush(timeout)
+        left += self._log_producer.flush(max(0.0, deadline - time.monotonic()))
         if left:
             logger.error("%s records undelivered at shutdown", left)
             DECISION_LOG_FAILURES.labels(reason="shutdown").inc(left)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        self._producer = _Closed()  # librdkafka stops reconnecting once released
+        # librdkafka stops reconnecting once released
+        self._producer = self._log_producer = _Closed()
 
     def produce_many(
         self, items: list[tuple[str, bytes, str]]
@@ -139,7 +151,7 @@ class GatewayProducer:
             DECISION_LOG_FAILURES.labels(reason="encode").inc()
             return
         try:
-            self._producer.produce(
+            self._log_producer.produce(
                 self._topics[kind],
                 value=value,
                 key=str(record.get("video_id", "")).encode() or None,
@@ -169,7 +181,7 @@ class GatewayProducer:
             messages.append({"value": value, "key": key})
         if not messages:
             return
-        queued = self._producer.produce_batch(
+        queued = self._log_producer.produce_batch(
             self._topics[kind], messages, on_delivery=_count_failure
         )
         if queued < len(messages):
@@ -186,8 +198,8 @@ class GatewayProducer:
                     ).inc()
 
     def queued(self) -> int:
-        """Records waiting in the local queue."""
-        return len(self._producer)
+        """Records waiting in the local queues."""
+        return len(self._producer) + len(self._log_producer)
 
 
 class _Closed:

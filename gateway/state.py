@@ -305,19 +305,19 @@ class RowReader:
         self.posters = posters
         self._script = redis.register_script(_ROW_SCRIPT)
 
-    async def read(
+    async def raw(
         self,
         user_id: str,
         video_ids: list[str],
         exposure_window_s: float,
         seen_recency_s: float,
-    ) -> list[VideoState]:
-        """Every video's state, in the order asked."""
+    ) -> list[Any]:
+        """The row script's reply: five lists per video (see :meth:`read`)."""
         now_ms = int(time.time() * 1000)
         keys = self.keys
         window_buckets = int(np.ceil(exposure_window_s * 1000 / EXPOSURE_BUCKET_MS))
         current = now_ms // EXPOSURE_BUCKET_MS
-        reply = await self._script(
+        return await self._script(  # type: ignore[no-any-return]
             args=(
                 current - window_buckets + 1,
                 current - EXPOSURE_KEEP_BUCKETS,
@@ -330,6 +330,16 @@ class RowReader:
                 " ".join(map(escape, video_ids)),
             )
         )
+
+    async def read(
+        self,
+        user_id: str,
+        video_ids: list[str],
+        exposure_window_s: float,
+        seen_recency_s: float,
+    ) -> list[VideoState]:
+        """Every video's state, in the order asked."""
+        reply = await self.raw(user_id, video_ids, exposure_window_s, seen_recency_s)
         per_video = max(
             1,
             min(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,7 @@ from confluent_kafka import Producer
 from gateway.broker import GatewayProducer
 from gateway.metrics import DECISION_LOG_FAILURES
 from keyart.settings import Settings
+from keyart.stack import free_port
 from schemas.codec import get_codec
 from tests.helpers import consume_raw
 
@@ -50,7 +52,7 @@ def test_a_batch_lands_on_the_partitions_one_by_one_logging_gives(producer, sett
     for video in videos:
         producer.log("decision", _decision(f"one-{video}", video))
     producer.log_many("decision", [_decision(f"many-{v}", v) for v in videos])
-    assert producer._producer.flush(10) == 0
+    assert producer._log_producer.flush(10) == 0
 
     messages = consume_raw(settings, settings.topic("decisions"), 2 * len(videos))
     where: dict[str, dict[str, int]] = {"one": {}, "many": {}}
@@ -70,7 +72,7 @@ def test_a_batch_counts_records_it_cannot_encode_or_queue(producer, settings):
 
     # The same producer class with a queue of three records, whose batches
     # wait for a second before they are sent: the fourth and fifth are refused.
-    producer._producer = Producer(
+    producer._log_producer = Producer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
             "linger.ms": 1000,
@@ -79,3 +81,26 @@ def test_a_batch_counts_records_it_cannot_encode_or_queue(producer, settings):
     )
     producer.log_many("decision", [_decision(f"d{i}", "v") for i in range(5)])
     assert _failures("queue_full") == full + 2
+
+
+def test_a_decision_the_broker_never_takes_is_counted(settings):
+    # The decision log's producer reports failed records only; this checks
+    # that a failure still reaches the counter. Nobody listens on the port.
+    nowhere = settings.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{free_port(0)}"}
+    )
+    loop = asyncio.new_event_loop()
+    made = GatewayProducer(nowhere, timeout_s=1.0)
+    made.start(loop)
+    before = _failures("broker")
+    try:
+        made.log_many("decision", [_decision("lost", "v")])
+        assert made.queued() == 1
+        deadline = time.monotonic() + 10
+        while _failures("broker") == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _failures("broker") == before + 1
+        assert made.queued() == 0
+    finally:
+        made.close(timeout=0.5)
+        loop.close()
