@@ -46,7 +46,7 @@ from gateway.models import (
     SelectResponse,
 )
 from gateway.placements import PLACEMENTS
-from gateway.service import Gateway
+from gateway.service import Gateway, freeze_startup_objects
 from keyart.settings import Settings, get_settings
 
 __all__ = ["create_app"]
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gateway.posters,
             loop_lag=lambda: gateway.loop_lag_s,
         )
+        freeze_startup_objects()
         try:
             yield
         finally:

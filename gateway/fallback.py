@@ -1,10 +1,11 @@
 """Answers without Redis: the process's last view of each video.
 
-Every successful row read is remembered per video (its approved posters, the
-retired ones and the arm counts). When Redis is down or over its budget, a
-video is answered with its remembered poster of highest all-time posterior
-mean click-through rate (Beta(1, 1) prior; ties go to the smaller poster id),
-among those that fit the placement. That choice is deterministic: the same
+Successful row reads are remembered per video (its approved posters, the
+retired ones and the arm counts), each video's at most every five seconds.
+When Redis is down or over its budget, a video is answered with its
+remembered poster of highest all-time posterior mean click-through rate
+(Beta(1, 1) prior; ties go to the smaller poster id), among those that fit
+the placement. That choice is deterministic: the same
 process gives every user the same poster until Redis is back, and the
 decision carries ``fallback=true`` and propensity 1.
 
@@ -16,6 +17,7 @@ once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from bandits.state import ArmStats
@@ -30,16 +32,34 @@ __all__ = ["FallbackCache"]
 class FallbackCache:
     """The last live state seen of each video, bounded in count."""
 
-    def __init__(self, posters: PosterCache, max_videos: int = 200_000) -> None:
+    def __init__(
+        self, posters: PosterCache, max_videos: int = 200_000, every_s: float = 5.0
+    ) -> None:
         self.posters = posters
         self.max_videos = max_videos
+        self.every_s = every_s
         self._videos: dict[str, VideoState] = {}
+        self._until: dict[str, float] = {}
 
-    def remember(self, states: Sequence[VideoState]) -> None:
+    def remember(self, states: Sequence[VideoState], now: float | None = None) -> None:
+        """Keep each video's state, replacing it at most every ``every_s``.
+
+        A fallback a few seconds old serves as well as the newest one, and
+        keeping every row's states made twenty states and their containers a
+        row outlive the garbage collector's young generation: its pauses grew
+        with them, and the gateway's slowest answers with its pauses.
+        """
+        now = time.monotonic() if now is None else now
         if len(self._videos) + len(states) > self.max_videos:
             self._videos.clear()
+            self._until.clear()
+        videos, until = self._videos, self._until
         for state in states:
-            self._videos[state.video_id] = state
+            video_id = state.video_id
+            if until.get(video_id, 0.0) > now:
+                continue
+            videos[video_id] = state
+            until[video_id] = now + self.every_s
 
     def _best(self, state: VideoState, placement: Placement) -> PosterMeta | None:
         best: tuple[float, str] | None = None

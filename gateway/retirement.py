@@ -36,6 +36,9 @@ from gateway.config import RuleConfig
 
 __all__ = ["Retirement"]
 
+REQUEUE_S = 1.0
+"""Shortest time between two replacements of a queued video's counts."""
+
 logger = logging.getLogger("gateway")
 
 
@@ -73,7 +76,8 @@ class Retirement:
         self._rules: dict[tuple[float, ...], RetirementRule] = {}
         self._cache: dict[str, tuple[float, tuple[Any, ...], list[str]]] = {}
         self._queue: dict[
-            str, tuple[RuleConfig, tuple[Any, ...], Sequence[float], Sequence[float]]
+            str,
+            tuple[RuleConfig, tuple[Any, ...], Sequence[float], Sequence[float], float],
         ] = {}
         self._wake = asyncio.Event()
 
@@ -133,7 +137,19 @@ class Retirement:
             cached = cache.get(video_id)
             fresh = cached is not None and cached[1] == identity
             if not fresh or cached[0] < now:  # type: ignore[index]
-                queue[video_id] = (rules, identity, counts, clicks[start:end])
+                # A queued video's counts are replaced at most once a second:
+                # replacing them on every row kept a new tuple and two lists
+                # alive per video and row until the evaluation, and those
+                # survivors made the collector's pauses long.
+                queued = queue.get(video_id)
+                if queued is None or queued[4] < now:
+                    queue[video_id] = (
+                        rules,
+                        identity,
+                        counts,
+                        clicks[start:end],
+                        now + REQUEUE_S,
+                    )
                 self._wake.set()
             out.append(cached[2] if fresh else None)  # type: ignore[index]
         return out
@@ -163,7 +179,7 @@ class Retirement:
                 self._wake.clear()
                 while self._queue:
                     video_id = next(iter(self._queue))
-                    rules, identity, n, c = self._queue.pop(video_id)
+                    rules, identity, n, c, _ = self._queue.pop(video_id)
                     try:
                         statuses = await loop.run_in_executor(
                             pool, self.evaluate, rules, identity[0], n, c

@@ -11,6 +11,7 @@ skipped for a second, so a dead Redis costs no waiting at all.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import time
@@ -42,13 +43,28 @@ from keyart.keys import Keys
 from keyart.settings import Settings
 from ranking.serving import Ranker
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "freeze_startup_objects"]
 
 logger = logging.getLogger("gateway")
 
 CIRCUIT_FAILURES = 3
 POSTER_TTL_S = 600.0
 CIRCUIT_OPEN_S = 1.0
+
+
+def freeze_startup_objects() -> None:
+    """Leave what the process holds at startup out of garbage collection.
+
+    Modules, the application, its routes and schemas live as long as the
+    process. A full collection walked them all (about 170,000 objects) and
+    paused the event loop for about 100 ms, during which every request in
+    flight waited. Frozen (:func:`gc.freeze`), they are no longer walked.
+    Only the first call in a process freezes: a second application in the
+    same process (as in tests) would freeze the first one's leftovers.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 class Gateway:

@@ -95,12 +95,11 @@ def test_a_decision_the_broker_never_takes_is_counted(settings):
     before = _failures("broker")
     try:
         made.log_many("decision", [_decision("lost", "v")])
-        assert made.queued() == 1
         deadline = time.monotonic() + 10
         while _failures("broker") == before and time.monotonic() < deadline:
             time.sleep(0.1)
+        time.sleep(0.3)  # a second report of the same record would land by now
         assert _failures("broker") == before + 1
-        assert made.queued() == 0
     finally:
         made.close(timeout=0.5)
         loop.close()
