@@ -4,6 +4,7 @@ Commands::
 
     keyart posters worker            consume video-published events (a group)
     keyart posters run FILE          make one local video's (or photo's) posters
+    keyart posters publish FILE      put a video on the videos topic for workers
     keyart posters migrate           bring the catalog database to the newest schema
     keyart posters review list       pending candidates, best first
     keyart posters review approve ID...
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -31,6 +33,7 @@ posters = typer.Typer(
         "\n\n\b\nExamples:\n"
         "  keyart posters run bikes.mp4 --kind trailer\n"
         "  keyart posters worker\n"
+        "  keyart posters publish bikes.mp4 --kind trailer\n"
         "  keyart posters review list --video-id bikes"
     ),
     no_args_is_help=True,
@@ -148,6 +151,59 @@ def run(
     typer.echo(
         f"job {outcome.job_id}: {len(outcome.rows)} candidates pending review "
         f"in {settings.database_url}, images in {settings.poster_store}"
+    )
+
+
+@posters.command("publish")
+def publish(
+    path: str = typer.Argument(..., help="A video file the workers can read."),
+    video_id: str = typer.Option(None, help="Video id (default: the file name)."),
+    kind: str = typer.Option(
+        "other", help="trailer, feature, episode or other (sets the sampling)."
+    ),
+    title: str = typer.Option(None, help="Title stored with the video."),
+) -> None:
+    """Put a video on the videos topic, for `keyart posters worker` to take.
+
+    The event names the file by its absolute path, so the workers must see
+    the same file system. Example: `keyart posters publish trailer.mp4
+    --video-id trailer-1 --kind trailer`.
+    """
+    from keyart.cli import settings_for_cli
+    from producers.events import EventProducer, ProduceError
+    from workers.runner import video_event
+    from workers.validate import check_video_event
+
+    if kind not in ("trailer", "feature", "episode", "other"):
+        typer.secho(f"--kind: unknown kind {kind!r}", fg="red", err=True)
+        raise typer.Exit(2)
+    if not Path(path).is_file():
+        typer.secho(f"{path}: no such file", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = settings_for_cli()
+    event = video_event(
+        path, video_id, kind=kind, **({"title": title} if title else {})
+    )
+    problem = check_video_event(event)
+    if problem is not None:
+        hint = "" if video_id else " (choose one with --video-id)"
+        typer.secho(problem + hint, fg="red", err=True)
+        raise typer.Exit(2)
+    producer = EventProducer(settings)
+    producer.send("video_published", event)
+    try:
+        producer.flush(timeout=15)
+    except ProduceError as error:
+        typer.secho(
+            f"not published: {error} (is the broker at "
+            f"{settings.kafka_bootstrap} up? KEYART_KAFKA_BOOTSTRAP)",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"published video {event['video_id']} ({event['uri']}) to "
+        f"{settings.topic('videos')} as event {event['event_id']}"
     )
 
 

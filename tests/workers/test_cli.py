@@ -30,7 +30,7 @@ def test_help_lists_the_commands():
     runner = CliRunner()
     result = runner.invoke(app, ["posters", "--help"])
     assert result.exit_code == 0
-    for command in ("worker", "run", "migrate", "review"):
+    for command in ("worker", "run", "publish", "migrate", "review"):
         assert command in result.output
     result = runner.invoke(app, ["posters", "review", "--help"])
     for command in ("list", "approve", "reject", "bulk-approve"):
@@ -85,3 +85,33 @@ def test_run_review_and_errors(env, media, tmp_path):
 def test_migrate(env):
     result = CliRunner().invoke(app, ["posters", "migrate"], env=env)
     assert result.exit_code == 0 and "catalog at head" in result.output
+
+
+def test_publish_puts_a_video_on_the_topic_the_workers_read(make_settings, media):
+    from schemas.codec import get_codec
+    from tests.helpers import consume_raw
+
+    settings = make_settings(topics=True)
+    env = {
+        "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "KEYART_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    runner = CliRunner()
+    path = media("bikes.mp4")
+    result = runner.invoke(
+        app,
+        ["posters", "publish", str(path), "--video-id", "bikes-1", "--kind", "trailer"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "published video bikes-1" in result.output
+    (message,) = consume_raw(settings, settings.topic("videos"), 1)
+    record = get_codec().decode("video_published", message.value())
+    assert message.key() == b"bikes-1"
+    assert (record["video_id"], record["kind"]) == ("bikes-1", "trailer")
+    assert record["uri"] == str(path.resolve())
+
+    missing = runner.invoke(app, ["posters", "publish", "nowhere.mp4"], env=env)
+    assert missing.exit_code == 2 and "nowhere.mp4: no such file" in missing.output
+    odd = runner.invoke(app, ["posters", "publish", str(path), "--kind", "x"], env=env)
+    assert odd.exit_code == 2 and "unknown kind" in odd.output
