@@ -170,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "collector that feeds them.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # served by _mount_docs from local files
+        redoc_url=None,
     )
     app.state.gateway = gateway
 
@@ -287,6 +289,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[_admin_dependency()],
     )
     _optional_router(app, "gateway.dashboard")
+    _mount_docs(app)
     _mount_posters(app, settings)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     return app
@@ -313,6 +316,29 @@ def _mount_operations(app: FastAPI, gateway: Gateway) -> None:
         "broker": check_broker(gateway.settings.kafka_bootstrap),
     }
     app.include_router(health_router(checks, name="gateway"))
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the installed ``swagger-ui-bundle`` files.
+
+    FastAPI's default page loads Swagger UI from a CDN, so on a machine
+    without internet access (many gateways run behind one) it stayed blank.
+    """
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title}: API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def _mount_posters(app: FastAPI, settings: Settings) -> None:

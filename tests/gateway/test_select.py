@@ -100,6 +100,19 @@ def test_openapi_documents_fields_and_examples(gateway):
     assert "/v1/events" in spec["paths"] and "/admin/rules" in spec["paths"]
 
 
+def test_the_docs_page_loads_everything_from_the_gateway(gateway):
+    import re
+
+    page = gateway.client.get("/docs")
+    assert page.status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
+    for asset in assets:
+        response = gateway.client.get(asset)
+        assert response.status_code == 200 and response.content, asset
+
+
 def test_linucb_serves_from_the_learners_model_in_redis(gateway):
     import numpy as np
 
