@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
             obd_rounds=3000 if short else None,
             keys_ttl_s=0 if keep else 86_400,
         )
-        console = Console(width=max(Console().width, 132))
+        console = Console(width=max(Console().width, 150))
         try:
             run_demo(settings, options, console)
         except (StackError, ChildFailed) as error:
