@@ -224,6 +224,11 @@ class Settings(BaseSettings):
     )
 
     # Poster production --------------------------------------------------------
+    video_roots: str = Field(
+        "",
+        description="Folders the poster workers may read videos from, comma "
+        "separated (empty: any local file the process can read).",
+    )
     poster_store: Path = Field(
         Path("var/posters"), description="Folder the poster images are written to."
     )

@@ -29,7 +29,13 @@ from workers import metrics
 from workers.catalog import Catalog, refused_by_database
 from workers.jobs import Claim, claim_job, complete_job, fail_job
 from workers.pipeline import Candidate, PipelineConfig, PosterPipeline
-from workers.source import IMAGE_SUFFIXES, BadInput, local_path, read_image
+from workers.source import (
+    IMAGE_SUFFIXES,
+    BadInput,
+    inside_roots,
+    local_path,
+    read_image,
+)
 from workers.store import PosterStore
 
 __all__ = ["JobOutcome", "JobRunner", "candidate_record", "video_event"]
@@ -109,7 +115,7 @@ class JobRunner:
         on_start: Callable[[int], None] | None,
     ) -> tuple[list[Candidate], int]:
         """The candidates of the event's file and how many frames they came from."""
-        path = local_path(event["uri"])
+        path = inside_roots(local_path(event["uri"]), self.settings.video_roots)
         if path.suffix.lower() in IMAGE_SUFFIXES:
             image = read_image(path, self.pipeline.config.limits)
             found = self.pipeline.run_image(image, event["video_id"], event["event_id"])

@@ -78,6 +78,27 @@ def local_path(uri: str) -> Path:
     raise BadInput(f"unsupported uri scheme {parsed.scheme!r} in {uri!r}")
 
 
+def inside_roots(path: Path, roots: str) -> Path:
+    """``path`` with symbolic links resolved, when it lies inside ``roots``.
+
+    ``roots`` is the comma-separated ``KEYART_VIDEO_ROOTS``; empty lets any
+    local file through. Resolving first means neither ``..`` nor a link inside
+    a root reaches a file outside it.
+
+    Raises
+    ------
+    BadInput
+        For a path outside every root.
+    """
+    allowed = [Path(r.strip()).resolve() for r in roots.split(",") if r.strip()]
+    resolved = path.resolve()
+    if allowed and not any(resolved.is_relative_to(root) for root in allowed):
+        raise BadInput(
+            f"{path} is outside the folders videos may come from (KEYART_VIDEO_ROOTS)"
+        )
+    return resolved
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise BadInput(f"no such file: {path}")
