@@ -19,13 +19,25 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "get_settings", "load_settings"]
+__all__ = [
+    "SECRET_SETTINGS",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "load_settings",
+    "shown_value",
+]
 
 ENV_PREFIX = "KEYART_"
+SECRET_SETTINGS = frozenset({"admin_token", "token_secret"})
+"""Settings whose whole value is a secret; a URL setting's password is masked
+wherever the URL is (:func:`shown_value`)."""
+_SECRET_QUERY_WORDS = ("password", "secret", "token")
 
 
 class SettingsError(ValueError):
@@ -323,6 +335,44 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """Return the full topic name for a short name such as ``impressions``."""
         return f"{self.topic_prefix}.{name}"
+
+
+def shown_value(name: str, value: object) -> str:
+    """A setting's value as keyart prints it, without its secrets.
+
+    A secret setting shows only whether it is set and how long it is; a URL
+    keeps everything but its password, in the user part or in the query.
+
+    Examples
+    --------
+    >>> shown_value("admin_token", "s3cret-value")
+    'set (12 chars)'
+    >>> shown_value("admin_token", "")
+    ''
+    >>> shown_value("redis_url", "redis://:hunter2@cache:6379/0")
+    'redis://:***@cache:6379/0'
+    >>> shown_value("database_url", "postgresql://ana:pw@db/keyart?password=pw")
+    'postgresql://ana:***@db/keyart?password=***'
+    """
+    text = str(value)
+    if name in SECRET_SETTINGS:
+        return f"set ({len(text)} chars)" if text else ""
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        user_info, _, host = netloc.rpartition("@")
+        netloc = f"{user_info.partition(':')[0]}:***@{host}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(map(_secret_key, (key for key, _ in pairs))):
+        masked = [(k, "***" if _secret_key(k) else v) for k, v in pairs]
+        query = urlencode(masked, safe="*")
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def _secret_key(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_QUERY_WORDS)
 
 
 def _names_variables(error: ValidationError) -> str:

@@ -71,3 +71,51 @@ def test_cli_fails_at_start_naming_the_setting() -> None:
     )
     assert result.returncode == 2
     assert "KEYART_ATTRIBUTION_WINDOW_S" in result.stderr
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import keyart.settings
+
+    result = doctest.testmod(keyart.settings)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_settings_command_masks_secrets(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from keyart.cli import app
+
+    token, secret = "admin-token-" + "a" * 20, "signing-secret-b"
+    env = {
+        "KEYART_STATE_DIR": str(tmp_path),
+        "KEYART_ADMIN_TOKEN": token,
+        "KEYART_TOKEN_SECRET": secret,
+        "KEYART_REDIS_URL": "redis://keyart:hunter2@cache.internal:6380/1",
+        "KEYART_DATABASE_URL": "postgresql+psycopg://ana:pg-pass@db/keyart"
+        "?sslmode=require&password=pg-pass",
+    }
+    result = CliRunner().invoke(app, ["settings"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    for hidden in (token, secret, "hunter2", "pg-pass"):
+        assert hidden not in result.stdout
+    assert lines["KEYART_ADMIN_TOKEN"].split()[1:3] == ["set", f"({len(token)}"]
+    assert lines["KEYART_TOKEN_SECRET"].split()[1:3] == ["set", f"({len(secret)}"]
+    assert lines["KEYART_REDIS_URL"].split()[1] == (
+        "redis://keyart:***@cache.internal:6380/1"
+    )
+    assert lines["KEYART_DATABASE_URL"].split()[1] == (
+        "postgresql+psycopg://ana:***@db/keyart?sslmode=require&password=***"
+    )
+    assert lines["KEYART_FLUSH_INTERVAL_MS"].split()[1] == "500"
+
+    unset = CliRunner().invoke(
+        app,
+        ["settings"],
+        env={"KEYART_STATE_DIR": str(tmp_path), "KEYART_ADMIN_TOKEN": None},
+    )
+    shown = {line.split()[0]: line for line in unset.stdout.splitlines()}
+    # An unset secret shows an empty value: its line goes on with the text.
+    assert shown["KEYART_ADMIN_TOKEN"].split()[1] == "Token"
