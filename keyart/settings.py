@@ -15,6 +15,8 @@ Examples
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +35,18 @@ __all__ = [
     "shown_value",
 ]
 
+logger = logging.getLogger("keyart")
+
 ENV_PREFIX = "KEYART_"
+OTHER_VARIABLES = frozenset(
+    {
+        "KEYART_ENV_FILE",  # the settings file, read by load_settings
+        "KEYART_LOG_LEVEL",  # options of the keyart command (keyart/cli.py)
+        "KEYART_LOG_JSON",
+        "KEYART_TEST_PG_URL",  # the PostgreSQL server of the tests
+    }
+)
+"""``KEYART_`` environment variables keyart reads that are not settings."""
 SECRET_SETTINGS = frozenset({"admin_token", "token_secret"})
 """Settings whose whole value is a secret; a URL setting's password is masked
 wherever the URL is (:func:`shown_value`)."""
@@ -391,6 +404,7 @@ def load_settings(**overrides: object) -> Settings:
     SettingsError
         When a value is wrong; the message names each variable at fault.
     """
+    _warn_unknown_variables()
     env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
     if env_file and not Path(env_file).is_file():
         raise SettingsError(f"{ENV_PREFIX}ENV_FILE: no such file {env_file!r}")
@@ -398,6 +412,31 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as error:
         raise SettingsError(_names_variables(error)) from None
+
+
+_reported: set[str] = set()
+
+
+def _warn_unknown_variables() -> None:
+    """Warn about each ``KEYART_`` variable that names no setting, once per
+    process: pydantic reads only the variables of its fields, so a misspelled
+    one would be ignored without a word."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known |= OTHER_VARIABLES
+    for variable in sorted(os.environ):
+        name = variable.upper()  # Settings match names ignoring case
+        if not name.startswith(ENV_PREFIX) or name in known or name in _reported:
+            continue
+        _reported.add(name)
+        close = difflib.get_close_matches(name, known, n=1)
+        logger.warning(
+            "%s is not a keyart setting and is ignored (%s)",
+            variable,
+            f"did you mean {close[0]}?"
+            if close
+            else "`keyart settings` lists the settings",
+            extra={"variable": variable},
+        )
 
 
 @lru_cache(maxsize=1)

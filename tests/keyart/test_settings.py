@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +123,42 @@ def test_settings_command_masks_secrets(tmp_path) -> None:
     shown = {line.split()[0]: line for line in unset.stdout.splitlines()}
     # An unset secret shows an empty value: its line goes on with the text.
     assert shown["KEYART_ADMIN_TOKEN"].split()[1] == "Token"
+
+
+def test_misspelled_variable_is_reported_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Unique per run (each name is reported once per process), and split so
+    # that the repository scan below does not take it for a real variable.
+    misspelled = "KEYART_" + "FLUSH_INTERVL_MS_" + uuid.uuid4().hex[:4].upper()
+    monkeypatch.setenv(misspelled, "250")
+    monkeypatch.setenv("KEYART_LOG_LEVEL", "DEBUG")  # read by the keyart command
+    monkeypatch.setenv("KEYART_SEED", "3")
+    with caplog.at_level(logging.WARNING, logger="keyart"):
+        assert load_settings().flush_interval_ms == 500
+        load_settings()
+    reports = [r.getMessage() for r in caplog.records]
+    assert reports == [
+        f"{misspelled} is not a keyart setting and is ignored "
+        "(did you mean KEYART_FLUSH_INTERVAL_MS?)"
+    ]
+
+
+def test_every_keyart_variable_in_the_repository_is_known() -> None:
+    from keyart.settings import OTHER_VARIABLES
+
+    root = Path(__file__).resolve().parents[2]
+    suffixes = {".py", ".md", ".yml", ".yaml", ".toml", ".sh", ".js", ".html"}
+    named = {"Makefile", "Dockerfile"}
+    skip = {".git", ".venv", ".cache", "node_modules", "test-artifacts"}
+    found: dict[str, Path] = {}
+    for path in root.rglob("*"):
+        if skip & set(path.relative_to(root).parts) or not path.is_file():
+            continue
+        if path.suffix in suffixes or path.name in named:
+            for name in re.findall(r"KEYART_[A-Z0-9_]*[A-Z0-9]", path.read_text()):
+                found.setdefault(name, path)
+    fields = {f"KEYART_{name.upper()}" for name in Settings.model_fields}
+    unknown = {name: str(path) for name, path in found.items()}
+    unknown = {k: v for k, v in unknown.items() if k not in fields | OTHER_VARIABLES}
+    assert "KEYART_ENV_FILE" in found and unknown == {}
