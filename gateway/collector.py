@@ -436,9 +436,12 @@ def _other_decision(index: int, impression_id: str) -> EventError:
 
 
 def _slot_used(index: int, kind: str, other: str | None) -> EventError:
-    by = f" {other}" if other else " another event"
+    """The token's slot for ``kind`` is taken, by event ``other`` of this batch
+    or, when ``other`` is None, by an event delivered before (the claim script
+    answers only that the slot is used, not by which event)."""
+    backed = f"{kind} {other}" if other else f"another {kind}"
     return EventError(
         index=index,
-        reason=f"token: already backs {kind}{by} (one impression and one click "
+        reason=f"token: already backs {backed} (one impression and one click "
         "per token)",
     )

@@ -10,6 +10,8 @@ const COLORS = ["#4ea1ff", "#3ecf8e", "#f5b642", "#ff6b6b", "#b58cff", "#2ed3d3"
                 "#ff8fd0", "#9ccc65", "#ffa26b", "#8fa8ff"];
 const state = {
   video: params.get("video") || "",
+  placement: params.get("placement") || "", // whose shares the variants show
+  lastVideo: null,
   videos: [],
   colors: new Map(),
   ctrHistory: new Map(), // poster id -> [[ms, ctr], ...] since the page opened
@@ -209,17 +211,42 @@ function drawHistory(history, posters) {
     ids.map((id) => el("span", {}, el("i", { style: `background:${colorOf(id)}` }), id))));
 }
 
-function drawVariants(variants, posters) {
+// Shares are per placement: only the posters the gateway can serve there, of
+// the placement's aspect, compete for it.
+function drawVariants(data) {
+  const select = document.getElementById("placement");
+  const names = data.placements.map((p) => p.name);
+  if (select.dataset.names !== names.join(" ")) { // keep an open list open
+    select.dataset.names = names.join(" ");
+    select.replaceChildren(...data.placements.map((p) =>
+      el("option", { value: p.name }, `${p.name} (${p.aspect})`)));
+  }
+  if (!names.includes(state.placement)) state.placement = names[0] || "";
+  select.value = state.placement;
+  select.hidden = !names.length;
+  const posters = data.posters;
   const box = document.getElementById("variants");
-  box.replaceChildren(...variants.map((v) => el("div", { class: "variant", "data-variant": v.name },
-    el("h3", {}, v.name),
-    el("div", { class: "sub" }, `${v.policy} · weight ${v.weight} · ${num(v.decisions_here)} decisions here`),
-    v.share ? posters.filter((p) => p.poster_id in v.share).map((p) => el("div", { class: "share" },
-      el("span", { class: "name", title: p.poster_id }, p.poster_id),
-      el("div", { class: "bar" }, el("div", { class: "fill", style: `left:0;width:${100 * v.share[p.poster_id]}%;background:${colorOf(p.poster_id)}` })),
-      el("span", { class: "v" }, pct(v.share[p.poster_id], 0))))
-      : el("div", { class: "note" }, v.note || "no active posters"))));
-  if (!variants.length) box.replaceChildren(el("div", { class: "note" }, "No experiment configured."));
+  box.replaceChildren(...data.variants.map((v) => {
+    const share = v.shares ? v.shares[state.placement] : null;
+    const missing = v.shares ? "no poster can be served in any placement" : v.note;
+    return el("div", { class: "variant", "data-variant": v.name, "data-placement": state.placement },
+      el("h3", {}, v.name),
+      el("div", { class: "sub" }, `${v.policy} · weight ${v.weight} · ${num(v.decisions_here)} decisions here`),
+      share ? posters.filter((p) => p.poster_id in share).map((p) => el("div", { class: "share", "data-poster-id": p.poster_id },
+        el("span", { class: "name", title: p.poster_id }, p.poster_id),
+        el("div", { class: "bar" }, el("div", { class: "fill", style: `left:0;width:${100 * share[p.poster_id]}%;background:${colorOf(p.poster_id)}` })),
+        el("span", { class: "v" }, pct(share[p.poster_id], 0))))
+        : el("div", { class: "note" }, missing || "no active posters"));
+  }));
+  if (!data.variants.length) box.replaceChildren(el("div", { class: "note" }, "No experiment configured."));
+}
+
+function selectPlacement(name) {
+  state.placement = name;
+  const url = new URL(location.href);
+  url.searchParams.set("placement", name);
+  history.replaceState(null, "", url);
+  if (state.lastVideo) drawVariants(state.lastVideo);
 }
 
 async function refreshVideo() {
@@ -241,7 +268,8 @@ async function refreshVideo() {
   grid.replaceChildren(...data.posters.map((p) => posterCard(p, scale)));
   if (!data.posters.length) grid.replaceChildren(el("div", { class: "empty" }, "This video has no posters yet."));
   drawHistory(data.history, data.posters);
-  drawVariants(data.variants, data.posters);
+  state.lastVideo = data;
+  drawVariants(data);
   const pending = document.getElementById("pending");
   pending.replaceChildren(...data.pending.map(pendingCard));
   if (!data.pending.length) pending.replaceChildren(el("div", { class: "note" }, "Nothing waiting for review."));
@@ -333,6 +361,7 @@ async function tick() {
 }
 
 document.getElementById("filter").addEventListener("input", drawVideos);
+document.getElementById("placement").addEventListener("change", (e) => selectPlacement(e.target.value));
 document.getElementById("unlock").addEventListener("click", unlock);
 document.getElementById("token").value = state.token;
 checkAdmin().finally(() => { tick(); setInterval(tick, POLL_MS); });

@@ -15,7 +15,7 @@ path                               what
                                    interval, traffic share per 10-minute
                                    exposure bucket, and the share each
                                    experiment variant's policy gives each
-                                   poster now
+                                   poster now, per placement
 ``/dashboard/api/ops``             consumer lag of the learner and the poster
                                    workers, and the learner's state age
 =================================  ===========================================
@@ -38,10 +38,7 @@ rejecting a pending poster goes through the review API under ``/admin``, which
 wants the admin token; the page offers those buttons only once a token is
 entered, and the server still checks it.
 
-Traffic share per variant is the probability each poster has of being chosen
-by that variant's policy from the current window statistics, for policies
-that need no user features; for contextual ones (LinUCB, FM) it depends on each
-user and is not shown.
+Traffic share per variant: see :mod:`gateway._shares`.
 """
 
 from __future__ import annotations
@@ -59,7 +56,9 @@ from fastapi.responses import FileResponse, Response
 from scipy.stats import beta
 
 from bandits.state import ArmStats
-from gateway.state import EXPOSURE_BUCKET_MS
+from gateway._shares import arm_stats, recall, sum_stats, variant_shares
+from gateway.placements import PLACEMENTS
+from gateway.state import EXPOSURE_BUCKET_MS, best_candidates
 from keyart.keys import escape
 
 __all__ = ["router"]
@@ -156,7 +155,7 @@ async def videos(request: Request) -> Response:
     rows = []
     for i, video_id in enumerate(ids):
         arms, posters = replies[2 * i], replies[2 * i + 1]
-        total = _sum_stats(_arm_stats(arms).values())
+        total = sum_stats(arm_stats(arms).values())
         rows.append(
             {
                 "video_id": video_id,
@@ -172,31 +171,6 @@ async def videos(request: Request) -> Response:
 
 
 # One video ------------------------------------------------------------------------
-
-
-def _arm_stats(arms: dict[bytes, bytes]) -> dict[str, ArmStats]:
-    """Escaped poster id -> its statistics summed over placements and segments."""
-    out: dict[str, ArmStats] = {}
-    for field, value in arms.items():
-        name = field.decode()
-        if name.startswith("_"):
-            continue
-        try:
-            stats = ArmStats.unpack(value)
-        except ValueError:
-            logger.warning("unreadable arm %s: %r", name, value[:40])
-            continue
-        poster = name.split("|", 1)[0]
-        out[poster] = _sum_stats([out.get(poster, ArmStats()), stats])
-    return out
-
-
-def _sum_stats(items: Any) -> ArmStats:
-    n = c = wn = wc = 0
-    for s in items:
-        n, c = n + s.impressions, c + s.clicks
-        wn, wc = wn + s.window_impressions, wc + s.window_clicks
-    return ArmStats(n, c, wn, wc)
 
 
 def _ratio(clicks: int, impressions: int) -> float | None:
@@ -246,45 +220,6 @@ def _history(expo: dict[bytes, bytes], now_ms: int) -> dict[str, Any]:
     return {"bucket_ms": [b * EXPOSURE_BUCKET_MS for b in buckets], "counts": counts}
 
 
-def _variant_shares(
-    gateway: Any, active: list[str], stats: dict[str, ArmStats]
-) -> list[dict[str, Any]]:
-    from bandits.policies import make_policy
-    from gateway import metrics
-
-    served: dict[str, float] = {}
-    for family in metrics.DECISIONS.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                name = sample.labels["variant"]
-                served[name] = served.get(name, 0.0) + sample.value
-    out = []
-    for variant in gateway.experiments.variants:
-        share: dict[str, float] | None = None
-        note = ""
-        try:
-            policy = make_policy(variant.policy, gateway.settings)
-            if policy.needs_features:
-                note = "depends on each user's features"
-            elif active:
-                rng = np.random.default_rng(gateway.settings.seed)
-                p = policy.propensities([stats[escape(a)] for a in active], rng)
-                share = {poster: float(x) for poster, x in zip(active, p, strict=True)}
-        except (ValueError, KeyError, TypeError) as error:
-            note = f"cannot compute: {error}"
-        out.append(
-            {
-                "name": variant.name,
-                "policy": variant.policy,
-                "weight": variant.weight,
-                "decisions_here": served.get(variant.name, 0.0),
-                "share": share,
-                "note": note,
-            }
-        )
-    return out
-
-
 @router.get("/api/videos/{video_id}")
 async def video(video_id: str, request: Request) -> Response:
     gateway = _gateway(request)
@@ -299,7 +234,7 @@ async def video(video_id: str, request: Request) -> Response:
         pipe.hgetall(keys.retired(video_id))
         pipe.hgetall(keys.exposure(video_id))
         arms, members, retired_raw, expo = await pipe.execute()
-    stats = _arm_stats(arms)
+    stats = arm_stats(arms)
     retired = {k.decode(): v.decode() for k, v in retired_raw.items()}
     approved = sorted(m.decode() for m in members)
     known = {escape(p) for p in approved} | {escape(p) for p in retired}
@@ -314,10 +249,17 @@ async def video(video_id: str, request: Request) -> Response:
             )[:MAX_POSTERS_SHOWN]
         )
         poster_ids = [p for p in poster_ids if p in shown]
+    limit = min(settings.max_candidates_per_video, settings.max_candidates_per_row)
+    considered = best_candidates(approved, arms, limit)
+    fetched = poster_ids + sorted(set(considered) - set(poster_ids))
     async with redis.pipeline(transaction=False) as pipe:
-        for poster_id in poster_ids:
+        for poster_id in fetched:
             pipe.hgetall(keys.poster(poster_id))
-        metas = await pipe.execute()
+        poster_hashes = dict(zip(fetched, await pipe.execute(), strict=True))
+    metas = [poster_hashes[p] for p in poster_ids]
+    recalled = recall(
+        settings, video_id, arms, considered, frozenset(retired), poster_hashes
+    )
     pending = await asyncio.to_thread(_pending_or_note, gateway, video_id)
 
     for poster_id in poster_ids:
@@ -358,7 +300,6 @@ async def video(video_id: str, request: Request) -> Response:
                 ),
             }
         )
-    active = [p["poster_id"] for p in posters if p["status"] == "active"]
     updated_ms = int(arms.get(b"_updated_ms", 0) or 0)
     answer = _remember(
         gateway,
@@ -374,7 +315,15 @@ async def video(video_id: str, request: Request) -> Response:
             "pending": pending["rows"],
             "catalog_note": pending["note"],
             "history": _history(expo, now_ms),
-            "variants": _variant_shares(gateway, active, stats),
+            "placements": [
+                {
+                    "name": name,
+                    "aspect": PLACEMENTS[name].aspect,
+                    "candidates": ids,
+                }
+                for name, (ids, _) in recalled.items()
+            ],
+            "variants": variant_shares(gateway, recalled),
         },
     )
     return _json(answer)

@@ -17,7 +17,7 @@ import threading
 
 import typer
 
-from keyart.settings import Settings, SettingsError, load_settings
+from keyart.settings import Settings, SettingsError, load_settings, shown_value
 
 __all__ = ["app", "settings_for_cli"]
 
@@ -185,12 +185,15 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 def show_settings() -> None:
     """Print every setting, its environment variable and its current value.
 
+    Secrets are not printed: a token shows as ``set (N chars)`` (empty when
+    unset) and a URL's password as ``***``.
+
     Example: `KEYART_FLUSH_INTERVAL_MS=250 keyart settings`.
     """
     settings = settings_for_cli()
     for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        typer.echo(f"KEYART_{name.upper():28} {value!s:32} {field.description or ''}")
+        value = shown_value(name, getattr(settings, name))
+        typer.echo(f"KEYART_{name.upper():28} {value:32} {field.description or ''}")
 
 
 def _register_all() -> None:

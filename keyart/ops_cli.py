@@ -191,7 +191,12 @@ def _register_topics(app: typer.Typer) -> None:
 
 
 def _watch(measure: Any, bootstrap: str, every: float, as_json: bool) -> None:
-    """Refresh until Ctrl-C; JSON mode prints one object a line."""
+    """Refresh until Ctrl-C; JSON mode prints one object a line.
+
+    On a terminal the table is redrawn in place. Piped or redirected, each
+    report is printed below the last: rich's live display draws only when it
+    stops, so a pipe would get one report at the end.
+    """
     # Ctrl-C and SIGTERM both end the watch, also when the process was started
     # with SIGINT ignored (a background job of a non-interactive shell).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -202,7 +207,7 @@ def _watch(measure: Any, bootstrap: str, every: float, as_json: bool) -> None:
                 now = time.time()
                 typer.echo(_as_json(measure(now), bootstrap, now))
                 time.sleep(every)
-        from rich.console import Group
+        from rich.console import Console, Group
         from rich.live import Live
         from rich.text import Text
 
@@ -214,7 +219,14 @@ def _watch(measure: Any, bootstrap: str, every: float, as_json: bool) -> None:
                 Text(f"{stamp}, every {every:g} s; Ctrl-C stops", style="dim"),
             )
 
-        with Live(view(), auto_refresh=False) as live:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)  # as a single report: ids in full
+            while True:
+                console.print(view())
+                console.file.flush()
+                time.sleep(every)
+        with Live(view(), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(every)
                 live.update(view(), refresh=True)

@@ -15,17 +15,42 @@ Examples
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "get_settings", "load_settings"]
+__all__ = [
+    "SECRET_SETTINGS",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "load_settings",
+    "shown_value",
+]
+
+logger = logging.getLogger("keyart")
 
 ENV_PREFIX = "KEYART_"
+OTHER_VARIABLES = frozenset(
+    {
+        "KEYART_ENV_FILE",  # the settings file, read by load_settings
+        "KEYART_LOG_LEVEL",  # options of the keyart command (keyart/cli.py)
+        "KEYART_LOG_JSON",
+        "KEYART_TEST_PG_URL",  # the PostgreSQL server of the tests
+    }
+)
+"""``KEYART_`` environment variables keyart reads that are not settings."""
+SECRET_SETTINGS = frozenset({"admin_token", "token_secret"})
+"""Settings whose whole value is a secret; a URL setting's password is masked
+wherever the URL is (:func:`shown_value`)."""
+_SECRET_QUERY_WORDS = ("password", "secret", "token")
 
 
 class SettingsError(ValueError):
@@ -330,6 +355,44 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.{name}"
 
 
+def shown_value(name: str, value: object) -> str:
+    """A setting's value as keyart prints it, without its secrets.
+
+    A secret setting shows only whether it is set and how long it is; a URL
+    keeps everything but its password, in the user part or in the query.
+
+    Examples
+    --------
+    >>> shown_value("admin_token", "s3cret-value")
+    'set (12 chars)'
+    >>> shown_value("admin_token", "")
+    ''
+    >>> shown_value("redis_url", "redis://:hunter2@cache:6379/0")
+    'redis://:***@cache:6379/0'
+    >>> shown_value("database_url", "postgresql://ana:pw@db/keyart?password=pw")
+    'postgresql://ana:***@db/keyart?password=***'
+    """
+    text = str(value)
+    if name in SECRET_SETTINGS:
+        return f"set ({len(text)} chars)" if text else ""
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        user_info, _, host = netloc.rpartition("@")
+        netloc = f"{user_info.partition(':')[0]}:***@{host}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(map(_secret_key, (key for key, _ in pairs))):
+        masked = [(k, "***" if _secret_key(k) else v) for k, v in pairs]
+        query = urlencode(masked, safe="*")
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def _secret_key(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_QUERY_WORDS)
+
+
 def _names_variables(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -346,6 +409,7 @@ def load_settings(**overrides: object) -> Settings:
     SettingsError
         When a value is wrong; the message names each variable at fault.
     """
+    _warn_unknown_variables()
     env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
     if env_file and not Path(env_file).is_file():
         raise SettingsError(f"{ENV_PREFIX}ENV_FILE: no such file {env_file!r}")
@@ -353,6 +417,31 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as error:
         raise SettingsError(_names_variables(error)) from None
+
+
+_reported: set[str] = set()
+
+
+def _warn_unknown_variables() -> None:
+    """Warn about each ``KEYART_`` variable that names no setting, once per
+    process: pydantic reads only the variables of its fields, so a misspelled
+    one would be ignored without a word."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known |= OTHER_VARIABLES
+    for variable in sorted(os.environ):
+        name = variable.upper()  # Settings match names ignoring case
+        if not name.startswith(ENV_PREFIX) or name in known or name in _reported:
+            continue
+        _reported.add(name)
+        close = difflib.get_close_matches(name, known, n=1)
+        logger.warning(
+            "%s is not a keyart setting and is ignored (%s)",
+            variable,
+            f"did you mean {close[0]}?"
+            if close
+            else "`keyart settings` lists the settings",
+            extra={"variable": variable},
+        )
 
 
 @lru_cache(maxsize=1)

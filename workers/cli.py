@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
+LIST_LIMIT = 20
+"""Candidates `review list` shows unless ``--limit`` says otherwise."""
+LIST_MAX = 500
+
 posters = typer.Typer(
     name="posters",
     help=(
@@ -232,24 +236,43 @@ def review_list(
     status: str = typer.Option(
         "pending_review", help="pending_review, approved, rejected."
     ),
-    limit: int = typer.Option(20, min=1, max=500, help="How many to show."),
+    limit: int = typer.Option(
+        LIST_LIMIT, min=1, max=LIST_MAX, help="How many to show."
+    ),
+    offset: int = typer.Option(0, min=0, help="Skip the first N (best score first)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON with features."),
 ) -> None:
     """List candidates, best score first.
 
-    Example: `keyart posters review list --video-id bikes --json`.
+    Examples: `keyart posters review list --video-id bikes --json`,
+    `keyart posters review list --limit 20 --offset 20` (the next 20).
     """
-    items, total = _service().list_candidates(status, video_id, None, limit, 0)
+    items, total = _service().list_candidates(status, video_id, None, limit, offset)
     if as_json:
         typer.echo(json.dumps({"total": total, "candidates": items}, indent=1))
         return
-    typer.echo(f"{total} {status} candidates")
+    typer.echo(_listed(status, total, offset, len(items)))
     for item in items:
         typer.echo(
             f"{item['poster_id']}  {item['video_id']:<16} {item['aspect']:>5} "
             f"{item['width']}x{item['height']:<5} score {item['score']:.3f}  "
             f"{','.join(item['tags'])}  {item['thumbnail_url']}"
         )
+
+
+def _listed(status: str, total: int, offset: int, shown: int) -> str:
+    """The first line of `review list`: how many candidates there are, which
+    of them are shown, and the options that show the others."""
+    header = f"{total} {status} candidates"
+    if offset == 0 and shown == total:
+        return header
+    if not shown:
+        return f"{header}; none past --offset {offset}"
+    last = offset + shown
+    header += f", showing {offset + 1}-{last} (best score first)"
+    if last < total:
+        header += f"; see more with --offset {last} or --limit (at most {LIST_MAX})"
+    return header
 
 
 def _decide(

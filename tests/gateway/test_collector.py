@@ -191,8 +191,15 @@ def test_one_token_backs_one_impression_and_one_click(gateway):
     body = gateway.client.post("/v1/events", json={"events": batch}).json()
     assert body["accepted"] == 2 and body["duplicates"] == 0
     assert sorted(e["index"] for e in body["errors"]) == [1, 2, 3, 4, 6, 7, 8, 9]
+    rule = " (one impression and one click per token)"
+    first_click = batch[5]["event_id"]
     for error in body["errors"]:
-        assert error["reason"].startswith("token: already backs")
+        backed = (
+            f"impression {impressions[0]}"
+            if error["index"] < 5
+            else f"click {first_click}"
+        )
+        assert error["reason"] == f"token: already backs {backed}{rule}"
         assert error["retry"] is False
 
     # A later batch with fresh ids on the same token is refused too; the first
@@ -200,9 +207,9 @@ def test_one_token_backs_one_impression_and_one_click(gateway):
     later = [dict(batch[1], event_id=new_id("i")), dict(batch[5], event_id="c-x")]
     body = gateway.client.post("/v1/events", json={"events": later}).json()
     assert body["accepted"] == 0
-    assert [e["reason"].startswith("token: already backs") for e in body["errors"]] == [
-        True,
-        True,
+    assert [e["reason"] for e in body["errors"]] == [
+        f"token: already backs another impression{rule}",
+        f"token: already backs another click{rule}",
     ]
     again = gateway.client.post("/v1/events", json={"events": [batch[0], batch[5]]})
     assert again.json() == {"accepted": 0, "duplicates": 2, "errors": []}

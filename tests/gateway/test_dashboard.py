@@ -8,6 +8,7 @@ learner, the gateway and the poster workers write them.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from PIL import Image
 
 from bandits.state import ArmStats
+from gateway.placements import PLACEMENTS
 from gateway.state import EXPOSURE_BUCKET_MS, exposure_field
 from keyart.keys import Keys, arm_field, escape
 from keyart.settings import Settings
@@ -108,6 +110,24 @@ def seed_catalog(
     catalog.close()
 
 
+def put_experiments(url: str) -> None:
+    httpx.put(
+        url + "/admin/experiments",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        json={
+            "document": {
+                "salt": "s",
+                "variants": [
+                    {"name": "control", "policy": "random", "weight": 0.2},
+                    {"name": "ts", "policy": "thompson", "weight": 0.5},
+                    {"name": "contextual", "policy": "linucb", "weight": 0.3},
+                ],
+            }
+        },
+        timeout=10,
+    ).raise_for_status()
+
+
 @pytest.fixture(scope="module")
 def dashboard(
     make_settings: Callable[..., Settings], media: Callable[[str], Path]
@@ -173,21 +193,7 @@ def dashboard(
     committer.close()
 
     server = Uvicorn(create_app(settings))
-    httpx.put(
-        server.url + "/admin/experiments",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        json={
-            "document": {
-                "salt": "s",
-                "variants": [
-                    {"name": "control", "policy": "random", "weight": 0.2},
-                    {"name": "ts", "policy": "thompson", "weight": 0.5},
-                    {"name": "contextual", "policy": "linucb", "weight": 0.3},
-                ],
-            }
-        },
-        timeout=10,
-    ).raise_for_status()
+    put_experiments(server.url)
     try:
         yield server.url, settings, client
     finally:
@@ -243,9 +249,121 @@ def test_video_api_reads_redis_and_the_catalog(dashboard) -> None:
     assert ops["freshness"][0]["age_s"] > 1.0
 
 
+MIXED = "film:mixed-aspects"
+MIXED_POSTERS = {  # poster -> (aspect, the placements it lists)
+    "m-tall-best": ("2:3", []),
+    "m-tall": ("2:3", []),
+    "m-phone-only": ("2:3", ["phone_row"]),
+    "m-tall-retired": ("2:3", []),
+    "m-wide": ("16:9", []),
+    "m-wide-new": ("16:9", []),
+    "m-square": ("1:1", []),
+}
+BEST = ArmStats(2000, 200, 1000, 100)
+WEAK = ArmStats(2000, 40, 1000, 20)
+
+
+@pytest.fixture(scope="module")
+def mixed(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, Settings]]:
+    """A gateway of its own (Redis prefix, topics) with one video of posters of
+    three aspects. Unsplit arms make m-tall-best clearly best; arms split by
+    placement make it best on home_row only and m-tall best on phone_row."""
+    from gateway.app import create_app
+
+    settings = make_settings(
+        topics=True, admin_token=ADMIN_TOKEN, token_secret="dashboard-secret"
+    )
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.redis_prefix)
+    for poster_id, (aspect, placements) in MIXED_POSTERS.items():
+        client.hset(
+            keys.poster(poster_id),
+            mapping={
+                "video_id": MIXED,
+                "aspect": aspect,
+                "placements": json.dumps(placements),
+                "status": "approved",
+            },
+        )
+    client.sadd(keys.posters(MIXED), *MIXED_POSTERS)
+    client.hset(keys.retired(MIXED), "m-tall-retired", "CTR below the best")
+    arms = {
+        arm_field("m-tall-best"): BEST,
+        arm_field("m-tall"): WEAK,
+        arm_field("m-phone-only"): WEAK,
+        arm_field("m-tall-retired"): ArmStats(2000, 600, 1000, 300),
+        arm_field("m-wide"): ArmStats(10, 0, 10, 0),
+        arm_field("m-tall-best", "home_row"): BEST,
+        arm_field("m-tall", "home_row"): WEAK,
+        arm_field("m-tall-best", "phone_row"): WEAK,
+        arm_field("m-tall", "phone_row"): BEST,
+        arm_field("m-phone-only", "phone_row"): WEAK,
+    }
+    client.hset(keys.arms(MIXED), mapping={f: s.pack() for f, s in arms.items()})
+    client.close()
+    server = Uvicorn(create_app(settings))
+    put_experiments(server.url)
+    try:
+        yield server.url, settings
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("split_by_placement", [False, True])
+def test_shares_are_among_the_posters_a_placement_can_serve(
+    mixed, split_by_placement: bool
+) -> None:
+    from urllib.parse import quote
+
+    from gateway.app import create_app
+
+    url, settings = mixed
+    server = None
+    if split_by_placement:  # a second gateway on the same Redis, arms split
+        split = settings.model_copy(update={"split_by_placement": True})
+        server = Uvicorn(create_app(split))
+        url = server.url
+    try:
+        answer = httpx.get(f"{url}/dashboard/api/videos/{quote(MIXED)}", timeout=10)
+    finally:
+        if server is not None:
+            server.stop()
+    data = answer.json()
+    variants = {v["name"]: v for v in data["variants"]}
+    tall, wide = {"m-tall-best", "m-tall"}, {"m-wide", "m-wide-new"}
+    # share: the first placement's, home_row (2:3, no retired poster).
+    home_row = variants["ts"]["share"]
+    assert set(home_row) == tall
+    assert sum(home_row.values()) == pytest.approx(1.0)
+    assert home_row["m-tall-best"] > 0.99
+
+    recall = {p["name"]: set(p["candidates"]) for p in data["placements"]}
+    assert recall == {
+        "home_row": tall,
+        "phone_row": tall | {"m-phone-only"},
+        "search": wide,
+        "detail": wide,
+        "tv_grid": wide,
+        "continue": {"m-square"},
+    }
+    ts = variants["ts"]["shares"]
+    assert set(ts) == set(recall)
+    for placement, posters in recall.items():
+        assert set(ts[placement]) == posters
+        assert sum(ts[placement].values()) == pytest.approx(1.0)
+    assert ts["home_row"] == home_row
+    best_on_phone = "m-tall" if split_by_placement else "m-tall-best"
+    assert ts["phone_row"][best_on_phone] > 0.99
+    assert ts["continue"] == {"m-square": 1.0}
+    control = variants["control"]["shares"]
+    assert control["home_row"] == pytest.approx({p: 1 / 2 for p in tall})
+    assert control["search"] == pytest.approx({p: 1 / 2 for p in wide})
+    assert variants["contextual"]["shares"] is None
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-def test_dashboard_in_chromium(dashboard, artifacts: Path) -> None:
+def test_dashboard_in_chromium(dashboard, mixed, artifacts: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     url, settings, client = dashboard
@@ -322,6 +440,24 @@ def test_dashboard_in_chromium(dashboard, artifacts: Path) -> None:
         page.wait_for_selector(
             "#pending .card[data-poster-id='p-new']", state="detached", timeout=15_000
         )
+
+        # Shares per placement: the page shows those of the placement picked.
+        mixed_url = mixed[0]
+        page.goto(f"{mixed_url}/dashboard?interval=1000&placement=search")
+        ts = "#variants .variant[data-variant='ts']"
+        page.wait_for_selector(f"{ts}[data-placement='search'] .share")
+        options = page.locator("#placement option").evaluate_all(
+            "options => options.map(o => o.value)"
+        )
+        assert options == list(PLACEMENTS)  # the video has posters for each
+        shown = page.locator(f"{ts} .share").evaluate_all(
+            "rows => rows.map(r => r.dataset.posterId)"
+        )
+        assert sorted(shown) == ["m-wide", "m-wide-new"]
+        page.select_option("#placement", "continue")
+        square = page.locator(f"{ts}[data-placement='continue'] .share")
+        assert square.count() == 1 and "100%" in square.inner_text()
+        assert "placement=continue" in page.url
         browser.close()
     assert errors == []
     from workers.catalog import Catalog

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -277,3 +279,34 @@ def test_watch_json_prints_one_object_per_refresh(world: World) -> None:
         process.wait(10)
     assert lines[1]["measured_at"] > lines[0]["measured_at"]
     assert all(len(line["partitions"]) == 8 for line in lines)
+
+
+def test_watch_piped_prints_a_table_per_refresh(world: World) -> None:
+    env = {
+        **os.environ,
+        "KEYART_KAFKA_BOOTSTRAP": world.settings.kafka_bootstrap,
+        "KEYART_STATE_DIR": str(world.settings.state_dir),
+    }
+    argv = [sys.executable, "-m", "keyart.cli", "lag", "-g", world.group_b]
+    argv += ["--watch", "0.3"]
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while sum("Ctrl-C stops" in line for line in seen) < 2:
+            seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    text = "".join(seen)
+    assert text.count(f"consumer lag at {world.settings.kafka_bootstrap}") == 2
+    assert text.count(world.group_b) >= 2 * 8  # every partition, each time
+    assert "\x1b[" not in text  # plain lines: no cursor movement or colour

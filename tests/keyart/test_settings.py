@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +75,90 @@ def test_cli_fails_at_start_naming_the_setting() -> None:
     )
     assert result.returncode == 2
     assert "KEYART_ATTRIBUTION_WINDOW_S" in result.stderr
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import keyart.settings
+
+    result = doctest.testmod(keyart.settings)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_settings_command_masks_secrets(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from keyart.cli import app
+
+    token, secret = "admin-token-" + "a" * 20, "signing-secret-b"
+    env = {
+        "KEYART_STATE_DIR": str(tmp_path),
+        "KEYART_ADMIN_TOKEN": token,
+        "KEYART_TOKEN_SECRET": secret,
+        "KEYART_REDIS_URL": "redis://keyart:hunter2@cache.internal:6380/1",
+        "KEYART_DATABASE_URL": "postgresql+psycopg://ana:pg-pass@db/keyart"
+        "?sslmode=require&password=pg-pass",
+    }
+    result = CliRunner().invoke(app, ["settings"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    for hidden in (token, secret, "hunter2", "pg-pass"):
+        assert hidden not in result.stdout
+    assert lines["KEYART_ADMIN_TOKEN"].split()[1:3] == ["set", f"({len(token)}"]
+    assert lines["KEYART_TOKEN_SECRET"].split()[1:3] == ["set", f"({len(secret)}"]
+    assert lines["KEYART_REDIS_URL"].split()[1] == (
+        "redis://keyart:***@cache.internal:6380/1"
+    )
+    assert lines["KEYART_DATABASE_URL"].split()[1] == (
+        "postgresql+psycopg://ana:***@db/keyart?sslmode=require&password=***"
+    )
+    assert lines["KEYART_FLUSH_INTERVAL_MS"].split()[1] == "500"
+
+    unset = CliRunner().invoke(
+        app,
+        ["settings"],
+        env={"KEYART_STATE_DIR": str(tmp_path), "KEYART_ADMIN_TOKEN": None},
+    )
+    shown = {line.split()[0]: line for line in unset.stdout.splitlines()}
+    # An unset secret shows an empty value: its line goes on with the text.
+    assert shown["KEYART_ADMIN_TOKEN"].split()[1] == "Token"
+
+
+def test_misspelled_variable_is_reported_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Unique per run (each name is reported once per process), and split so
+    # that the repository scan below does not take it for a real variable.
+    misspelled = "KEYART_" + "FLUSH_INTERVL_MS_" + uuid.uuid4().hex[:4].upper()
+    monkeypatch.setenv(misspelled, "250")
+    monkeypatch.setenv("KEYART_LOG_LEVEL", "DEBUG")  # read by the keyart command
+    monkeypatch.setenv("KEYART_SEED", "3")
+    with caplog.at_level(logging.WARNING, logger="keyart"):
+        assert load_settings().flush_interval_ms == 500
+        load_settings()
+    reports = [r.getMessage() for r in caplog.records]
+    assert reports == [
+        f"{misspelled} is not a keyart setting and is ignored "
+        "(did you mean KEYART_FLUSH_INTERVAL_MS?)"
+    ]
+
+
+def test_every_keyart_variable_in_the_repository_is_known() -> None:
+    from keyart.settings import OTHER_VARIABLES
+
+    root = Path(__file__).resolve().parents[2]
+    suffixes = {".py", ".md", ".yml", ".yaml", ".toml", ".sh", ".js", ".html"}
+    named = {"Makefile", "Dockerfile"}
+    skip = {".git", ".venv", ".cache", "node_modules", "test-artifacts"}
+    found: dict[str, Path] = {}
+    for path in root.rglob("*"):
+        if skip & set(path.relative_to(root).parts) or not path.is_file():
+            continue
+        if path.suffix in suffixes or path.name in named:
+            for name in re.findall(r"KEYART_[A-Z0-9_]*[A-Z0-9]", path.read_text()):
+                found.setdefault(name, path)
+    fields = {f"KEYART_{name.upper()}" for name in Settings.model_fields}
+    unknown = {name: str(path) for name, path in found.items()}
+    unknown = {k: v for k, v in unknown.items() if k not in fields | OTHER_VARIABLES}
+    assert "KEYART_ENV_FILE" in found and unknown == {}

@@ -115,3 +115,57 @@ def test_publish_puts_a_video_on_the_topic_the_workers_read(make_settings, media
     assert missing.exit_code == 2 and "nowhere.mp4: no such file" in missing.output
     odd = runner.invoke(app, ["posters", "publish", str(path), "--kind", "x"], env=env)
     assert odd.exit_code == 2 and "unknown kind" in odd.output
+
+
+def test_review_list_says_how_many_it_shows(make_settings, tmp_path):
+    from workers.catalog import CandidateRow, Catalog, JobRow, VideoRow
+
+    settings = make_settings()
+    catalog = Catalog(settings.database_url)
+    with catalog.session() as session:
+        session.add(VideoRow(video_id="many", title="Many posters"))
+        session.flush()
+        job = JobRow(video_id="many", event_id="e-many", status="done")
+        session.add(job)
+        session.flush()
+        for i in range(3):
+            session.add(
+                CandidateRow(
+                    poster_id=f"p-many-{i}",
+                    video_id="many",
+                    job_id=job.job_id,
+                    aspect="2:3",
+                    width=240,
+                    height=360,
+                    frame_index=i,
+                    frame_time_s=float(i),
+                    shot=0,
+                    score=0.9 - i / 10,
+                    image_path=f"/posters/p-many-{i}.jpg",
+                    image_url=f"/posters/p-many-{i}.jpg",
+                )
+            )
+        session.commit()
+    catalog.close()
+    env = {
+        "KEYART_STATE_DIR": str(tmp_path / "state"),
+        "KEYART_DATABASE_URL": settings.database_url,
+    }
+    runner = CliRunner()
+
+    def listed(*options: str) -> list[str]:
+        command = ["posters", "review", "list", "--video-id", "many", *options]
+        result = runner.invoke(app, command, env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines()
+
+    first = listed("--limit", "2")
+    assert first[0] == (
+        "3 pending_review candidates, showing 1-2 (best score first); "
+        "see more with --offset 2 or --limit (at most 500)"
+    )
+    assert [line.split()[0] for line in first[1:]] == ["p-many-0", "p-many-1"]
+    rest = listed("--limit", "2", "--offset", "2")
+    assert rest[0] == "3 pending_review candidates, showing 3-3 (best score first)"
+    assert [line.split()[0] for line in rest[1:]] == ["p-many-2"]
+    assert listed()[0] == "3 pending_review candidates"
