@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,7 +34,9 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry
 
+from gateway import metrics
 from gateway.admin import require_admin
 from gateway.admin import router as admin_router
 from gateway.collector import BatchError, Collector
@@ -137,8 +140,21 @@ def _optional_router(app: FastAPI, module: str, **options: Any) -> None:
     logger.info("included %s", module)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the gateway application for ``settings`` (the process's by default)."""
+def create_app(
+    settings: Settings | None = None, *, metrics_dir: str | None = None
+) -> FastAPI:
+    """Build the gateway application for ``settings`` (the process's by default).
+
+    Parameters
+    ----------
+    settings
+        The gateway's settings; the process's when None.
+    metrics_dir
+        For one of several worker processes: the ``PROMETHEUS_MULTIPROC_DIR``
+        every worker writes its metrics to. ``/metrics`` then answers the sum
+        over all workers, and this worker's gauges leave the sums when it
+        stops. None (one process) serves the process's own registry.
+    """
     settings = settings or get_settings()
     gateway = Gateway(settings)
 
@@ -163,6 +179,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await gateway.stop()
+            if metrics_dir is not None:
+                metrics.retire_worker(metrics_dir, os.getpid())
 
     app = FastAPI(
         title="keyart gateway",
@@ -281,7 +299,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _json({})
 
     app.include_router(admin_router)
-    _mount_operations(app, gateway)
+    registry = metrics.workers_registry(metrics_dir) if metrics_dir else None
+    _mount_operations(app, gateway, registry)
     _optional_router(
         app,
         "workers.review_api",
@@ -301,7 +320,9 @@ def _admin_dependency() -> Any:
     return Depends(require_admin)
 
 
-def _mount_operations(app: FastAPI, gateway: Gateway) -> None:
+def _mount_operations(
+    app: FastAPI, gateway: Gateway, registry: CollectorRegistry | None
+) -> None:
     from keyart.health import check_broker, health_router
 
     async def redis_ping() -> tuple[bool, str]:
@@ -315,7 +336,7 @@ def _mount_operations(app: FastAPI, gateway: Gateway) -> None:
         "redis": redis_ping,
         "broker": check_broker(gateway.settings.kafka_bootstrap),
     }
-    app.include_router(health_router(checks, name="gateway"))
+    app.include_router(health_router(checks, registry=registry, name="gateway"))
 
 
 def _mount_docs(app: FastAPI) -> None:

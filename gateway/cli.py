@@ -1,10 +1,30 @@
-"""`keyart gateway`: serve the select API and the event collector."""
+"""`keyart gateway`: serve the select API and the event collector.
+
+With ``--workers N`` above 1, uvicorn spawns N processes that each import
+:func:`worker_app` afresh. The parent passes them everything through the
+environment: the settings, the logging choice (``KEYART_LOG_LEVEL``,
+``KEYART_LOG_JSON``) and ``PROMETHEUS_MULTIPROC_DIR``, the folder where every
+worker writes its metrics so that ``/metrics`` can add them up.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
 import typer
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["register", "worker_app"]
+
+logger = logging.getLogger("gateway")
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def register(app: typer.Typer) -> None:
@@ -12,12 +32,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("gateway")
     def gateway(
+        ctx: typer.Context,
         host: str = typer.Option(
             None, help="Listen address (default: KEYART_GATEWAY_HOST)."
         ),
         port: int = typer.Option(None, help="Port (default: KEYART_GATEWAY_PORT)."),
         workers: int = typer.Option(
-            1, min=1, max=64, help="Processes; each holds its own caches."
+            1,
+            min=1,
+            max=64,
+            help="Processes; each holds its own caches, /metrics adds up all.",
         ),
         access_log: bool = typer.Option(False, help="Log every request."),
     ) -> None:
@@ -53,18 +77,103 @@ def register(app: typer.Typer) -> None:
             "loop": "uvloop" if has_uvloop else "asyncio",
             "http": "httptools" if has_httptools else "h11",
             "access_log": access_log,
-            "log_config": None,  # keyart configured logging already
+            "log_config": None,  # keyart configures logging, in every process
         }
         if workers > 1:
-            import os
-
             for key, value in settings.model_dump(mode="json").items():
                 if value is not None:
                     os.environ[f"KEYART_{key.upper()}"] = str(value)
-            uvicorn.run(
-                "gateway.app:create_app", factory=True, workers=workers, **config
-            )
+            # The workers configure logging as `keyart --log-level ...` asked.
+            chosen = ctx.find_root().params
+            os.environ["KEYART_LOG_LEVEL"] = str(chosen.get("log_level", "INFO"))
+            os.environ["KEYART_LOG_JSON"] = "1" if chosen.get("log_json") else "0"
+            with _metrics_dir(workers) as path:
+                os.environ[MULTIPROC_DIR] = path
+                uvicorn.run(
+                    "gateway.cli:worker_app", factory=True, workers=workers, **config
+                )
             return
         from gateway.app import create_app
 
         uvicorn.run(create_app(settings), **config)
+
+
+@contextmanager
+def _metrics_dir(workers: int) -> Iterator[str]:
+    """The folder the workers write their metrics to, for as long as they run.
+
+    A ``PROMETHEUS_MULTIPROC_DIR`` set by the user is used as it is and kept.
+    Otherwise a fresh private folder (mode 0700) is made and removed at exit,
+    so no run adds in the counts of an earlier one. The folder must exist
+    before the workers start: they open their files in it as they import
+    prometheus_client's metrics.
+    """
+    import shutil
+    import tempfile
+
+    given = os.environ.get(MULTIPROC_DIR)
+    made = None
+    if given:
+        if not os.path.isdir(given):
+            typer.secho(
+                f"{MULTIPROC_DIR}={given} is not a folder; create it or unset "
+                "it (keyart gateway then makes a private one).",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(2)
+        stale = [name for name in os.listdir(given) if name.endswith(".db")]
+        if stale:
+            logger.warning(
+                "%s=%s already holds %d metric files: their counts are added "
+                "to this run's; empty it between runs",
+                MULTIPROC_DIR,
+                given,
+                len(stale),
+            )
+        path = given
+    else:
+        path = made = tempfile.mkdtemp(prefix="keyart-gateway-metrics-")
+    logger.info(
+        "%d gateway workers write their metrics to %s; /metrics adds them up",
+        workers,
+        path,
+        extra={"metrics_dir": path, "workers": workers},
+    )
+    try:
+        yield path
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def worker_app() -> FastAPI:
+    """The application of one worker process of `keyart gateway --workers N`.
+
+    uvicorn calls it in each spawned worker, which runs none of the `keyart`
+    command's start-up: so it configures logging here, as the command does,
+    from ``KEYART_LOG_LEVEL`` and ``KEYART_LOG_JSON``, and has ``/metrics``
+    answer for all workers from ``PROMETHEUS_MULTIPROC_DIR``.
+    """
+    import click
+
+    from gateway import metrics
+    from gateway.app import create_app
+    from keyart.cli import configure_logging
+
+    as_json = click.BOOL.convert(os.environ.get("KEYART_LOG_JSON", "0"), None, None)
+    configure_logging(os.environ.get("KEYART_LOG_LEVEL", "INFO"), as_json=as_json)
+    path = os.environ[MULTIPROC_DIR]
+    for pid in metrics.forget_dead_workers(path):
+        logger.warning(
+            "gateway worker %d ended without a shutdown; its gauges are dropped",
+            pid,
+            extra={"pid": pid},
+        )
+    logger.info(
+        "gateway worker %d adds its metrics to %s",
+        os.getpid(),
+        path,
+        extra={"pid": os.getpid(), "metrics_dir": path},
+    )
+    return create_app(metrics_dir=path)

@@ -78,10 +78,14 @@ logger = logging.getLogger("keyart")
 
 Check = Callable[[], "tuple[bool, str] | Awaitable[tuple[bool, str]]"]
 
+# With several gateway workers, each runs the checks it is asked. "livemin": the
+# smallest value among the running workers that ran a check, so 0 while the
+# last run of that check failed in any of them; a stopped worker's is dropped.
 READY_CHECK = Gauge(
     "keyart_ready_check",
     "Outcome of the last run of a readiness check (1 passed, 0 failed).",
     ["check"],
+    multiprocess_mode="livemin",
 )
 
 

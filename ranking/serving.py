@@ -38,10 +38,14 @@ __all__ += ["session_for"]
 
 logger = logging.getLogger("ranking")
 
+# Each gateway worker loads its own ranker. "livemax": the largest value among
+# the running workers, so 1 while any of them serves without the ranker; a
+# stopped worker's value is dropped.
 RANKER_UNAVAILABLE = Gauge(
     "keyart_ranker_unavailable",
     "1 when the configured ranker could not be loaded and requests are served "
     "without it; 0 when a ranker is loaded.",
+    multiprocess_mode="livemax",
 )
 RANKER_ERRORS = Counter(
     "keyart_ranker_errors",

@@ -1,0 +1,247 @@
+"""`keyart gateway --workers 2` as users run it: one /metrics for all workers.
+
+Each test starts the command as a subprocess on the session's broker and
+Redis, spreads select requests over fresh connections until both workers have
+answered some (read from each worker's own metric file), then checks that
+every scrape, whichever worker answers it, counts all the decisions.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from bandits.state import ArmStats
+from gateway import metrics
+from keyart.keys import Keys
+from keyart.stack import free_port
+from tests.gateway.conftest import TOKEN_SECRET, Served, add_poster, new_id
+
+ROW = 2  # videos per select
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class Workers:
+    """A `keyart gateway --workers 2` subprocess and where its output goes."""
+
+    def __init__(self, settings, tmp_path: Path, **env: str) -> None:
+        self.port = free_port(0)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / "gateway.log"
+        self.temp = tmp_path / "tmp"
+        self.temp.mkdir()
+        child_env = dict(os.environ)
+        child_env.pop(MULTIPROC_DIR, None)
+        for key, value in settings.model_dump(mode="json").items():
+            if value is not None:
+                child_env[f"KEYART_{key.upper()}"] = str(value)
+        # tempfile in the parent makes its folder here, where the test sees it.
+        child_env.update(TMPDIR=str(self.temp), KEYART_LOG_JSON="1", **env)
+        self.multiproc_dir = env.get(MULTIPROC_DIR)
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "keyart.cli", "gateway"]
+                + ["--port", str(self.port), "--workers", "2"],
+                env=child_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.worker_pids: set[int] = set()
+
+    def wait_ready(self, timeout: float = 25.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.1)
+        if self.multiproc_dir is None:
+            (made,) = glob.glob(str(self.temp / "keyart-gateway-metrics-*"))
+            self.multiproc_dir = made
+
+    def pid_to_decisions(self) -> dict[int, float]:
+        """Each worker's own decision count, read from its file in the folder."""
+        out = {}
+        for path in glob.glob(os.path.join(self.multiproc_dir, "counter_*.db")):
+            pid = int(Path(path).stem.split("_")[1])
+            self.worker_pids.add(pid)
+            out[pid] = sum(
+                sample.value
+                for family in MultiProcessCollector.merge([path])
+                if family.name == "keyart_gateway_decisions"
+                for sample in family.samples
+                if sample.name == "keyart_gateway_decisions_total"
+            )
+        return out
+
+    def stop(self) -> str:
+        """SIGTERM the command (as Ctrl-C or docker stop do); return its output."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+                # Workers outlive a killed command: end the running ones by pid.
+                for pid in metrics.live_workers(self.multiproc_dir or str(self.temp)):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        return self.log.read_text()
+
+
+def _seed(settings, videos: list[str]) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.redis_prefix)
+    served = Served("", settings, keys, client, client=None, app=None)
+    for video in videos:
+        for _ in range(2):
+            add_poster(served, video, new_id("p"), stats=ArmStats(9, 1, 9, 1))
+    client.close()
+
+
+def _select(url: str, videos: list[str]) -> int:
+    """Decisions of one select: its slots that got a poster."""
+    body = {"user_id": new_id("u"), "placement": "home_row", "video_ids": videos}
+    # A fresh connection per request, so the kernel hands them to either worker.
+    response = httpx.post(f"{url}/v1/select", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    return sum(slot["poster_id"] is not None for slot in response.json()["slots"])
+
+
+def _select_until_both_answered(
+    workers: Workers, videos: list[str], least: int
+) -> tuple[int, int]:
+    """Send selects 8 at a time until both workers made some decisions.
+
+    Returns the number of selects and of decisions made.
+    """
+    selects = decided = 0
+    deadline = time.monotonic() + 15
+    with ThreadPoolExecutor(8) as pool:
+        while True:
+            decided += sum(pool.map(lambda _: _select(workers.url, videos), range(8)))
+            selects += 8
+            counts = workers.pid_to_decisions()
+            if decided >= least and sum(c > 0 for c in counts.values()) == 2:
+                return selects, decided
+            assert time.monotonic() < deadline, f"one worker took it all: {counts}"
+
+
+def _scrape(url: str) -> dict[str, list]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def _total(samples: list, name: str) -> float:
+    return sum(s.value for s in samples if s.name == name)
+
+
+@pytest.fixture
+def workers_settings(make_settings):
+    # A generous Redis budget: a worker's first rows, under 8 concurrent
+    # requests, must not fall back (a fallback without live state has no poster).
+    return make_settings(topics=True, token_secret=TOKEN_SECRET, redis_budget_ms=2000.0)
+
+
+@pytest.mark.slow
+def test_every_scrape_counts_the_decisions_of_both_workers(workers_settings, tmp_path):
+    videos = [new_id("v") for _ in range(ROW)]
+    _seed(workers_settings, videos)
+    workers = Workers(workers_settings, tmp_path)
+    try:
+        workers.wait_ready()
+        selects, decided = _select_until_both_answered(workers, videos, least=48)
+        assert sum(workers.pid_to_decisions().values()) == decided
+
+        for _ in range(6):  # fresh connections: the scrapes reach both workers
+            scrape = _scrape(workers.url)
+            decisions = scrape["keyart_gateway_decisions"]
+            assert _total(decisions, "keyart_gateway_decisions_total") == decided
+            rows = _total(
+                scrape["keyart_gateway_decision_seconds"],
+                "keyart_gateway_decision_seconds_count",
+            )
+            assert rows == selects
+            (circuit,) = scrape["keyart_gateway_redis_circuit_open"]
+            assert circuit.labels == {} and circuit.value == 0
+            memory = scrape["process_resident_memory_bytes"]
+            assert {int(s.labels["pid"]) for s in memory} == workers.worker_pids
+        # The command itself writes no metrics: only its workers have files.
+        assert workers.process.pid not in workers.worker_pids
+        made = workers.multiproc_dir
+    finally:
+        output = workers.stop()
+
+    assert not os.path.exists(made), "the private metrics folder was left behind"
+    # KEYART_LOG_JSON=1: every line of every process is a JSON record.
+    records = [json.loads(line) for line in output.splitlines() if line.strip()]
+    started = {
+        r["message"]
+        for r in records
+        if r["message"].startswith("Started server process")
+    }
+    assert started == {f"Started server process [{p}]" for p in workers.worker_pids}
+    adds = [r for r in records if r["message"].startswith("gateway worker")]
+    assert {r["pid"] for r in adds} == workers.worker_pids
+    assert all(r["logger"] == "gateway" and r["level"] == "INFO" for r in adds)
+
+
+@pytest.mark.slow
+def test_a_users_metrics_folder_is_kept_and_counts_a_killed_worker(
+    workers_settings, tmp_path
+):
+    videos = [new_id("v") for _ in range(ROW)]
+    _seed(workers_settings, videos)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    workers = Workers(workers_settings, tmp_path, **{MULTIPROC_DIR: str(mine)})
+    try:
+        workers.wait_ready()
+        _, decided = _select_until_both_answered(workers, videos, least=8)
+        assert not glob.glob(str(workers.temp / "keyart-gateway-metrics-*"))
+        assert set(metrics.live_workers(str(mine))) == workers.worker_pids
+
+        # A worker killed outright runs no shutdown; uvicorn starts another,
+        # which drops the dead one's gauges. Its decisions stay counted.
+        killed = min(workers.worker_pids)
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            live = set(metrics.live_workers(str(mine)))
+            if killed not in live and len(live) == 2:
+                break
+            assert time.monotonic() < deadline, f"no worker replaced {killed}: {live}"
+            time.sleep(0.1)
+        scrape = _scrape(workers.url)
+        decisions = scrape["keyart_gateway_decisions"]
+        assert _total(decisions, "keyart_gateway_decisions_total") == decided
+        memory = scrape["process_resident_memory_bytes"]
+        assert {int(s.labels["pid"]) for s in memory} == live
+    finally:
+        output = workers.stop()
+
+    # Both workers dropped their live gauges as they stopped; counts remain.
+    assert metrics.live_workers(str(mine)) == []
+    assert sum(workers.pid_to_decisions().values()) == decided
+    warned = [json.loads(line) for line in output.splitlines() if "ended" in line]
+    assert [(r["level"], r["pid"]) for r in warned] == [("WARNING", killed)]
