@@ -17,6 +17,12 @@ A partition of a topic the group commits to, but for which it has no committed
 offset yet, counts from the partition's first offset (what a consumer with
 ``auto.offset.reset=earliest`` would read).
 
+A committed offset past the log end (the topic was recreated or truncated
+after the group committed; the local broker loses every topic when it
+restarts) is not shown as caught up: its row has ``past_log_end`` set and a
+negative ``lag_messages`` (log end minus committed). A consumer resuming there
+would skip every record until the log grows past it.
+
 Examples
 --------
 >>> rows = measure_lag("127.0.0.1:9092", groups=["keyart-learner"])  # doctest: +SKIP
@@ -39,6 +45,7 @@ __all__ = [
     "PartitionLag",
     "check_caught_up",
     "committed_offsets",
+    "high_watermarks",
     "log_ends",
     "measure_lag",
 ]
@@ -65,8 +72,12 @@ class PartitionLag:
     log_end: int
     """Offset the next produced record will get (the high watermark)."""
     lag_messages: int
+    """Records after the committed offset; negative when ``past_log_end``."""
     lag_seconds: float | None
     """Age of the oldest unprocessed event; None when it could not be read."""
+    past_log_end: bool = False
+    """The committed offset is beyond the log end (the topic was recreated or
+    truncated since the commit)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -279,15 +290,45 @@ def measure_lag(
         high_of, first_ms = _probe(bootstrap, starts, timeout)
         for (topic, partition), committed in sorted(committed_of.items()):
             high = high_of[(topic, partition)]
-            lag = max(0, high - starts[(topic, partition)])
+            past_end = committed is not None and committed > high
             seconds: float | None = 0.0
-            if lag:
+            if past_end:
+                # Not caught up: what was produced since the reset is unread,
+                # and how old it is cannot be told from here.
+                lag, seconds = high - committed, None
+            else:
+                lag = max(0, high - starts[(topic, partition)])
+            if lag > 0:
                 ms = first_ms.get((topic, partition), -1)
                 seconds = max(0.0, stamp - ms / 1000.0) if ms >= 0 else None
             out.append(
-                PartitionLag(group, topic, partition, committed, high, lag, seconds)
+                PartitionLag(
+                    group, topic, partition, committed, high, lag, seconds, past_end
+                )
             )
     return out
+
+
+def high_watermarks(
+    bootstrap: str, keys: Iterable[tuple[str, int]], timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """The log end (fetch high watermark) of each ``(topic, partition)``.
+
+    ListOffsets "latest" is at the log end or inside the last batch, so a
+    fetch from there is cheap and its high watermark is the true end.
+
+    Raises
+    ------
+    LagError
+        When the broker does not answer within ``timeout`` seconds.
+    """
+    keys = list(keys)
+    if not keys:
+        return {}
+    admin = _admin(bootstrap)
+    near_end = _list_offsets(admin, keys, latest=True, timeout=timeout)
+    high_of, _ = _probe(bootstrap, near_end, timeout, want_first=False)
+    return dict(sorted(high_of.items()))
 
 
 def log_ends(
@@ -313,13 +354,7 @@ def log_ends(
         and (not topic_prefixes or name.startswith(tuple(topic_prefixes)))
         for partition in meta.partitions
     ]
-    if not keys:
-        return {}
-    # ListOffsets "latest" is at the log end or inside the last batch, so a
-    # fetch from there is cheap and its high watermark is the true end.
-    near_end = _list_offsets(admin, keys, latest=True, timeout=timeout)
-    high_of, _ = _probe(bootstrap, near_end, timeout, want_first=False)
-    return dict(sorted(high_of.items()))
+    return high_watermarks(bootstrap, keys, timeout)
 
 
 def check_caught_up(
@@ -332,6 +367,13 @@ def check_caught_up(
         rows = measure_lag(bootstrap, [group], topic_prefixes, timeout=1.5)
         if not rows:
             return True, f"group {group} has committed nothing yet"
+        past = [r for r in rows if r.past_log_end]
+        if past:
+            where = ", ".join(f"{r.topic}[{r.partition}]" for r in past[:5])
+            return False, (
+                f"group {group}: committed offset past the log end at {where} "
+                "(topic recreated or truncated)"
+            )
         worst = max(rows, key=lambda r: r.lag_seconds or 0.0)
         seconds = worst.lag_seconds or 0.0
         where = f"{worst.topic}[{worst.partition}]"
@@ -347,6 +389,8 @@ class LagCollector:
     Gauges, each labelled ``group``, ``topic``, ``partition``:
     ``keyart_consumer_lag_messages``, ``keyart_consumer_lag_seconds``,
     ``keyart_consumer_committed_offset``, ``keyart_consumer_log_end_offset``;
+    ``keyart_consumer_offset_past_log_end`` (1 when the committed offset is
+    beyond the log end; ``lag_messages`` is then negative);
     ``keyart_topic_log_end_offset`` (``topic``, ``partition``) for every topic
     the prefixes select, consumed or not (the dead-letter topic); and
     ``keyart_lag_up`` (1 when the last measurement worked).
@@ -389,6 +433,12 @@ class LagCollector:
                 "Offset the next record on the partition will get.",
                 labels=labels,
             ),
+            "past_log_end": GaugeMetricFamily(
+                "keyart_consumer_offset_past_log_end",
+                "1 when the committed offset is beyond the log end (topic "
+                "recreated or truncated).",
+                labels=labels,
+            ),
         }
         up = GaugeMetricFamily(
             "keyart_lag_up", "1 when the last lag measurement reached the broker."
@@ -415,6 +465,7 @@ class LagCollector:
             values = [row.group, row.topic, str(row.partition)]
             families["lag_messages"].add_metric(values, row.lag_messages)
             families["log_end"].add_metric(values, row.log_end)
+            families["past_log_end"].add_metric(values, float(row.past_log_end))
             if row.committed is not None:
                 families["committed"].add_metric(values, row.committed)
             if row.lag_seconds is not None:

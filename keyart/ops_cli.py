@@ -13,7 +13,9 @@ import typer
 __all__ = ["register", "render_table"]
 
 LAG_HELP = """Consumer lag per group, topic and partition: committed offset, log end,
-lag in messages and in seconds (age of the oldest unprocessed event).
+lag in messages and in seconds (age of the oldest unprocessed event). A
+committed offset past the log end (topic recreated or truncated) is shown in
+red as "past end" with a negative lag.
 
 \b
 Examples:
@@ -45,19 +47,30 @@ def render_table(rows: list[Any], bootstrap: str) -> Any:
         )
     table.add_column("oldest unprocessed", justify="right")
     for row in rows:
-        style = "red" if row.lag_messages and (row.lag_seconds or 0) > 60 else None
+        late = row.lag_messages > 0 and (row.lag_seconds or 0) > 60
+        style = "red" if late or row.past_log_end else None
+        lag = str(row.lag_messages)
+        if row.past_log_end:
+            lag += " (past end)"
         table.add_row(
             row.group,
             row.topic,
             str(row.partition),
             "-" if row.committed is None else str(row.committed),
             str(row.log_end),
-            str(row.lag_messages),
+            lag,
             _seconds(row.lag_seconds),
             style=style,
         )
     if not rows:
         table.caption = "no consumer group has committed offsets on these topics"
+    elif any(row.past_log_end for row in rows):
+        table.caption = (
+            "past end: the committed offset is beyond the log end (the topic was "
+            "recreated or truncated); a consumer resuming there skips every record "
+            "until the log grows past it. keyart streams resumes such partitions "
+            "from the log start when it next gets them."
+        )
     return table
 
 

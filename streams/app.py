@@ -9,6 +9,7 @@ Examples
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from keyart.settings import Settings
@@ -55,7 +56,12 @@ def create_app(settings: Settings, redis_client: Any | None = None) -> LearnerAp
     """
     import redis.asyncio as aioredis
 
-    app = LearnerApp(settings.streams_app_id, **faust_options(settings))
+    options = faust_options(settings)
+    # Faust creates its data folder without parents, so with the default
+    # relative state_dir (.keyart) it failed in any directory where `keyart up`
+    # never ran. Faust keeps nothing there with the memory store.
+    Path(options["datadir"]).mkdir(parents=True, exist_ok=True)
+    app = LearnerApp(settings.streams_app_id, **options)
     codec = get_codec()
     impressions = app.topic(
         settings.topic("impressions"), value_serializer="raw", key_serializer="raw"

@@ -21,9 +21,13 @@ Rules (event times in milliseconds; ``W`` is ``attribution_window_s``):
   that were never clicked are the negatives the click model learns from.
 
 The clock is the newest impression time seen on the partition, so the rules
-do not depend on when the worker runs. It never passes :attr:`Attribution.clock_limit`
-(the learner sets it to its wall clock plus ``max_clock_skew_s`` before each
-batch), so no single event dated far ahead can expire everything at once.
+do not depend on when the worker runs. It never passes
+:attr:`Attribution.clock_limit`: the learner sets it to its wall clock plus
+:data:`CLOCK_LEAD_MS` before each batch. Events may be dated
+further ahead (up to ``max_clock_skew_s``, as the collector allows) and keep
+their times, but one of them no longer pulls the clock minutes forward, which
+gave up every click waiting a moment for its impression and expired windows
+early.
 
 Waiting clicks are given up in order of their event time (a heap), not of
 their arrival, so one click dated late cannot hold back the ones behind it.
@@ -49,6 +53,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 __all__ = [
+    "CLOCK_LEAD_MS",
     "CLOCK_SKEW_MS",
     "GRACE_MS",
     "OUTCOMES",
@@ -62,6 +67,12 @@ CLOCK_SKEW_MS = 60_000
 
 GRACE_MS = 60_000
 """Extra event time an impression or a waiting click is kept for late arrivals."""
+
+CLOCK_LEAD_MS = 5_000
+"""Most a partition's clock may run ahead of the learner's wall clock: room for
+the ordinary disagreement of client, collector and learner clocks, and far
+below :data:`GRACE_MS`, so a click waiting for its impression is never given
+up because of an event dated ahead."""
 
 OUTCOMES = (
     "credited",

@@ -23,9 +23,13 @@ On assignment the learner rebuilds each new partition from Redis before Faust
 resumes fetching, and seeks the consumer to the offsets stored in Redis with
 that state, or to the earliest retained offset when Redis holds none (Redis
 lost its data): Redis is the state, so Kafka's committed offset alone is no
-evidence that an event's effect exists. The posters topic is treated the same
-way with ``{p}:catalog:offsets``. On revocation the learner flushes, then
-forgets the partition.
+evidence that an event's effect exists. A stored offset past the log end (the
+topic was recreated or truncated, :mod:`streams.offsets`) is logged as an
+ERROR, counted in ``keyart_streams_offset_resets_total`` and reset to the
+earliest offset of the new log; the reset offset reaches Redis with the next
+flush, together with the state of the records applied from there. The
+posters topic is treated the same way with ``{p}:catalog:offsets``. On
+revocation the learner flushes, then forgets the partition.
 
 Redis outages are ridden out by :mod:`streams.redis_guard`; the merged models
 are published by :mod:`streams.publish`.
@@ -44,6 +48,7 @@ from bandits.features import FEATURE_DIM
 from keyart.settings import Settings
 from schemas.codec import get_codec
 from streams import metrics
+from streams.offsets import stored_past_log_end
 from streams.partition import DeadLetter, PartitionLearner
 from streams.publish import ModelPublisher
 from streams.redis_guard import (
@@ -342,19 +347,28 @@ class Learner(RedisGuard, ModelPublisher):
                 else:
                     continue
                 targets[self._tp(tp.topic, tp.partition)] = stored
+        past_end = await self._past_log_end(targets)
         missing = [tp for tp, offset in targets.items() if offset is None]
         earliest: dict[Any, int] = {}
-        if missing:
+        if missing or past_end:
             try:
-                earliest = dict(await self.app.consumer.earliest_offsets(*missing))
+                earliest = dict(
+                    await self.app.consumer.earliest_offsets(*missing, *past_end)
+                )
             except Exception as error:  # noqa: BLE001 - offset 0 resets to earliest
                 logger.warning("earliest offsets unknown (%r); seeking to 0", error)
+        if missing:
             logger.warning(
                 "no state in Redis for %s: rebuilding them from the earliest "
                 "retained offsets",
                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(missing)),
                 extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in missing]},
             )
+        async with self.lock:
+            for tp, end in past_end.items():
+                start = int(earliest.get(tp) or 0)
+                self._reset_offset(tp, targets[tp], end, start)
+                targets[tp] = start
         seeks = {
             tp: offset if offset is not None else int(earliest.get(tp) or 0)
             for tp, offset in targets.items()
@@ -367,6 +381,51 @@ class Learner(RedisGuard, ModelPublisher):
             await self.app.consumer.seek_wait(seeks)
             # Any later seek to the committed offsets lands here too.
             await self.app.consumer.commit_offsets(seeks)
+
+    async def _past_log_end(self, targets: Mapping[Any, int | None]) -> dict[Any, int]:
+        """Stored offsets of ``targets`` past their partition's log end."""
+        stored = {tp: offset for tp, offset in targets.items() if offset}
+        try:
+            return await stored_past_log_end(
+                self.app.consumer, self.settings.kafka_bootstrap, stored
+            )
+        except Exception as error:  # noqa: BLE001 - the seek itself must go on
+            logger.warning(
+                "could not compare the stored offsets with the log ends (%r); "
+                "resuming from the stored offsets",
+                error,
+            )
+            return {}
+
+    def _reset_offset(self, tp: Any, stored: int | None, end: int, start: int) -> None:
+        """Resume ``tp`` from ``start`` of a log that ends before ``stored``.
+
+        Called under the learner's lock. The partition learner's offset moves
+        back too, so its records are applied rather than skipped as replays,
+        and the next flush writes the new offset with their state. A crash
+        before that flush finds the old offset in Redis and resets again.
+        """
+        metrics.OFFSET_RESETS.labels(tp.topic).inc()
+        logger.error(
+            "stored offset %s of %s[%s] is past the log end %s: the topic was "
+            "recreated or truncated. Resuming from offset %s of the new log (the "
+            "arm state stays; its records are new events)",
+            stored,
+            tp.topic,
+            tp.partition,
+            end,
+            start,
+            extra={
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "offset": stored,
+                "log_end": end,
+            },
+        )
+        learner = self.partitions.get(tp.partition)
+        if tp.topic in self.topics and learner is not None:
+            learner.offsets[tp.topic] = start
+            learner.dirty_offsets = True
 
     async def _assign_learner(self, assigned: set[Any]) -> None:
         wanted = sorted(

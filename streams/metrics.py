@@ -17,6 +17,7 @@ __all__ = [
     "FLUSH_SECONDS",
     "LAG",
     "NON_FINITE",
+    "OFFSET_RESETS",
     "REDIS_RETRIES",
     "SKIPPED_REPLAY",
     "STATE_AGE",
@@ -39,6 +40,12 @@ DEAD_LETTERS = Counter(
 SKIPPED_REPLAY = Counter(
     "keyart_streams_skipped_replay_total",
     "Records below the stored offset, already applied before a restart.",
+)
+OFFSET_RESETS = Counter(
+    "keyart_streams_offset_resets_total",
+    "Partitions whose stored offset was past the log end at assignment (topic "
+    "recreated or truncated), resumed from the start of the new log.",
+    ["topic"],
 )
 ARMS_WRITTEN = Counter(
     "keyart_streams_arms_written_total", "Arm statistics written to Redis."

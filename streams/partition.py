@@ -35,7 +35,7 @@ from bandits.window import SlidingWindow
 from keyart.keys import arm_field
 from keyart.settings import Settings
 from schemas.codec import Codec, DecodeError
-from streams.attribution import Attribution, Pending
+from streams.attribution import CLOCK_LEAD_MS, Attribution, Pending
 from streams.dedupe import DedupeWindow
 from streams.fm_shard import FMShard, in_fm_sample
 from streams.saving import Arm, PartitionStore
@@ -123,7 +123,10 @@ class PartitionLearner(PartitionStore):
         out = []
         now_ms = int(time.time() * 1000)
         skew = self.max_skew_ms
-        self.attribution.clock_limit = now_ms + skew
+        # The clock may lead the wall clock by a few seconds only, although
+        # events may be dated up to max_clock_skew_s ahead: a clock that far
+        # ahead gives up waiting clicks and expires windows minutes early.
+        self.attribution.clock_limit = now_ms + CLOCK_LEAD_MS
         for record in records:
             if record.offset < start:
                 self.counts["skipped_replay"] += 1

@@ -31,7 +31,7 @@ from keyart.keys import escape
 from keyart.settings import Settings
 from schemas.codec import Codec
 from streams import metrics
-from streams.attribution import Attribution, Pending, WaitingClick
+from streams.attribution import CLOCK_LEAD_MS, Attribution, Pending, WaitingClick
 from streams.dedupe import DedupeWindow
 from streams.fm_shard import FMShard
 from streams.shards import LinUCBShard
@@ -227,13 +227,14 @@ class PartitionStore:
                     value,
                 )
             )
-        limit = int(time.time() * 1000) + self.max_skew_ms
+        limit = int(time.time() * 1000) + CLOCK_LEAD_MS
         if clock > limit:
             logger.warning(
                 "stored clock of partition %s (%s ms) is ahead of the wall clock "
-                "by more than max_clock_skew_s; it restarts from the wall clock",
+                "by more than %s s; it restarts from the wall clock",
                 self.partition,
                 clock,
+                CLOCK_LEAD_MS / 1000,
                 extra={"partition": self.partition},
             )
             clock = limit

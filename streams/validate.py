@@ -16,7 +16,12 @@ Nothing here raises on bad input. The checks, in order:
   most :data:`MAX_FEATURE_KEYS` keys and every value is finite with
   ``|x| <= MAX_FEATURE_ABS``: LinUCB adds ``x x^T`` to a shared matrix, so one
   value of ``1e160`` would make the model infinite for everyone;
-* the Kafka key, when present, is the video id.
+* impressions and clicks carry a Kafka key, and it is the video id. A record
+  without one is refused although its value may be fine: the producer's
+  partitioner put it on any partition, and an arm counted on two partitions
+  has its Redis row overwritten by each partition's absolute counts in turn;
+  its impression or click would also sit on another partition than its
+  partner.
 
 Examples
 --------
@@ -108,8 +113,9 @@ def check_event(
     record
         The decoded record.
     key
-        The Kafka message key; when present it must be the video id, or the
-        event would sit on another video's partition and miss its impression.
+        The Kafka message key; it must be the video id (``poster_published``
+        records may have none), or the event would sit on another video's
+        partition and miss its impression.
     now_ms
         The checker's wall clock; when given, events dated more than
         ``max_skew_ms`` after it are refused.
@@ -142,7 +148,9 @@ def check_event(
             problem = _feature_problem(kind, name, features)
             if problem is not None:
                 return problem
-    if key is not None and kind != "poster_published":
+    if kind != "poster_published":
+        if key is None:
+            return f"invalid {kind}: no key (events are keyed by their video id)"
         if key != record["video_id"].encode():
             return f"invalid {kind}: key {key[:64]!r} is not the video id"
     return None

@@ -4,7 +4,8 @@ The figures of `keyart lag` (confluent-kafka: OffsetFetch through the admin
 client, watermarks of its own fetches) are compared with aiokafka's: the group
 coordinator's committed offsets and the high watermark of a fetch response.
 Partition 0 holds single-record batches and partitions 1 and 3 batched ones, on
-which the broker's ListOffsets under-reports the log end.
+which the broker's ListOffsets under-reports the log end. A third group has
+committed past the log end, as a group does once its topic is recreated.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SINGLE, BATCHED, STAMPED = 5, 50, 30
 # Partition 3's records carry known timestamps: record i is (100 - i) s old.
 STAMPS_MS = [NOW_MS - (100 - i) * 1000 for i in range(STAMPED)]
 COMMITS = {0: 2, 1: 10, 3: 12}  # group A; partition 2 stays empty
+PAST_END = 1000  # group C's commit on partition 0, far past its SINGLE records
 
 
 class World:
@@ -45,6 +47,7 @@ class World:
         self.topic = settings.topic("impressions")
         self.group_a = "lag-a-" + uuid.uuid4().hex[:6]
         self.group_b = "lag-b-" + uuid.uuid4().hex[:6]
+        self.group_c = "lag-c-" + uuid.uuid4().hex[:6]
 
 
 def _commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
@@ -74,6 +77,7 @@ def world(make_settings) -> World:
     assert batched.flush(10) == 0
     _commit(bootstrap, w.group_a, w.topic, COMMITS)
     _commit(bootstrap, w.group_b, w.topic, {0: SINGLE, 1: BATCHED, 3: STAMPED})
+    _commit(bootstrap, w.group_c, w.topic, {0: PAST_END, 1: BATCHED})
     return w
 
 
@@ -209,6 +213,28 @@ def test_caught_up_check(world: World) -> None:
     ok, detail = check_caught_up(bootstrap, world.group_a, bound_s=60)()
     assert not ok
     assert f"{world.topic}[3]" in detail
+
+
+def test_a_commit_past_the_log_end_is_flagged_not_shown_as_caught_up(
+    world: World,
+) -> None:
+    report = json.loads(run_cli(world, "-g", world.group_c, "--json").stdout)
+    rows = {r["partition"]: r for r in report["partitions"]}
+    past = rows[0]
+    assert past["committed"] == PAST_END and past["log_end"] == SINGLE
+    assert past["past_log_end"] is True
+    assert past["lag_messages"] == SINGLE - PAST_END
+    assert past["lag_seconds"] is None
+    assert rows[1]["past_log_end"] is False and rows[1]["lag_messages"] == 0
+
+    table = run_cli(world, "-g", world.group_c).stdout
+    assert re.search(rf"{world.topic}\s*│\s*0\s*│\s*{PAST_END}\s*│\s*{SINGLE}", table)
+    assert f"{SINGLE - PAST_END} (past end)" in table
+    assert "recreated or truncated" in " ".join(table.split())
+
+    ok, detail = check_caught_up(world.settings.kafka_bootstrap, world.group_c, 60)()
+    assert not ok
+    assert f"{world.topic}[0]" in detail and "past the log end" in detail
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from schemas.codec import get_codec
-from streams.attribution import GRACE_MS, Attribution
+from streams.attribution import CLOCK_LEAD_MS, GRACE_MS, Attribution
 from streams.learner import Learner
 from streams.partition import PartitionLearner
 from streams.resp import Transaction
@@ -260,3 +260,55 @@ def test_grace_keeps_a_recent_click_waiting():
     a.add_click("c", "i", 1000, "p", b"")
     a.add_impression("x", 1000 + GRACE_MS, ("v", "p"), "p", b"")
     assert a.expire()[1] == 0 and "c" in a.waiting
+
+
+def click_of(i, t, impression_id):
+    return {
+        "event_id": f"c{i}",
+        "event_time": t,
+        "impression_id": impression_id,
+        "user_id": "u",
+        "video_id": "v",
+        "poster_id": f"p{i % 2}",
+        "placement": "row",
+    }
+
+
+async def test_an_impression_dated_ahead_does_not_give_up_early_clicks(
+    prefix_settings, stack
+):
+    """The collector accepts events up to 300 s ahead; one of them must not
+    pull the partition clock along, or every click that arrives a moment
+    before its impression is given up after the grace."""
+    settings = prefix_settings()
+    keys = StreamKeys(settings.redis_prefix)
+    client = aioredis.Redis.from_url(stack.redis_url)
+    now = int(time.time() * 1000)
+    dead: list = []
+    try:
+        learner = PartitionLearner(0, settings, get_codec(), DIM)
+        learner.apply_impressions("imp", encoded([impression(0, now + 290_000)]), dead)
+        learner.advance()
+        await save(learner, client, keys)
+        clock_after_ahead = learner.attribution.clock
+
+        # Through Redis between batches, as a worker restart would.
+        learner = await load(settings, client, keys)
+        early = encoded([click_of(1, now + 500, "i1")], kind="click")
+        learner.apply_clicks("clk", early, dead)
+        learner.advance()
+        given_up = learner.counts["no_impression"]
+        await save(learner, client, keys)
+
+        learner = await load(settings, client, keys)
+        learner.apply_impressions("imp", encoded([impression(1, now)], start=1), dead)
+        learner.advance()
+    finally:
+        await client.aclose()
+    assert dead == []
+    assert given_up == 0
+    assert learner.counts["credited_after_wait"] == 1
+    assert learner.alltime[("v", "p1")] == [1, 1]
+    assert clock_after_ahead <= now + 2_000 + CLOCK_LEAD_MS
+    # The impression dated ahead keeps its own time.
+    assert learner.attribution.pending["i0"].time_ms == now + 290_000

@@ -128,6 +128,7 @@ def test_pending_impressions_expire_after_window_and_grace():
         ({"video_id": ""}, None, "empty video_id"),
         ({"event_time": -1}, b"v1", "negative event_time"),
         ({}, b"other", "is not the video id"),
+        ({}, None, "no key (events are keyed by their video id)"),
     ],
 )
 def test_check_event_names_what_is_wrong(overrides, key, reason):
@@ -147,7 +148,7 @@ def test_check_event_rejects_non_finite_features_and_passes_good_ones():
     assert "not finite" in check_event("impression", impression, b"v")
     impression["context"] = {"age": 0.5}
     assert check_event("impression", impression, b"v") is None
-    assert check_event("click", click(), None) is None
+    assert check_event("click", click(), b"v1") is None
 
 
 def test_feature_rows_equal_the_shared_cross_features():

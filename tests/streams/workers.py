@@ -35,13 +35,19 @@ ENV_FIELDS = (
 
 
 class WorkerProcess:
-    """One ``keyart streams`` process with its log file."""
+    """One ``keyart streams`` process with its log file, run in ``cwd`` (the
+    repository by default)."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, cwd: Path | None = None) -> None:
+        root = Path(__file__).resolve().parents[2]
         env = dict(os.environ)
         for name in ENV_FIELDS:
             env[f"KEYART_{name.upper()}"] = str(getattr(settings, name))
         env["KEYART_LOG_LEVEL"] = "INFO"
+        # This checkout's code, whatever the working directory.
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(root), os.environ.get("PYTHONPATH")])
+        )
         self.log = log
         self._log_file = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -49,7 +55,7 @@ class WorkerProcess:
             env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=cwd or root,
             start_new_session=True,
         )
 
