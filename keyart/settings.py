@@ -72,7 +72,12 @@ class Settings(BaseSettings):
 
     # Local stack ------------------------------------------------------------
     broker_port: int = Field(
-        9092, ge=0, le=65535, description="Port of the local broker (0: any free)."
+        9092,
+        ge=0,
+        le=65535,
+        description="Port of the local broker (0: any free). Once set, or once a "
+        "stack listened there, `keyart up` fails rather than move the broker off "
+        "it when another process holds it; only the unset default gives way.",
     )
 
     # Streaming learner --------------------------------------------------------
