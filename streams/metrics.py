@@ -15,6 +15,7 @@ __all__ = [
     "DEDUPE_HITS",
     "EVENTS",
     "FLUSH_SECONDS",
+    "FM_CONTEXT_REFUSED",
     "LAG",
     "NON_FINITE",
     "OFFSET_RESETS",
@@ -74,4 +75,11 @@ REDIS_RETRIES = Counter(
     "keyart_streams_redis_retries_total",
     "Redis calls retried during an outage, by operation.",
     ["operation"],
+)
+FM_CONTEXT_REFUSED = Counter(
+    "keyart_streams_fm_context_refused_total",
+    "Context features left out of FM examples, by reason: not_allowed (not in "
+    "KEYART_FM_CONTEXT_FEATURES) or full (the shard holds "
+    "KEYART_FM_MAX_CONTEXT_FEATURES already).",
+    ["reason"],
 )

@@ -36,6 +36,7 @@ from streams.dedupe import DedupeWindow
 from streams.fm_shard import FMShard
 from streams.shards import LinUCBShard
 from streams.state_keys import StreamKeys
+from streams.vocabulary import ContextVocabulary
 
 __all__ = ["Arm", "PartitionStore"]
 
@@ -243,7 +244,11 @@ class PartitionStore:
             self.window.expire(clock / 1000.0)
         self.linucb = LinUCBShard.from_mapping(shard, self.dim)
         self._linucb_good = self._linucb_copy()
-        self.fm = FMShard.from_fields(fm, self.settings.seed)
+        self.fm = FMShard.from_fields(
+            fm,
+            self.settings.seed,
+            ContextVocabulary.from_settings(self.settings, self.partition),
+        )
         for kind, items in (("impression", d_imp), ("click", d_click)):
             self.dedupe[kind].restore(
                 (i.decode(), round(score * 1000)) for i, score in items

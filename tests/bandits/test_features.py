@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from bandits.features import (
     CLIP,
     POSTER_SCALES,
+    PROJECTION_CACHE_BYTES,
     checked_poster_features,
     cross_features,
     cross_features_checked,
@@ -136,3 +138,24 @@ def test_crossed_vector_of_a_real_poster_is_bounded() -> None:
     terms = 1 + 2 + 3 + 6
     assert np.abs(x).max() <= terms * CLIP * CLIP
     assert np.abs(x).max() < 10
+
+
+def test_new_context_keys_on_every_request_hold_bounded_memory() -> None:
+    """Each set of context keys compiles its own projection (about 1 MB for 64
+    keys and 30 poster features): 160 requests naming new keys would keep
+    165 MB if the cache only counted entries."""
+    rng = np.random.default_rng(3)
+    poster = {f"look_{i}": 0.5 for i in range(30)}
+    letters = list("abcdefghijklmnop")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(160):
+            context = {"k" + "".join(rng.choice(letters, 40)): 0.5 for _ in range(64)}
+            X = cross_features_many(context, [poster], 64)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert X.shape == (1, 64)
+    # The name-hash cache holds its 65,536 names (about 20 MB) on top.
+    assert grown < PROJECTION_CACHE_BYTES + 32 * 2**20

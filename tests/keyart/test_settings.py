@@ -36,6 +36,9 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("KEYART_EPSILON", "2"),
         ("KEYART_ATTRIBUTION_WINDOW_S", "inf"),
         ("KEYART_REDIS_BUDGET_MS", "nan"),
+        ("KEYART_FM_MAX_CONTEXT_FEATURES", "-1"),
+        ("KEYART_FM_CONTEXT_FEATURES", "age,,night"),
+        ("KEYART_FM_CONTEXT_FEATURES", "x" * 65),
     ],
 )
 def test_wrong_value_names_the_variable(

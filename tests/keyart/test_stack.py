@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 import redis
 
 from keyart.settings import load_settings
-from keyart.stack import LocalStack, free_port, read_state
+from keyart.stack import LocalStack, StackError, free_port, port_is_free, read_state
 
 pytestmark = pytest.mark.slow
 
@@ -68,19 +69,97 @@ def test_start_creates_topics_and_stop_leaves_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "stack.json").exists()
 
 
-def test_taken_ports_are_replaced(tmp_path: Path) -> None:
+def _time_wait_on(port: int) -> bool:
+    """Whether a TCP socket with local port ``port`` is in TIME_WAIT."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if int(local.rsplit(":", 1)[1], 16) == port and state == "06":
+            return True
+    return False
+
+
+def _api_versions(client: socket.socket) -> None:
+    """One Kafka ApiVersions (v0) round trip, so the broker holds the connection
+    (a connection it has not accepted yet is reset, not closed, when it dies)."""
+    client_id = b"keyart-test"
+    body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+    client.sendall(struct.pack(">i", len(body)) + body)
+    (size,) = struct.unpack(">i", client.recv(4, socket.MSG_WAITALL))
+    assert len(client.recv(size, socket.MSG_WAITALL)) == size
+
+
+def test_time_wait_does_not_hold_a_port() -> None:
+    with socket.socket() as listener:
+        # SO_REUSEADDR on the listener too, as the broker and Redis set it.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()
+            assert client.recv(1) == b""
+    assert _time_wait_on(port)
+    assert port_is_free(port)
+    assert free_port(port) == port
+
+
+def test_configured_port_held_by_a_listener_fails_naming_it(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        assert not port_is_free(port)
         settings = load_settings(
             state_dir=tmp_path,
             broker_port=port,
             redis_url=f"redis://127.0.0.1:{free_port()}/0",
         )
-        with LocalStack(settings) as info:
-            assert info.kafka_bootstrap != f"127.0.0.1:{port}"
-            assert _topics(info.kafka_bootstrap)
+        with pytest.raises(StackError, match=rf"port {port} \(KEYART_BROKER_PORT\)"):
+            LocalStack(settings).start()
+    assert not (tmp_path / "stack.json").exists()
+
+
+def test_previous_port_held_by_a_listener_fails_naming_the_state_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KEYART_BROKER_PORT", raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # What a stack left after its broker crashed.
+        left = {"kafka_bootstrap": f"127.0.0.1:{port}", "redis_url": "redis://x"}
+        (tmp_path / "stack.json").write_text(json.dumps(left))
+        settings = load_settings(state_dir=tmp_path, redis_url="redis://127.0.0.1:1/0")
+        with pytest.raises(StackError, match=rf"port {port}, .*stack\.json"):
+            LocalStack(settings).start()
+
+
+def test_broker_restarted_after_a_crash_keeps_its_port(tmp_path: Path, stack) -> None:
+    """The tester's steps: kill -9 the broker while a client is connected, then
+    start again at once, with the TIME_WAIT sockets still there."""
+    port = free_port(0)
+    settings = load_settings(
+        state_dir=tmp_path, broker_port=port, redis_url=stack.redis_url
+    )
+    first = LocalStack(settings)
+    second = LocalStack(settings)
+    try:
+        info = first.start()
+        assert info.kafka_bootstrap == f"127.0.0.1:{port}"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            _api_versions(client)
+            os.kill(info.broker_pid, signal.SIGKILL)
+            assert _wait_gone(info.broker_pid)
+            assert client.recv(1) == b""
+        assert _time_wait_on(port)
+        again = second.start()
+        assert again.kafka_bootstrap == f"127.0.0.1:{port}"
+        assert "keyart.impressions" in _topics(again.kafka_bootstrap)
+    finally:
+        second.stop()
+        first.stop()
 
 
 def test_existing_redis_is_used_not_restarted(tmp_path: Path, stack) -> None:
