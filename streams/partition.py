@@ -41,6 +41,7 @@ from streams.fm_shard import FMShard, in_fm_sample
 from streams.saving import Arm, PartitionStore
 from streams.shards import LinUCBShard, feature_rows
 from streams.validate import check_event
+from streams.vocabulary import ContextVocabulary
 
 __all__ = ["DeadLetter", "PartitionLearner", "Record"]
 
@@ -95,7 +96,10 @@ class PartitionLearner(PartitionStore):
         }
         self.attribution = Attribution(round(settings.attribution_window_s * 1000))
         self.linucb = LinUCBShard(dim)
-        self.fm = FMShard(seed=settings.seed)
+        self.fm = FMShard(
+            seed=settings.seed,
+            vocabulary=ContextVocabulary.from_settings(settings, partition),
+        )
         self.fm_rate = settings.fm_sample_rate
         self.fm_examples: list[tuple[int, bool, dict[str, float]]] = []
         """This batch's FM examples: (event time, clicked, features)."""
