@@ -72,6 +72,7 @@ from gateway._claims import (
     SLOT_PENDING,
     SLOT_USED,
 )
+from gateway._event_time import EventTimeBounds
 from gateway._ratelimit import RateLimitedLog
 from gateway.broker import GatewayProducer
 from gateway.models import ClickIn, EventError, ImpressionIn
@@ -88,7 +89,6 @@ logger = logging.getLogger("gateway")
 
 SEEN_TTL_S = 30 * 86_400
 EXPOSURE_TTL_S = 2 * 86_400
-FUTURE_SLACK_MS = 300_000
 
 _EVENT = TypeAdapter(Annotated[ImpressionIn | ClickIn, Field(discriminator="type")])
 
@@ -128,6 +128,7 @@ class Collector:
         self._claim_script = redis.register_script(CLAIM)
         self._after_script = redis.register_script(AFTER)
         self._budget_s = settings.collect_redis_budget_ms / 1000
+        self._times = EventTimeBounds(settings)
         self._loop_lag = loop_lag
         self._failures = 0
         self._skip_until = 0.0
@@ -214,10 +215,9 @@ class Collector:
                 errors.append(EventError(index=index, reason=f"token: {error}"))
                 outcomes[kind, "invalid"] += 1
                 continue
-            if event.event_time > now_ms + FUTURE_SLACK_MS:
-                errors.append(
-                    EventError(index=index, reason="event_time: in the future")
-                )
+            time_error = self._times.reason(event.event_time, now_ms)
+            if time_error is not None:
+                errors.append(EventError(index=index, reason=time_error))
                 outcomes[kind, "invalid"] += 1
                 continue
             if (event.type, event.event_id) in seen_ids:
