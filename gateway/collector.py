@@ -5,7 +5,10 @@ Steps of :meth:`Collector.collect`:
 1. parse the batch and validate each event on its own (a bad event is listed
    in the answer, the others go on);
 2. verify each event's impression token and fill the record from it, so the
-   user, video, poster, policy and propensity are what the gateway decided;
+   user, video, poster, policy and propensity are what the gateway decided,
+   and check its time: within the client clock skew of now and of the
+   token's issue, and young enough for the learner's windows
+   (``gateway._event_time``);
 3. claim, in one script call, each event's id and its token's slot (the
    metadata of posters not cached is fetched alongside); impression ids and
    click ids are separate namespaces, as in the learner; claims are *pending*
@@ -215,7 +218,7 @@ class Collector:
                 errors.append(EventError(index=index, reason=f"token: {error}"))
                 outcomes[kind, "invalid"] += 1
                 continue
-            time_error = self._times.reason(event.event_time, now_ms)
+            time_error = self._times.reason(event.event_time, token.issued_ms, now_ms)
             if time_error is not None:
                 errors.append(EventError(index=index, reason=time_error))
                 outcomes[kind, "invalid"] += 1

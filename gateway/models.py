@@ -196,7 +196,12 @@ class ImpressionIn(BaseModel):
     type: Literal["impression"]
     event_id: Id = Field(..., description="Unique id; resending it is harmless.")
     event_time: int = Field(
-        ..., ge=0, description="When it was shown, milliseconds since the epoch."
+        ...,
+        ge=0,
+        description="When it was shown, milliseconds since the epoch; within "
+        "KEYART_COLLECT_CLOCK_SKEW_S of the collector's clock ahead and of the "
+        "token's issue behind, and at most the learner's windows old (30 min by "
+        "default).",
     )
     token: str = Field(..., max_length=4096, description="The slot's impression token.")
     context: Context = Field(
@@ -212,7 +217,12 @@ class ClickIn(BaseModel):
 
     type: Literal["click"]
     event_id: Id = Field(..., description="Unique id; resending it is harmless.")
-    event_time: int = Field(..., ge=0, description="Milliseconds since the epoch.")
+    event_time: int = Field(
+        ...,
+        ge=0,
+        description="Milliseconds since the epoch, within the same bounds as an "
+        "impression's.",
+    )
     token: str = Field(
         ..., max_length=4096, description="The impression token of that poster."
     )

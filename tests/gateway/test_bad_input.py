@@ -221,23 +221,8 @@ def test_splits_that_cannot_be_stored_or_summed_are_422(gateway, variants):
     assert gateway.client.get("/admin/experiments", headers=ADMIN).status_code == 200
 
 
-def _signed_token(fields: object) -> str:
-    """A token signed with the gateway's secret around any JSON payload."""
-    import hashlib
-    import hmac
-
-    import orjson
-
-    from gateway.token import MAC_BYTES, _b64
-    from tests.gateway.conftest import TOKEN_SECRET
-
-    payload = orjson.dumps(fields)
-    mac = hmac.new(TOKEN_SECRET.encode(), payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
-
-
 def test_signed_tokens_of_the_wrong_shape_are_per_event_errors(gateway):
-    from tests.gateway.conftest import new_id
+    from tests.gateway.conftest import new_id, sign_token
 
     now_ms = int(time.time() * 1000)
     good = [1, "d-1", "u-1", "v-1", "p-1", "home_row", "thompson", "ts"]
@@ -259,7 +244,7 @@ def test_signed_tokens_of_the_wrong_shape_are_per_event_errors(gateway):
         changed(9, 0),
     ]
     events = [
-        _event(event_id=new_id("i"), token=_signed_token(fields)) for fields in payloads
+        _event(event_id=new_id("i"), token=sign_token(fields)) for fields in payloads
     ]
     response = gateway.client.post("/v1/events", json={"events": events})
     assert response.status_code == 200, response.text
