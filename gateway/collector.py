@@ -145,6 +145,11 @@ class Collector:
             document.get("events"), list
         ):
             raise BatchError('events: expected {"events": [...]}')
+        unknown = sorted(set(document) - {"events"})
+        if unknown:  # as every request body: a field the collector ignores is a bug
+            raise BatchError(
+                f'{unknown[0]}: unknown field, a batch is {{"events": [...]}} only'
+            )
         events = document["events"]
         if len(events) > self.settings.max_events_per_batch:
             raise BatchError(

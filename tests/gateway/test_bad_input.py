@@ -169,6 +169,7 @@ def test_each_bad_event_is_named_and_none_is_a_5xx(gateway):
         (b'{"events": "x"}', "events"),
         (b"null", "events"),
         (b'{"events": [NaN]}', "body"),
+        (b'{"events": [], "dry_run": true}', "dry_run"),
     ],
 )
 def test_bad_batches_are_422_naming_the_field(gateway, raw, field):
@@ -257,3 +258,34 @@ def test_signed_tokens_of_the_wrong_shape_are_per_event_errors(gateway):
     assert "propensity 1.5 is not in (0, 1]" in reasons[6]
     assert "propensity 0 is not in (0, 1]" in reasons[7]
     assert not any(e["retry"] for e in body["errors"])
+
+
+@pytest.mark.parametrize("path", ["/admin/rules", "/admin/experiments"])
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [({"expected_verison": 0}, "expected_verison"), ({"x": 1}, "x")],
+)
+def test_unknown_fields_on_admin_updates_are_422_and_store_nothing(
+    gateway, path, extra, field
+):
+    """A misspelt expected_version must not skip the conflict check."""
+    from tests.gateway.conftest import ADMIN
+
+    before = gateway.client.get(path, headers=ADMIN).json()["version"]
+    response = gateway.client.put(path, json={"document": {}, **extra}, headers=ADMIN)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"{field}: "), response.text
+    assert gateway.client.get(path, headers=ADMIN).json()["version"] == before
+
+
+def test_a_misspelt_bulk_approve_filter_is_422(gateway):
+    """Without the video_id filter, bulk-approve takes the best of every video."""
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.post(
+        "/admin/review/bulk-approve",
+        json={"reviewer": "bob", "videoid": "v-1"},
+        headers=ADMIN,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("videoid: "), response.text
