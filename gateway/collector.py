@@ -75,6 +75,7 @@ from gateway._claims import (
     SLOT_PENDING,
     SLOT_USED,
 )
+from gateway._errors import error_message
 from gateway._event_time import EventTimeBounds
 from gateway._ratelimit import RateLimitedLog
 from gateway.broker import GatewayProducer
@@ -103,7 +104,7 @@ class BatchError(ValueError):
 def _reason(error: ValidationError) -> str:
     first = error.errors(include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "event"
-    return f"{where}: {first['msg']}"
+    return f"{where}: {error_message(first)}"
 
 
 class Collector:
@@ -140,7 +141,9 @@ class Collector:
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            raise BatchError(f"body is not JSON: {error}") from None
+            raise BatchError(
+                f"body: invalid JSON at character {error.pos}: {error.msg}"
+            ) from None
         if not isinstance(document, dict) or not isinstance(
             document.get("events"), list
         ):

@@ -27,7 +27,14 @@ import time
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ConfigConflict",
@@ -170,19 +177,52 @@ class RulesDocument(BaseModel):
     def _check_each(self) -> RulesDocument:
         from gateway.placements import PLACEMENTS
 
-        RuleConfig(**self.default)
+        _check_rules(self.default, ("default",))
         for placement, overrides in self.placements.items():
+            where = ("placements", placement)
             if placement not in PLACEMENTS:
-                raise ValueError(
-                    f"placements.{placement}: unknown placement; "
-                    f"known: {', '.join(PLACEMENTS)}"
+                raise _located(
+                    where, "unknown placement; known: " + ", ".join(PLACEMENTS)
                 )
-            RuleConfig(**{**self.default, **overrides})
+            _check_rules({**self.default, **overrides}, where)
         return self
 
     def for_placement(self, placement: str) -> RuleConfig:
         """The effective rules of ``placement``: defaults, then overrides."""
         return RuleConfig(**{**self.default, **self.placements.get(placement, {})})
+
+
+def _check_rules(values: dict[str, Any], where: tuple[str, ...]) -> None:
+    """Validate ``values`` as a :class:`RuleConfig`; errors located at ``where``.
+
+    The overrides are plain mappings (only what was overridden is stored), so
+    pydantic validates them here rather than as fields; without the prefix,
+    an error in ``placements.search`` would be reported at the document's
+    top, as if ``mmr_lambda`` were a field of it.
+    """
+    try:
+        RuleConfig(**values)
+    except ValidationError as error:
+        lines: list[Any] = [
+            {**item, "loc": (*where, *item["loc"])}
+            for item in error.errors(include_url=False)
+        ]
+        raise ValidationError.from_exception_data(error.title, lines) from None
+
+
+def _located(where: tuple[str, ...], message: str) -> ValidationError:
+    """A validation error at ``where`` inside the document."""
+    return ValidationError.from_exception_data(
+        "RulesDocument",
+        [
+            {
+                "type": "value_error",
+                "loc": where,
+                "input": where[-1],
+                "ctx": {"error": ValueError(message)},
+            }
+        ],
+    )
 
 
 class Variant(BaseModel):

@@ -289,3 +289,78 @@ def test_a_misspelt_bulk_approve_filter_is_422(gateway):
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"].startswith("videoid: "), response.text
+
+
+def _post_raw(gateway, path, raw, content_type="application/json"):
+    from tests.gateway.conftest import ADMIN
+
+    headers = {**ADMIN, **({"content-type": content_type} if content_type else {})}
+    return gateway.client.request(
+        "PUT" if path.startswith("/admin") else "POST",
+        path,
+        content=raw,
+        headers=headers,
+    )
+
+
+@pytest.mark.parametrize("path", ["/v1/select", "/v1/events"])
+def test_invalid_json_is_named_as_such_with_its_position(gateway, path):
+    response = _post_raw(gateway, path, b'{"user_id": "u-1", "events": [')
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("body: invalid JSON at character 30: "), detail
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain"])
+def test_a_json_body_without_its_content_type_says_so(gateway, content_type):
+    import orjson
+
+    raw = orjson.dumps(OK_SELECT)
+    response = _post_raw(gateway, "/v1/select", raw, content_type)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("body: expected Content-Type: application/json")
+    assert (repr(content_type) if content_type else "none was sent") in detail
+
+
+def test_an_integer_too_long_to_read_is_a_4xx_saying_so(gateway):
+    raw = b'{"user_id": "u-1", "placement": "home_row", "video_ids": ["v-1"], '
+    raw += b'"context": {"a": ' + b"7" * 5000 + b"}}"
+    response = _post_raw(gateway, "/v1/select", raw)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("body: cannot be read: Exceeds the limit (4300 digits)")
+
+
+@pytest.mark.parametrize(
+    ("document", "detail"),
+    [
+        (
+            {"placements": {"search": {"mmr_lambda": 2}}},
+            "document.placements.search.mmr_lambda: Input should be less than",
+        ),
+        (
+            {"default": {"mmr_lambda": 2}},
+            "document.default.mmr_lambda: Input should be less than",
+        ),
+        (
+            {
+                "default": {"demote_at": 0.98},
+                "placements": {"detail": {"retire_at": 0.97}},
+            },
+            "document.placements.detail: retire_at must be at least demote_at",
+        ),
+        (
+            {"placements": {"moon": {}}},
+            "document.placements.moon: unknown placement; known: home_row",
+        ),
+    ],
+)
+def test_a_bad_rule_is_named_where_it_is_in_the_document(gateway, document, detail):
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.put(
+        "/admin/rules", json={"document": document}, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(detail), response.text
