@@ -75,8 +75,10 @@ def error_message(item: dict[str, Any]) -> str:
 
 def parse_failure(cause: BaseException | None) -> str:
     """The detail of a body FastAPI could not decode for a reason beyond JSON
-    syntax: bytes that are not UTF-8, or an integer longer than Python converts
-    (4300 digits)."""
+    syntax: bytes that are not UTF-8, an integer longer than Python converts
+    (4300 digits), or nesting past Python's recursion limit."""
+    if isinstance(cause, RecursionError):
+        return "body: nested too deeply to read"
     if isinstance(cause, UnicodeDecodeError):
         return f"body: not UTF-8 ({cause.reason} at byte {cause.start})"
     if isinstance(cause, ValueError):

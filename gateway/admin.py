@@ -60,10 +60,11 @@ class RulesUpdate(BaseModel):
     """A new rules document, based on ``expected_version``.
 
     Unknown fields are refused: a misspelt ``expected_version`` would
-    otherwise skip the conflict check and overwrite another update.
+    otherwise skip the conflict check and overwrite another update. Numbers
+    are strict: ``true`` is not version 1.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     expected_version: int | None = Field(
         None, description="Version read before editing; null skips the check."
@@ -73,9 +74,9 @@ class RulesUpdate(BaseModel):
 
 class ExperimentsUpdate(BaseModel):
     """A new experiments document, based on ``expected_version`` (unknown
-    fields refused, as in :class:`RulesUpdate`)."""
+    fields and loose numbers refused, as in :class:`RulesUpdate`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     expected_version: int | None = Field(
         None, description="Version read before editing; null skips the check."

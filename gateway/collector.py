@@ -61,10 +61,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
 from gateway import metrics
+from gateway._batch import BatchError, read_batch
 from gateway._claims import (
     AFTER,
     CLAIM,
@@ -95,10 +95,6 @@ SEEN_TTL_S = 30 * 86_400
 EXPOSURE_TTL_S = 2 * 86_400
 
 _EVENT = TypeAdapter(Annotated[ImpressionIn | ClickIn, Field(discriminator="type")])
-
-
-class BatchError(ValueError):
-    """The batch as a whole is unusable; the message names the field."""
 
 
 def _reason(error: ValidationError) -> str:
@@ -136,30 +132,6 @@ class Collector:
         self._loop_lag = loop_lag
         self._failures = 0
         self._skip_until = 0.0
-
-    def _parse(self, body: bytes) -> list[Any]:
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise BatchError(
-                f"body: invalid JSON at character {error.pos}: {error.msg}"
-            ) from None
-        if not isinstance(document, dict) or not isinstance(
-            document.get("events"), list
-        ):
-            raise BatchError('events: expected {"events": [...]}')
-        unknown = sorted(set(document) - {"events"})
-        if unknown:  # as every request body: a field the collector ignores is a bug
-            raise BatchError(
-                f'{unknown[0]}: unknown field, a batch is {{"events": [...]}} only'
-            )
-        events = document["events"]
-        if len(events) > self.settings.max_events_per_batch:
-            raise BatchError(
-                f"events: {len(events)} events, at most "
-                f"{self.settings.max_events_per_batch} (KEYART_MAX_EVENTS_PER_BATCH)"
-            )
-        return events
 
     def _record(
         self, event: ImpressionIn | ClickIn, token: ImpressionToken
@@ -203,7 +175,7 @@ class Collector:
 
     async def collect(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Take one batch; return the HTTP status and the answer body."""
-        events = self._parse(body)
+        events = read_batch(body, self.settings.max_events_per_batch)
         now_ms = int(time.time() * 1000)
         ttl_ms = int(self.settings.token_ttl_s * 1000)
         errors: list[EventError] = []

@@ -32,6 +32,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -57,9 +58,14 @@ class RuleConfig(BaseModel):
 
     Every field is finite and bounded: a value the gateway cannot turn into a
     time or a Redis integer is refused here, not met later as a failed read.
+    Numbers are strict: ``"0.5"`` or ``true`` is refused, not converted (and
+    then stored as sent); documents stored before that are still read, see
+    :func:`load_document`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, strict=True
+    )
 
     exposure_cap_share: float = Field(
         0.6,
@@ -159,7 +165,7 @@ class RuleConfig(BaseModel):
 class RulesDocument(BaseModel):
     """Overrides of the rule defaults, for every placement and per placement."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: ClassVar[str] = "rules"
 
     default: dict[str, Any] = Field(
@@ -172,6 +178,25 @@ class RulesDocument(BaseModel):
         description="Overrides per placement id, applied after ``default``.",
         examples=[{"search": {"exposure_cap_share": 0.5}}],
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _convert_stored(cls, data: Any, info: ValidationInfo) -> Any:
+        """Numbers of a stored document converted (``"0.5"`` to 0.5), see
+        :func:`load_document`; the overrides keep only the types of the rules."""
+        if not (info.context or {}).get("stored") or not isinstance(data, dict):
+            return data
+        default, placements = data.get("default", {}), data.get("placements", {})
+        if not isinstance(default, dict) or not isinstance(placements, dict):
+            return data  # left for the checks to report
+        return {
+            **data,
+            "default": _converted(default, default),
+            "placements": {
+                name: _converted(default, overrides)
+                for name, overrides in placements.items()
+            },
+        }
 
     @model_validator(mode="after")
     def _check_each(self) -> RulesDocument:
@@ -190,6 +215,20 @@ class RulesDocument(BaseModel):
     def for_placement(self, placement: str) -> RuleConfig:
         """The effective rules of ``placement``: defaults, then overrides."""
         return RuleConfig(**{**self.default, **self.placements.get(placement, {})})
+
+
+def _converted(default: dict[str, Any], overrides: Any) -> Any:
+    """``overrides`` with values of the rules' types, as lax validation gives."""
+    if not isinstance(overrides, dict):
+        return overrides
+    try:
+        config = RuleConfig.model_validate({**default, **overrides}, strict=False)
+    except ValidationError:
+        return overrides  # left for the checks to report
+    return {
+        name: getattr(config, name) if name in RuleConfig.model_fields else value
+        for name, value in overrides.items()
+    }
 
 
 def _check_rules(values: dict[str, Any], where: tuple[str, ...]) -> None:
@@ -228,7 +267,9 @@ def _located(where: tuple[str, ...], message: str) -> ValidationError:
 class Variant(BaseModel):
     """One arm of the experiment: a policy and the share of users it serves."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, strict=True
+    )
 
     name: str = Field(
         ...,
@@ -268,7 +309,7 @@ POLICY_NAMES = (
 class ExperimentsDocument(BaseModel):
     """The traffic split: users hash into variants by ``salt`` and weight."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: ClassVar[str] = "experiments"
 
     salt: str = Field(
@@ -310,12 +351,16 @@ async def load_document(
 
     A stored document that no longer validates (written by a newer release)
     raises ``ValueError`` naming the key, and the caller keeps what it had.
+    It is read without strict numbers, converted: an update checks them, but
+    a release before that took ``"0.5"`` and stored it as sent.
     """
     raw = await redis.hmget(key, "version", "data")
     if raw[0] is None or raw[1] is None:
         return model(), 0
     try:
-        return model.model_validate(orjson.loads(raw[1])), int(raw[0])
+        document = orjson.loads(raw[1])
+        stored = model.model_validate(document, strict=False, context={"stored": True})
+        return stored, int(raw[0])
     except ValueError as error:
         raise ValueError(f"{key} holds an invalid document: {error}") from None
 

@@ -66,10 +66,16 @@ Context = Annotated[
 
 
 class SelectRequest(BaseModel):
-    """Which poster to show for each title of a row."""
+    """Which poster to show for each title of a row.
+
+    This and the event bodies are strict: a string or a boolean where a
+    number belongs is refused rather than converted, as it is a client bug
+    that would otherwise feed the learner a feature or a time nobody meant.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -191,7 +197,7 @@ class SelectResponse(BaseModel):
 class ImpressionIn(BaseModel):
     """A poster the client drew on screen."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["impression"]
     event_id: Id = Field(..., description="Unique id; resending it is harmless.")
@@ -213,7 +219,7 @@ class ImpressionIn(BaseModel):
 class ClickIn(BaseModel):
     """A click on a shown poster."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["click"]
     event_id: Id = Field(..., description="Unique id; resending it is harmless.")

@@ -54,9 +54,10 @@ class Decision(BaseModel):
 
     This and the bodies built on it refuse unknown fields: a misspelt
     ``video_id`` or ``placements`` would otherwise approve more than asked.
+    Numbers are strict and finite: ``"5"`` is no limit, NaN no score.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     reviewer: str = Field(..., min_length=1, max_length=200)
     reason: str = Field("", max_length=2000)

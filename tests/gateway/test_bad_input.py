@@ -40,6 +40,8 @@ BAD_SELECTS = [
     (_select(video_ids=["v:1", "v:1"]), "video_ids"),
     (_select(video_ids=[f"v{i}" for i in range(101)]), "video_ids"),
     (_select(context={"a": "x"}), "context"),
+    (_select(context={"a": "0.5"}), "context"),
+    (_select(context={"a": True}), "context"),
     (_select(context={"a": 1e7}), "context"),
     (_select(context={"a": -1e160}), "context"),
     (_select(context={"": 1.0}), "context"),
@@ -128,11 +130,15 @@ BAD_EVENTS = [
     (_event(event_id=_DROP), "event_id"),
     (_event(event_time="now"), "event_time"),
     (_event(event_time=1.5), "event_time"),
+    (_event(event_time=str(int(time.time() * 1000))), "event_time"),
+    (_event(event_time=True), "event_time"),
+    (_event(event_time=time.time() * 1000 // 1), "event_time"),
     (_event(event_time=-1), "event_time"),
     (_event(event_time=_DROP), "event_time"),
     (_event(token=5), "token"),
     (_event(token="t" * 5000), "token"),
     (_event(context={"a": "x"}), "context"),
+    (_event(context={"a": True}), "context"),
     (_event(context={"a": 1e300}), "context"),
     (_event(context={f"k{i}": 0.0 for i in range(65)}), "context"),
     (_event(surprise=True), "surprise"),
@@ -168,7 +174,6 @@ def test_each_bad_event_is_named_and_none_is_a_5xx(gateway):
         (b'{"events": {}}', "events"),
         (b'{"events": "x"}', "events"),
         (b"null", "events"),
-        (b'{"events": [NaN]}', "body"),
         (b'{"events": [], "dry_run": true}', "dry_run"),
     ],
 )
@@ -187,9 +192,14 @@ BAD_RULES = [
     {"default": {"ramp_min_impressions": 10**20}},
     {"placements": {"search": {"exposure_min_impressions": 10**20}}},
     {"default": {"retire_margin": 1e300}},
+    {"default": {"mmr_lambda": "0.5"}},
+    {"placements": {"search": {"ramp_min_impressions": True}}},
+    {"default": {"exposure_min_impressions": 100.0}},
 ]
 BAD_SPLITS = [
     [{"name": "a", "policy": "random", "weight": "inf"}],
+    [{"name": "a", "policy": "random", "weight": "1"}],
+    [{"name": "a", "policy": "random", "weight": True}],
     [
         {"name": "a", "policy": "random", "weight": 1e308},
         {"name": "b", "policy": "thompson", "weight": 1e308},
@@ -364,3 +374,104 @@ def test_a_bad_rule_is_named_where_it_is_in_the_document(gateway, document, deta
     )
     assert response.status_code == 422, response.text
     assert response.json()["detail"].startswith(detail), response.text
+
+
+def test_a_boolean_is_not_an_expected_version(gateway):
+    from tests.gateway.conftest import ADMIN
+
+    before = gateway.client.get("/admin/rules", headers=ADMIN).json()["version"]
+    response = gateway.client.put(
+        "/admin/rules", json={"expected_version": True, "document": {}}, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("expected_version: ")
+    assert gateway.client.get("/admin/rules", headers=ADMIN).json()["version"] == before
+
+
+def test_rules_stored_with_loose_numbers_are_still_read(gateway):
+    """A release before strict numbers stored "0.5" as sent; it still applies."""
+    import orjson
+
+    from tests.gateway.conftest import ADMIN
+
+    key = gateway.keys.config("rules")
+    version = int(gateway.redis.hget(key, "version") or 0) + 1
+    document = {"default": {"mmr_lambda": "0.5"}, "placements": {}}
+    gateway.redis.hset(
+        key, mapping={"version": version, "data": orjson.dumps(document)}
+    )
+    try:
+        answer = gateway.client.get("/admin/rules", headers=ADMIN)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == version
+        assert answer.json()["effective"]["home_row"]["mmr_lambda"] == 0.5
+    finally:
+        gateway.client.put("/admin/rules", json={"document": {}}, headers=ADMIN)
+
+
+def test_nan_and_out_of_range_literals_fail_their_event_not_the_batch(gateway):
+    """Python's json, which reads /v1/select, reads the batch too: each event is
+    judged on its own, as a NaN context value is one field's error in a select."""
+    import json
+
+    from tests.gateway.conftest import add_poster, new_id
+
+    video = new_id("v")
+    add_poster(gateway, video, new_id("p"))
+    tokens = [
+        gateway.select(new_id("u"), [video])["slots"][0]["token"] for _ in range(2)
+    ]
+    events = [
+        _event(event_id=new_id("i"), token=tokens[0], context={"a": 0.5}),
+        _event(event_id=new_id("i"), token=tokens[1], context={"a": float("nan")}),
+        _event(event_id=new_id("i"), token=tokens[1], context={"a": float("inf")}),
+        _event(event_id=new_id("i"), token=tokens[1], event_time=float("nan")),
+        _event(event_id=new_id("i"), token=tokens[1], event_time=2**70),
+    ]
+    raw = json.dumps({"events": events}).replace("Infinity", "1e309", 1)
+    assert "NaN" in raw and "1e309" in raw
+
+    response = gateway.client.post(
+        "/v1/events", content=raw, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    reasons = {e["index"]: e["reason"] for e in response.json()["errors"]}
+    assert list(reasons) == [1, 2, 3, 4]
+    assert reasons[1] == "impression.context: context feature 'a' is not finite"
+    assert reasons[2] == reasons[1]
+    assert reasons[3].startswith(
+        "impression.event_time: Input should be a valid integer"
+    )
+    assert reasons[4].startswith("event_time: in the future")
+
+    select = dict(OK_SELECT, context={"a": float("nan")})
+    answer = gateway.client.post(
+        "/v1/select",
+        content=json.dumps(select),
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "context: context feature 'a' is not finite"
+
+
+def test_review_numbers_are_finite_and_strict(gateway):
+    import json
+
+    from tests.gateway.conftest import ADMIN
+
+    for body, detail in [
+        (
+            {"reviewer": "bob", "min_score": float("nan")},
+            "min_score: Input should be a finite number",
+        ),
+        ({"reviewer": "bob", "limit": "5"}, "limit: Input should be a valid integer"),
+    ]:
+        response = gateway.client.post(
+            "/admin/review/bulk-approve",
+            content=json.dumps(body),
+            headers={**ADMIN, "content-type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"] == detail
