@@ -14,7 +14,7 @@ import hmac
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.config import (
     ConfigConflict,
@@ -57,7 +57,14 @@ router = APIRouter(
 
 
 class RulesUpdate(BaseModel):
-    """A new rules document, based on ``expected_version``."""
+    """A new rules document, based on ``expected_version``.
+
+    Unknown fields are refused: a misspelt ``expected_version`` would
+    otherwise skip the conflict check and overwrite another update. Numbers
+    are strict: ``true`` is not version 1.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     expected_version: int | None = Field(
         None, description="Version read before editing; null skips the check."
@@ -66,7 +73,10 @@ class RulesUpdate(BaseModel):
 
 
 class ExperimentsUpdate(BaseModel):
-    """A new experiments document, based on ``expected_version``."""
+    """A new experiments document, based on ``expected_version`` (unknown
+    fields and loose numbers refused, as in :class:`RulesUpdate`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     expected_version: int | None = Field(
         None, description="Version read before editing; null skips the check."

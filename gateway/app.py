@@ -32,11 +32,14 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException
 
 from gateway import metrics
+from gateway._errors import body_errors, parse_failure
 from gateway.admin import require_admin
 from gateway.admin import router as admin_router
 from gateway.collector import BatchError, Collector
@@ -55,6 +58,9 @@ from keyart.settings import Settings, get_settings
 __all__ = ["create_app"]
 
 logger = logging.getLogger("gateway")
+
+_UNPARSED = "There was an error parsing the body"
+"""FastAPI's detail for a body it could not decode (not a JSON syntax error)."""
 
 
 class BodyLimit:
@@ -195,15 +201,19 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
-        details = []
-        for item in error.errors():
-            where = ".".join(str(p) for p in item["loc"] if p != "body")
-            details.append({"field": where or "body", "message": item["msg"]})
+        details = body_errors(list(error.errors()), request.headers.get("content-type"))
         first = details[0] if details else {"field": "body", "message": "invalid"}
         return _json(
             {"detail": f"{first['field']}: {first['message']}", "errors": details},
             422,
         )
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, error: HTTPException) -> Response:
+        # FastAPI answers a body it failed to decode with a bare 400; say why.
+        if error.status_code == 400 and error.detail == _UNPARSED:
+            return _json({"detail": parse_failure(error.__cause__)}, 400)
+        return await http_exception_handler(request, error)
 
     @app.post(
         "/v1/select",

@@ -5,7 +5,10 @@ Steps of :meth:`Collector.collect`:
 1. parse the batch and validate each event on its own (a bad event is listed
    in the answer, the others go on);
 2. verify each event's impression token and fill the record from it, so the
-   user, video, poster, policy and propensity are what the gateway decided;
+   user, video, poster, policy and propensity are what the gateway decided,
+   and check its time: within the client clock skew of now and of the
+   token's issue, and young enough for the learner's windows
+   (``gateway._event_time``);
 3. claim, in one script call, each event's id and its token's slot (the
    metadata of posters not cached is fetched alongside); impression ids and
    click ids are separate namespaces, as in the learner; claims are *pending*
@@ -58,10 +61,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any
 
-import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
 from gateway import metrics
+from gateway._batch import BatchError, read_batch
 from gateway._claims import (
     AFTER,
     CLAIM,
@@ -72,6 +75,8 @@ from gateway._claims import (
     SLOT_PENDING,
     SLOT_USED,
 )
+from gateway._errors import error_message
+from gateway._event_time import EventTimeBounds
 from gateway._ratelimit import RateLimitedLog
 from gateway.broker import GatewayProducer
 from gateway.models import ClickIn, EventError, ImpressionIn
@@ -88,19 +93,14 @@ logger = logging.getLogger("gateway")
 
 SEEN_TTL_S = 30 * 86_400
 EXPOSURE_TTL_S = 2 * 86_400
-FUTURE_SLACK_MS = 300_000
 
 _EVENT = TypeAdapter(Annotated[ImpressionIn | ClickIn, Field(discriminator="type")])
-
-
-class BatchError(ValueError):
-    """The batch as a whole is unusable; the message names the field."""
 
 
 def _reason(error: ValidationError) -> str:
     first = error.errors(include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "event"
-    return f"{where}: {first['msg']}"
+    return f"{where}: {error_message(first)}"
 
 
 class Collector:
@@ -128,26 +128,10 @@ class Collector:
         self._claim_script = redis.register_script(CLAIM)
         self._after_script = redis.register_script(AFTER)
         self._budget_s = settings.collect_redis_budget_ms / 1000
+        self._times = EventTimeBounds(settings)
         self._loop_lag = loop_lag
         self._failures = 0
         self._skip_until = 0.0
-
-    def _parse(self, body: bytes) -> list[Any]:
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise BatchError(f"body is not JSON: {error}") from None
-        if not isinstance(document, dict) or not isinstance(
-            document.get("events"), list
-        ):
-            raise BatchError('events: expected {"events": [...]}')
-        events = document["events"]
-        if len(events) > self.settings.max_events_per_batch:
-            raise BatchError(
-                f"events: {len(events)} events, at most "
-                f"{self.settings.max_events_per_batch} (KEYART_MAX_EVENTS_PER_BATCH)"
-            )
-        return events
 
     def _record(
         self, event: ImpressionIn | ClickIn, token: ImpressionToken
@@ -191,7 +175,7 @@ class Collector:
 
     async def collect(self, body: bytes) -> tuple[int, dict[str, Any]]:
         """Take one batch; return the HTTP status and the answer body."""
-        events = self._parse(body)
+        events = read_batch(body, self.settings.max_events_per_batch)
         now_ms = int(time.time() * 1000)
         ttl_ms = int(self.settings.token_ttl_s * 1000)
         errors: list[EventError] = []
@@ -214,10 +198,9 @@ class Collector:
                 errors.append(EventError(index=index, reason=f"token: {error}"))
                 outcomes[kind, "invalid"] += 1
                 continue
-            if event.event_time > now_ms + FUTURE_SLACK_MS:
-                errors.append(
-                    EventError(index=index, reason="event_time: in the future")
-                )
+            time_error = self._times.reason(event.event_time, token.issued_ms, now_ms)
+            if time_error is not None:
+                errors.append(EventError(index=index, reason=time_error))
                 outcomes[kind, "invalid"] += 1
                 continue
             if (event.type, event.event_id) in seen_ids:

@@ -27,7 +27,15 @@ import time
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ConfigConflict",
@@ -50,9 +58,14 @@ class RuleConfig(BaseModel):
 
     Every field is finite and bounded: a value the gateway cannot turn into a
     time or a Redis integer is refused here, not met later as a failed read.
+    Numbers are strict: ``"0.5"`` or ``true`` is refused, not converted (and
+    then stored as sent); documents stored before that are still read, see
+    :func:`load_document`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, strict=True
+    )
 
     exposure_cap_share: float = Field(
         0.6,
@@ -152,7 +165,7 @@ class RuleConfig(BaseModel):
 class RulesDocument(BaseModel):
     """Overrides of the rule defaults, for every placement and per placement."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: ClassVar[str] = "rules"
 
     default: dict[str, Any] = Field(
@@ -166,18 +179,37 @@ class RulesDocument(BaseModel):
         examples=[{"search": {"exposure_cap_share": 0.5}}],
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _convert_stored(cls, data: Any, info: ValidationInfo) -> Any:
+        """Numbers of a stored document converted (``"0.5"`` to 0.5), see
+        :func:`load_document`; the overrides keep only the types of the rules."""
+        if not (info.context or {}).get("stored") or not isinstance(data, dict):
+            return data
+        default, placements = data.get("default", {}), data.get("placements", {})
+        if not isinstance(default, dict) or not isinstance(placements, dict):
+            return data  # left for the checks to report
+        return {
+            **data,
+            "default": _converted(default, default),
+            "placements": {
+                name: _converted(default, overrides)
+                for name, overrides in placements.items()
+            },
+        }
+
     @model_validator(mode="after")
     def _check_each(self) -> RulesDocument:
         from gateway.placements import PLACEMENTS
 
-        RuleConfig(**self.default)
+        _check_rules(self.default, ("default",))
         for placement, overrides in self.placements.items():
+            where = ("placements", placement)
             if placement not in PLACEMENTS:
-                raise ValueError(
-                    f"placements.{placement}: unknown placement; "
-                    f"known: {', '.join(PLACEMENTS)}"
+                raise _located(
+                    where, "unknown placement; known: " + ", ".join(PLACEMENTS)
                 )
-            RuleConfig(**{**self.default, **overrides})
+            _check_rules({**self.default, **overrides}, where)
         return self
 
     def for_placement(self, placement: str) -> RuleConfig:
@@ -185,10 +217,59 @@ class RulesDocument(BaseModel):
         return RuleConfig(**{**self.default, **self.placements.get(placement, {})})
 
 
+def _converted(default: dict[str, Any], overrides: Any) -> Any:
+    """``overrides`` with values of the rules' types, as lax validation gives."""
+    if not isinstance(overrides, dict):
+        return overrides
+    try:
+        config = RuleConfig.model_validate({**default, **overrides}, strict=False)
+    except ValidationError:
+        return overrides  # left for the checks to report
+    return {
+        name: getattr(config, name) if name in RuleConfig.model_fields else value
+        for name, value in overrides.items()
+    }
+
+
+def _check_rules(values: dict[str, Any], where: tuple[str, ...]) -> None:
+    """Validate ``values`` as a :class:`RuleConfig`; errors located at ``where``.
+
+    The overrides are plain mappings (only what was overridden is stored), so
+    pydantic validates them here rather than as fields; without the prefix,
+    an error in ``placements.search`` would be reported at the document's
+    top, as if ``mmr_lambda`` were a field of it.
+    """
+    try:
+        RuleConfig(**values)
+    except ValidationError as error:
+        lines: list[Any] = [
+            {**item, "loc": (*where, *item["loc"])}
+            for item in error.errors(include_url=False)
+        ]
+        raise ValidationError.from_exception_data(error.title, lines) from None
+
+
+def _located(where: tuple[str, ...], message: str) -> ValidationError:
+    """A validation error at ``where`` inside the document."""
+    return ValidationError.from_exception_data(
+        "RulesDocument",
+        [
+            {
+                "type": "value_error",
+                "loc": where,
+                "input": where[-1],
+                "ctx": {"error": ValueError(message)},
+            }
+        ],
+    )
+
+
 class Variant(BaseModel):
     """One arm of the experiment: a policy and the share of users it serves."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, strict=True
+    )
 
     name: str = Field(
         ...,
@@ -228,7 +309,7 @@ POLICY_NAMES = (
 class ExperimentsDocument(BaseModel):
     """The traffic split: users hash into variants by ``salt`` and weight."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     name: ClassVar[str] = "experiments"
 
     salt: str = Field(
@@ -270,12 +351,16 @@ async def load_document(
 
     A stored document that no longer validates (written by a newer release)
     raises ``ValueError`` naming the key, and the caller keeps what it had.
+    It is read without strict numbers, converted: an update checks them, but
+    a release before that took ``"0.5"`` and stored it as sent.
     """
     raw = await redis.hmget(key, "version", "data")
     if raw[0] is None or raw[1] is None:
         return model(), 0
     try:
-        return model.model_validate(orjson.loads(raw[1])), int(raw[0])
+        document = orjson.loads(raw[1])
+        stored = model.model_validate(document, strict=False, context={"stored": True})
+        return stored, int(raw[0])
     except ValueError as error:
         raise ValueError(f"{key} holds an invalid document: {error}") from None
 

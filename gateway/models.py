@@ -66,10 +66,16 @@ Context = Annotated[
 
 
 class SelectRequest(BaseModel):
-    """Which poster to show for each title of a row."""
+    """Which poster to show for each title of a row.
+
+    This and the event bodies are strict: a string or a boolean where a
+    number belongs is refused rather than converted, as it is a client bug
+    that would otherwise feed the learner a feature or a time nobody meant.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -191,12 +197,17 @@ class SelectResponse(BaseModel):
 class ImpressionIn(BaseModel):
     """A poster the client drew on screen."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["impression"]
     event_id: Id = Field(..., description="Unique id; resending it is harmless.")
     event_time: int = Field(
-        ..., ge=0, description="When it was shown, milliseconds since the epoch."
+        ...,
+        ge=0,
+        description="When it was shown, milliseconds since the epoch; within "
+        "KEYART_COLLECT_CLOCK_SKEW_S of the collector's clock ahead and of the "
+        "token's issue behind, and at most the learner's windows old (30 min by "
+        "default).",
     )
     token: str = Field(..., max_length=4096, description="The slot's impression token.")
     context: Context = Field(
@@ -208,11 +219,16 @@ class ImpressionIn(BaseModel):
 class ClickIn(BaseModel):
     """A click on a shown poster."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["click"]
     event_id: Id = Field(..., description="Unique id; resending it is harmless.")
-    event_time: int = Field(..., ge=0, description="Milliseconds since the epoch.")
+    event_time: int = Field(
+        ...,
+        ge=0,
+        description="Milliseconds since the epoch, within the same bounds as an "
+        "impression's.",
+    )
     token: str = Field(
         ..., max_length=4096, description="The impression token of that poster."
     )

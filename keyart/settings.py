@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -222,6 +222,16 @@ class Settings(BaseSettings):
         "for the broker's acknowledgement (a resend meanwhile is told to retry); "
         "keep it above the producer's 10 s delivery timeout.",
     )
+    collect_clock_skew_s: float = Field(
+        60.0,
+        gt=0,
+        description="How far a client's clock may be off the gateway's: the "
+        "collector refuses an event_time more than this after its own clock or "
+        "before its token was issued. Above 60 s (the learner's grace for a click "
+        "that waits for its impression), one client dating an impression ahead "
+        "makes the learner give up real clicks; at most KEYART_MAX_CLOCK_SKEW_S, "
+        "so the collector takes nothing the learner dead-letters.",
+    )
     max_candidates_per_video: int = Field(
         50,
         ge=1,
@@ -387,6 +397,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"aspect {aspect!r} has a zero side")
             if not 0.1 <= width / height <= 10:
                 raise ValueError(f"aspect {aspect!r} is beyond 10:1 either way")
+        return value
+
+    @field_validator("collect_clock_skew_s")
+    @classmethod
+    def _check_collect_skew(cls, value: float, info: ValidationInfo) -> float:
+        learner = info.data.get("max_clock_skew_s")
+        if learner is not None and value > learner:
+            raise ValueError(
+                f"{value:g} s is more than KEYART_MAX_CLOCK_SKEW_S ({learner:g} s): "
+                "the learner would dead-letter events the collector took"
+            )
         return value
 
     def topic(self, name: str) -> str:

@@ -39,7 +39,7 @@ import threading
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from workers.review import ReviewError, ReviewService
 
@@ -50,7 +50,14 @@ _lock = threading.Lock()
 
 
 class Decision(BaseModel):
-    """Who decides and why."""
+    """Who decides and why.
+
+    This and the bodies built on it refuse unknown fields: a misspelt
+    ``video_id`` or ``placements`` would otherwise approve more than asked.
+    Numbers are strict and finite: ``"5"`` is no limit, NaN no score.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     reviewer: str = Field(..., min_length=1, max_length=200)
     reason: str = Field("", max_length=2000)

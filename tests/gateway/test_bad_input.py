@@ -40,6 +40,8 @@ BAD_SELECTS = [
     (_select(video_ids=["v:1", "v:1"]), "video_ids"),
     (_select(video_ids=[f"v{i}" for i in range(101)]), "video_ids"),
     (_select(context={"a": "x"}), "context"),
+    (_select(context={"a": "0.5"}), "context"),
+    (_select(context={"a": True}), "context"),
     (_select(context={"a": 1e7}), "context"),
     (_select(context={"a": -1e160}), "context"),
     (_select(context={"": 1.0}), "context"),
@@ -128,11 +130,15 @@ BAD_EVENTS = [
     (_event(event_id=_DROP), "event_id"),
     (_event(event_time="now"), "event_time"),
     (_event(event_time=1.5), "event_time"),
+    (_event(event_time=str(int(time.time() * 1000))), "event_time"),
+    (_event(event_time=True), "event_time"),
+    (_event(event_time=time.time() * 1000 // 1), "event_time"),
     (_event(event_time=-1), "event_time"),
     (_event(event_time=_DROP), "event_time"),
     (_event(token=5), "token"),
     (_event(token="t" * 5000), "token"),
     (_event(context={"a": "x"}), "context"),
+    (_event(context={"a": True}), "context"),
     (_event(context={"a": 1e300}), "context"),
     (_event(context={f"k{i}": 0.0 for i in range(65)}), "context"),
     (_event(surprise=True), "surprise"),
@@ -168,7 +174,7 @@ def test_each_bad_event_is_named_and_none_is_a_5xx(gateway):
         (b'{"events": {}}', "events"),
         (b'{"events": "x"}', "events"),
         (b"null", "events"),
-        (b'{"events": [NaN]}', "body"),
+        (b'{"events": [], "dry_run": true}', "dry_run"),
     ],
 )
 def test_bad_batches_are_422_naming_the_field(gateway, raw, field):
@@ -186,9 +192,14 @@ BAD_RULES = [
     {"default": {"ramp_min_impressions": 10**20}},
     {"placements": {"search": {"exposure_min_impressions": 10**20}}},
     {"default": {"retire_margin": 1e300}},
+    {"default": {"mmr_lambda": "0.5"}},
+    {"placements": {"search": {"ramp_min_impressions": True}}},
+    {"default": {"exposure_min_impressions": 100.0}},
 ]
 BAD_SPLITS = [
     [{"name": "a", "policy": "random", "weight": "inf"}],
+    [{"name": "a", "policy": "random", "weight": "1"}],
+    [{"name": "a", "policy": "random", "weight": True}],
     [
         {"name": "a", "policy": "random", "weight": 1e308},
         {"name": "b", "policy": "thompson", "weight": 1e308},
@@ -221,23 +232,8 @@ def test_splits_that_cannot_be_stored_or_summed_are_422(gateway, variants):
     assert gateway.client.get("/admin/experiments", headers=ADMIN).status_code == 200
 
 
-def _signed_token(fields: object) -> str:
-    """A token signed with the gateway's secret around any JSON payload."""
-    import hashlib
-    import hmac
-
-    import orjson
-
-    from gateway.token import MAC_BYTES, _b64
-    from tests.gateway.conftest import TOKEN_SECRET
-
-    payload = orjson.dumps(fields)
-    mac = hmac.new(TOKEN_SECRET.encode(), payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(mac[:MAC_BYTES])}"
-
-
 def test_signed_tokens_of_the_wrong_shape_are_per_event_errors(gateway):
-    from tests.gateway.conftest import new_id
+    from tests.gateway.conftest import new_id, sign_token
 
     now_ms = int(time.time() * 1000)
     good = [1, "d-1", "u-1", "v-1", "p-1", "home_row", "thompson", "ts"]
@@ -259,7 +255,7 @@ def test_signed_tokens_of_the_wrong_shape_are_per_event_errors(gateway):
         changed(9, 0),
     ]
     events = [
-        _event(event_id=new_id("i"), token=_signed_token(fields)) for fields in payloads
+        _event(event_id=new_id("i"), token=sign_token(fields)) for fields in payloads
     ]
     response = gateway.client.post("/v1/events", json={"events": events})
     assert response.status_code == 200, response.text
@@ -272,3 +268,210 @@ def test_signed_tokens_of_the_wrong_shape_are_per_event_errors(gateway):
     assert "propensity 1.5 is not in (0, 1]" in reasons[6]
     assert "propensity 0 is not in (0, 1]" in reasons[7]
     assert not any(e["retry"] for e in body["errors"])
+
+
+@pytest.mark.parametrize("path", ["/admin/rules", "/admin/experiments"])
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [({"expected_verison": 0}, "expected_verison"), ({"x": 1}, "x")],
+)
+def test_unknown_fields_on_admin_updates_are_422_and_store_nothing(
+    gateway, path, extra, field
+):
+    """A misspelt expected_version must not skip the conflict check."""
+    from tests.gateway.conftest import ADMIN
+
+    before = gateway.client.get(path, headers=ADMIN).json()["version"]
+    response = gateway.client.put(path, json={"document": {}, **extra}, headers=ADMIN)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"{field}: "), response.text
+    assert gateway.client.get(path, headers=ADMIN).json()["version"] == before
+
+
+def test_a_misspelt_bulk_approve_filter_is_422(gateway):
+    """Without the video_id filter, bulk-approve takes the best of every video."""
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.post(
+        "/admin/review/bulk-approve",
+        json={"reviewer": "bob", "videoid": "v-1"},
+        headers=ADMIN,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("videoid: "), response.text
+
+
+def _post_raw(gateway, path, raw, content_type="application/json"):
+    from tests.gateway.conftest import ADMIN
+
+    headers = {**ADMIN, **({"content-type": content_type} if content_type else {})}
+    return gateway.client.request(
+        "PUT" if path.startswith("/admin") else "POST",
+        path,
+        content=raw,
+        headers=headers,
+    )
+
+
+@pytest.mark.parametrize("path", ["/v1/select", "/v1/events"])
+def test_invalid_json_is_named_as_such_with_its_position(gateway, path):
+    response = _post_raw(gateway, path, b'{"user_id": "u-1", "events": [')
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("body: invalid JSON at character 30: "), detail
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain"])
+def test_a_json_body_without_its_content_type_says_so(gateway, content_type):
+    import orjson
+
+    raw = orjson.dumps(OK_SELECT)
+    response = _post_raw(gateway, "/v1/select", raw, content_type)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("body: expected Content-Type: application/json")
+    assert (repr(content_type) if content_type else "none was sent") in detail
+
+
+def test_an_integer_too_long_to_read_is_a_4xx_saying_so(gateway):
+    raw = b'{"user_id": "u-1", "placement": "home_row", "video_ids": ["v-1"], '
+    raw += b'"context": {"a": ' + b"7" * 5000 + b"}}"
+    response = _post_raw(gateway, "/v1/select", raw)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("body: cannot be read: Exceeds the limit (4300 digits)")
+
+
+@pytest.mark.parametrize(
+    ("document", "detail"),
+    [
+        (
+            {"placements": {"search": {"mmr_lambda": 2}}},
+            "document.placements.search.mmr_lambda: Input should be less than",
+        ),
+        (
+            {"default": {"mmr_lambda": 2}},
+            "document.default.mmr_lambda: Input should be less than",
+        ),
+        (
+            {
+                "default": {"demote_at": 0.98},
+                "placements": {"detail": {"retire_at": 0.97}},
+            },
+            "document.placements.detail: retire_at must be at least demote_at",
+        ),
+        (
+            {"placements": {"moon": {}}},
+            "document.placements.moon: unknown placement; known: home_row",
+        ),
+    ],
+)
+def test_a_bad_rule_is_named_where_it_is_in_the_document(gateway, document, detail):
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.put(
+        "/admin/rules", json={"document": document}, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(detail), response.text
+
+
+def test_a_boolean_is_not_an_expected_version(gateway):
+    from tests.gateway.conftest import ADMIN
+
+    before = gateway.client.get("/admin/rules", headers=ADMIN).json()["version"]
+    response = gateway.client.put(
+        "/admin/rules", json={"expected_version": True, "document": {}}, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("expected_version: ")
+    assert gateway.client.get("/admin/rules", headers=ADMIN).json()["version"] == before
+
+
+def test_rules_stored_with_loose_numbers_are_still_read(gateway):
+    """A release before strict numbers stored "0.5" as sent; it still applies."""
+    import orjson
+
+    from tests.gateway.conftest import ADMIN
+
+    key = gateway.keys.config("rules")
+    version = int(gateway.redis.hget(key, "version") or 0) + 1
+    document = {"default": {"mmr_lambda": "0.5"}, "placements": {}}
+    gateway.redis.hset(
+        key, mapping={"version": version, "data": orjson.dumps(document)}
+    )
+    try:
+        answer = gateway.client.get("/admin/rules", headers=ADMIN)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == version
+        assert answer.json()["effective"]["home_row"]["mmr_lambda"] == 0.5
+    finally:
+        gateway.client.put("/admin/rules", json={"document": {}}, headers=ADMIN)
+
+
+def test_nan_and_out_of_range_literals_fail_their_event_not_the_batch(gateway):
+    """Python's json, which reads /v1/select, reads the batch too: each event is
+    judged on its own, as a NaN context value is one field's error in a select."""
+    import json
+
+    from tests.gateway.conftest import add_poster, new_id
+
+    video = new_id("v")
+    add_poster(gateway, video, new_id("p"))
+    tokens = [
+        gateway.select(new_id("u"), [video])["slots"][0]["token"] for _ in range(2)
+    ]
+    events = [
+        _event(event_id=new_id("i"), token=tokens[0], context={"a": 0.5}),
+        _event(event_id=new_id("i"), token=tokens[1], context={"a": float("nan")}),
+        _event(event_id=new_id("i"), token=tokens[1], context={"a": float("inf")}),
+        _event(event_id=new_id("i"), token=tokens[1], event_time=float("nan")),
+        _event(event_id=new_id("i"), token=tokens[1], event_time=2**70),
+    ]
+    raw = json.dumps({"events": events}).replace("Infinity", "1e309", 1)
+    assert "NaN" in raw and "1e309" in raw
+
+    response = gateway.client.post(
+        "/v1/events", content=raw, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    reasons = {e["index"]: e["reason"] for e in response.json()["errors"]}
+    assert list(reasons) == [1, 2, 3, 4]
+    assert reasons[1] == "impression.context: context feature 'a' is not finite"
+    assert reasons[2] == reasons[1]
+    assert reasons[3].startswith(
+        "impression.event_time: Input should be a valid integer"
+    )
+    assert reasons[4].startswith("event_time: in the future")
+
+    select = dict(OK_SELECT, context={"a": float("nan")})
+    answer = gateway.client.post(
+        "/v1/select",
+        content=json.dumps(select),
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "context: context feature 'a' is not finite"
+
+
+def test_review_numbers_are_finite_and_strict(gateway):
+    import json
+
+    from tests.gateway.conftest import ADMIN
+
+    for body, detail in [
+        (
+            {"reviewer": "bob", "min_score": float("nan")},
+            "min_score: Input should be a finite number",
+        ),
+        ({"reviewer": "bob", "limit": "5"}, "limit: Input should be a valid integer"),
+    ]:
+        response = gateway.client.post(
+            "/admin/review/bulk-approve",
+            content=json.dumps(body),
+            headers={**ADMIN, "content-type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"] == detail

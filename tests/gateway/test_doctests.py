@@ -8,6 +8,8 @@ import importlib
 import pytest
 
 MODULES = (
+    "gateway._errors",
+    "gateway._event_time",
     "gateway._arm_counts",
     "gateway.config",
     "gateway.experiments",

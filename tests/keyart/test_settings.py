@@ -49,6 +49,17 @@ def test_wrong_value_names_the_variable(
         load_settings()
 
 
+def test_the_collector_skew_cannot_pass_the_learner_skew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KEYART_MAX_CLOCK_SKEW_S", "120")
+    monkeypatch.setenv("KEYART_COLLECT_CLOCK_SKEW_S", "180")
+    with pytest.raises(
+        SettingsError, match="KEYART_COLLECT_CLOCK_SKEW_S: .*KEYART_MAX_CLOCK_SKEW_S"
+    ):
+        load_settings()
+
+
 def test_env_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = tmp_path / "keyart.env"
     env.write_text("KEYART_WINDOW_BUCKETS=12\n")

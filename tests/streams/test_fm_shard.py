@@ -112,7 +112,9 @@ async def test_random_context_keys_stop_at_the_cap_and_the_model_still_scores(
         seen = 300 * (len(BASE_CONTEXT) + JUNK_PER_IMPRESSION)
         admitted = 300 * len(BASE_CONTEXT) + (cap - len(BASE_CONTEXT))
         assert refused("full") - full_before == seen - admitted
-        warnings = [r for r in caplog.records if "KEYART_FM_MAX_CONTEXT_FEATURES" in r.message]
+        warnings = [
+            r for r in caplog.records if "KEYART_FM_MAX_CONTEXT_FEATURES" in r.message
+        ]
         assert len(warnings) == 1
 
         # Step 2: a learner restored from Redis keeps the same vocabulary.
