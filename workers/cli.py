@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -103,6 +103,27 @@ def worker(
     typer.echo(json.dumps(counts))
 
 
+def _video_event(
+    path: str, video_id: str | None, kind: str, title: str | None
+) -> dict[str, Any]:
+    """The ``video_published`` event of a command line's file, or exit 2."""
+    from workers.runner import video_event
+    from workers.validate import check_video_event
+
+    if kind not in ("trailer", "feature", "episode", "other"):
+        typer.secho(f"--kind: unknown kind {kind!r}", fg="red", err=True)
+        raise typer.Exit(2)
+    event = video_event(
+        path, video_id, kind=kind, **({"title": title} if title else {})
+    )
+    problem = check_video_event(event)
+    if problem is not None:
+        hint = "" if video_id else " (choose one with --video-id)"
+        typer.secho(problem + hint, fg="red", err=True)
+        raise typer.Exit(2)
+    return event
+
+
 @posters.command("run")
 def run(
     path: str = typer.Argument(..., help="A local video (or photo) file."),
@@ -120,22 +141,11 @@ def run(
     from tqdm import tqdm
 
     from keyart.cli import settings_for_cli
-    from workers.runner import JobRunner, video_event
-    from workers.validate import check_video_event
+    from workers.runner import JobRunner
 
-    if kind not in ("trailer", "feature", "episode", "other"):
-        typer.secho(f"--kind: unknown kind {kind!r}", fg="red", err=True)
-        raise typer.Exit(2)
+    event = _video_event(path, video_id, kind, title)
     settings = settings_for_cli()
     _quiet_migrations()
-    event = video_event(
-        path, video_id, kind=kind, **({"title": title} if title else {})
-    )
-    problem = check_video_event(event)
-    if problem is not None:
-        hint = "" if video_id else " (choose one with --video-id)"
-        typer.secho(problem + hint, fg="red", err=True)
-        raise typer.Exit(2)
     bar = tqdm(unit="frame", desc=event["video_id"], leave=True)
 
     def on_start(total: int) -> None:
@@ -175,24 +185,12 @@ def publish(
     """
     from keyart.cli import settings_for_cli
     from producers.events import EventProducer, ProduceError
-    from workers.runner import video_event
-    from workers.validate import check_video_event
 
-    if kind not in ("trailer", "feature", "episode", "other"):
-        typer.secho(f"--kind: unknown kind {kind!r}", fg="red", err=True)
-        raise typer.Exit(2)
     if not Path(path).is_file():
         typer.secho(f"{path}: no such file", fg="red", err=True)
         raise typer.Exit(2)
+    event = _video_event(path, video_id, kind, title)
     settings = settings_for_cli()
-    event = video_event(
-        path, video_id, kind=kind, **({"title": title} if title else {})
-    )
-    problem = check_video_event(event)
-    if problem is not None:
-        hint = "" if video_id else " (choose one with --video-id)"
-        typer.secho(problem + hint, fg="red", err=True)
-        raise typer.Exit(2)
     producer = EventProducer(settings)
     producer.send("video_published", event)
     try:
