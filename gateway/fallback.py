@@ -1,7 +1,7 @@
 """Answers without Redis: the process's last view of each video.
 
 Successful row reads are remembered per video (its approved posters, the
-retired ones and the arm counts), each video's at most every five seconds.
+retired ones and the arm counts), each video's at most every 30 seconds.
 When Redis is down or over its budget, a video is answered with its
 remembered poster of highest all-time posterior mean click-through rate
 (Beta(1, 1) prior; ties go to the smaller poster id), among those that fit
@@ -33,7 +33,7 @@ class FallbackCache:
     """The last live state seen of each video, bounded in count."""
 
     def __init__(
-        self, posters: PosterCache, max_videos: int = 200_000, every_s: float = 5.0
+        self, posters: PosterCache, max_videos: int = 200_000, every_s: float = 30.0
     ) -> None:
         self.posters = posters
         self.max_videos = max_videos

@@ -6,7 +6,8 @@ for the irreversible step). Evaluating it costs milliseconds, far more than a
 whole row may take, so requests never run it: they read the statuses cached
 for the video and queue the video when those are older than ``recheck_s``
 (or its posters or rules changed). One background thread evaluates the queue,
-the newest counts of each video, one video at a time and at most
+each video with the counts of the row that queued it (newer rows replace them
+only when the video's posters or rules changed), one video at a time and at most
 ``max_per_s`` videos a second (a few milliseconds of CPU each), so the rule
 never takes more than a small share of the process. A poster is therefore
 demoted or retired up to ``recheck_s`` seconds plus the queue's delay after
@@ -36,8 +37,6 @@ from gateway.config import RuleConfig
 
 __all__ = ["Retirement"]
 
-REQUEUE_S = 1.0
-"""Shortest time between two replacements of a queued video's counts."""
 
 logger = logging.getLogger("gateway")
 
@@ -137,19 +136,14 @@ class Retirement:
             cached = cache.get(video_id)
             fresh = cached is not None and cached[1] == identity
             if not fresh or cached[0] < now:  # type: ignore[index]
-                # A queued video's counts are replaced at most once a second:
-                # replacing them on every row kept a new tuple and two lists
-                # alive per video and row until the evaluation, and those
-                # survivors made the collector's pauses long.
+                # A queued video keeps the counts of the row that queued it,
+                # unless its posters or rules changed: replacing them on every
+                # row kept a new tuple and two lists per video and row alive
+                # until the evaluation, and those survivors lengthened the
+                # garbage collector's pauses.
                 queued = queue.get(video_id)
-                if queued is None or queued[4] < now:
-                    queue[video_id] = (
-                        rules,
-                        identity,
-                        counts,
-                        clicks[start:end],
-                        now + REQUEUE_S,
-                    )
+                if queued is None or queued[1] != identity:
+                    queue[video_id] = (rules, identity, counts, clicks[start:end])
                 self._wake.set()
             out.append(cached[2] if fresh else None)  # type: ignore[index]
         return out
@@ -179,7 +173,7 @@ class Retirement:
                 self._wake.clear()
                 while self._queue:
                     video_id = next(iter(self._queue))
-                    rules, identity, n, c, _ = self._queue.pop(video_id)
+                    rules, identity, n, c = self._queue.pop(video_id)
                     try:
                         statuses = await loop.run_in_executor(
                             pool, self.evaluate, rules, identity[0], n, c

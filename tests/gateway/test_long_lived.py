@@ -11,7 +11,7 @@ import gc
 
 from gateway.config import RuleConfig
 from gateway.fallback import FallbackCache
-from gateway.retirement import REQUEUE_S, Retirement
+from gateway.retirement import Retirement
 from gateway.state import PosterCache, VideoState
 
 
@@ -26,28 +26,26 @@ def test_a_video_remembered_for_the_fallback_is_replaced_at_most_every_few_s():
     cache.remember([_state("v", "p-new"), _state("w", "p-w")], now=104.0)
     assert cache._videos["v"] is first  # younger than five seconds: kept
     assert cache._videos["w"].poster_ids == ["p-w"]  # a new video is kept at once
-    cache.remember([_state("v", "p-new")], now=105.5)
+    cache.remember([_state("v", "p-new")], now=100.0 + cache.every_s + 0.5)
     assert cache._videos["v"].poster_ids == ["p-new"]
 
 
-def test_a_queued_video_gets_its_newest_counts_at_most_once_a_second(monkeypatch):
+def test_a_queued_video_keeps_its_counts_until_its_posters_or_rules_change():
     retirement = Retirement(seed=0)
     rules = RuleConfig(retire_min_impressions=10)
-    clock = [50.0]
-    monkeypatch.setattr("gateway.retirement.time.monotonic", lambda: clock[0])
 
-    def row(impressions: list[float]) -> None:
+    def row(posters: list[str], impressions: list[float], config=rules) -> None:
         retirement.row_statuses(
-            rules, ["v"], ["a", "b"], impressions, [1.0, 2.0], [(0, 2)]
+            config, ["v"], posters, impressions, [1.0, 2.0], [(0, 2)]
         )
 
-    row([100.0, 200.0])
-    clock[0] += REQUEUE_S / 2
-    row([110.0, 210.0])
+    row(["a", "b"], [100.0, 200.0])
+    row(["a", "b"], [110.0, 210.0])
     assert list(retirement._queue["v"][2]) == [100.0, 200.0]
-    clock[0] += REQUEUE_S
-    row([120.0, 220.0])
+    row(["a", "c"], [120.0, 220.0])  # another poster: judged afresh
     assert list(retirement._queue["v"][2]) == [120.0, 220.0]
+    row(["a", "c"], [130.0, 230.0], RuleConfig(retire_min_impressions=20))
+    assert list(retirement._queue["v"][2]) == [130.0, 230.0]
 
 
 def test_the_app_freezes_what_it_holds_at_startup(gateway):
