@@ -5,18 +5,18 @@ by ``collect_clock_skew_s``. The learner judges events by their time against
 its partition clock, the newest impression time, so the collector takes an
 event time only where the learner can still judge it:
 
-* at most the skew after the collector's clock: an impression dated ahead
-  moves the partition clock, and a click that waits for its impression is
-  given up once that clock is ``GRACE_MS`` past the click, so it would cost
-  the clicks of every video on the partition;
+* at most the skew after the collector's clock: a client clock further ahead
+  is broken, and the learner dead-letters what is ``max_clock_skew_s`` ahead
+  of its own (its partition clock follows an event dated ahead only up to
+  ``CLOCK_LEAD_MS`` past the wall clock, so such an event costs no clicks);
 * at least the skew before its token was issued: nothing is shown or clicked
   before the gateway chose the poster;
 * no older than :attr:`EventTimeBounds.max_age_ms`: the learner forgets an
   event id ``dedupe_window_s`` after its time, and an impression
   ``attribution_window_s`` plus ``GRACE_MS`` after it. Older, a repeated id
   would count twice and the impression would expire before its click could be
-  credited. The partition clock may run up to the skew ahead of the
-  collector's, hence the skew is taken off both windows.
+  credited. A client's time may be the skew behind the truth, hence the
+  skew is taken off both windows.
 
 Examples
 --------

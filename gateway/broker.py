@@ -85,17 +85,25 @@ class GatewayProducer:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.025)
-            self._log_producer.poll(0.025)
+            # The collector's acknowledgements are waited on by clients: its
+            # producer gets the blocking poll. The decision log's reports only
+            # failures, so a non-blocking look after each wake-up is enough.
+            self._producer.poll(0.05)
+            self._log_producer.poll(0)
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (up to ``timeout``) and stop the thread."""
         deadline = time.monotonic() + timeout
-        left = self._producer.flush(timeout)
-        left += self._log_producer.flush(max(0.0, deadline - time.monotonic()))
-        if left:
-            logger.error("%s records undelivered at shutdown", left)
-            DECISION_LOG_FAILURES.labels(reason="shutdown").inc(left)
+        events = self._producer.flush(timeout)
+        decisions = self._log_producer.flush(max(0.0, deadline - time.monotonic()))
+        if events or decisions:
+            logger.error(
+                "undelivered at shutdown: %s collected events, %s decisions",
+                events,
+                decisions,
+            )
+        if decisions:
+            DECISION_LOG_FAILURES.labels(reason="shutdown").inc(decisions)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)

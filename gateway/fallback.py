@@ -44,10 +44,12 @@ class FallbackCache:
     def remember(self, states: Sequence[VideoState], now: float | None = None) -> None:
         """Keep each video's state, replacing it at most every ``every_s``.
 
-        A fallback a few seconds old serves as well as the newest one, and
-        keeping every row's states made twenty states and their containers a
-        row outlive the garbage collector's young generation: its pauses grew
-        with them, and the gateway's slowest answers with its pauses.
+        A fallback up to ``every_s`` old serves about as well as the newest
+        one, though a poster rejected or retired in that time may still be
+        served while Redis is down. Keeping every row's states made twenty
+        states and their containers a row outlive the garbage collector's
+        young generation: its pauses grew with them, and the gateway's
+        slowest answers with its pauses.
         """
         now = time.monotonic() if now is None else now
         if len(self._videos) + len(states) > self.max_videos:

@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -227,10 +232,9 @@ class Settings(BaseSettings):
         gt=0,
         description="How far a client's clock may be off the gateway's: the "
         "collector refuses an event_time more than this after its own clock or "
-        "before its token was issued. Above 60 s (the learner's grace for a click "
-        "that waits for its impression), one client dating an impression ahead "
-        "makes the learner give up real clicks; at most KEYART_MAX_CLOCK_SKEW_S, "
-        "so the collector takes nothing the learner dead-letters.",
+        "before its token was issued; at most KEYART_MAX_CLOCK_SKEW_S, so the "
+        "collector takes nothing the learner dead-letters (lowering only that "
+        "one lowers this default with it).",
     )
     max_candidates_per_video: int = Field(
         50,
@@ -399,16 +403,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"aspect {aspect!r} is beyond 10:1 either way")
         return value
 
-    @field_validator("collect_clock_skew_s")
-    @classmethod
-    def _check_collect_skew(cls, value: float, info: ValidationInfo) -> float:
-        learner = info.data.get("max_clock_skew_s")
-        if learner is not None and value > learner:
+    @model_validator(mode="after")
+    def _check_collect_skew(self) -> Settings:
+        learner = self.max_clock_skew_s
+        if self.collect_clock_skew_s <= learner:
+            return self
+        if "collect_clock_skew_s" in self.model_fields_set:
             raise ValueError(
-                f"{value:g} s is more than KEYART_MAX_CLOCK_SKEW_S ({learner:g} s): "
-                "the learner would dead-letter events the collector took"
+                f"KEYART_COLLECT_CLOCK_SKEW_S: {self.collect_clock_skew_s:g} s is "
+                f"more than KEYART_MAX_CLOCK_SKEW_S ({learner:g} s): the learner "
+                "would dead-letter events the collector took"
             )
-        return value
+        # Only the learner's bound was lowered: the collector's default follows
+        # it rather than stopping every process at start.
+        object.__setattr__(self, "collect_clock_skew_s", learner)
+        return self
 
     def topic(self, name: str) -> str:
         """Return the full topic name for a short name such as ``impressions``."""

@@ -64,6 +64,10 @@ __all__ = ["REDIS_ERRORS", "REDIS_TIMEOUT_S", "Learner", "StateLostError"]
 
 logger = logging.getLogger("streams")
 
+PAST_END_CHECK_S = 10.0
+"""Longest the check of stored offsets against the log ends may hold up an
+assignment; past it the stored offsets are used as they are."""
+
 _ATTRIBUTION_OUTCOMES = (
     "credited",
     "credited_after_wait",
@@ -386,9 +390,11 @@ class Learner(RedisGuard, ModelPublisher):
         """Stored offsets of ``targets`` past their partition's log end."""
         stored = {tp: offset for tp, offset in targets.items() if offset}
         try:
-            return await stored_past_log_end(
-                self.app.consumer, self.settings.kafka_bootstrap, stored
-            )
+            # Assignment waits for this check: bound it, both steps together.
+            async with asyncio.timeout(PAST_END_CHECK_S):
+                return await stored_past_log_end(
+                    self.app.consumer, self.settings.kafka_bootstrap, stored
+                )
         except Exception as error:  # noqa: BLE001 - the seek itself must go on
             logger.warning(
                 "could not compare the stored offsets with the log ends (%r); "

@@ -61,7 +61,7 @@ class Workers:
             )
         self.worker_pids: set[int] = set()
 
-    def wait_ready(self, timeout: float = 25.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -136,7 +136,7 @@ def _select_until_both_answered(
     Returns the number of selects and of decisions made.
     """
     selects = decided = 0
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     with ThreadPoolExecutor(8) as pool:
         while True:
             decided += sum(pool.map(lambda _: _select(workers.url, videos), range(8)))

@@ -176,3 +176,11 @@ def test_every_keyart_variable_in_the_repository_is_known() -> None:
     unknown = {name: str(path) for name, path in found.items()}
     unknown = {k: v for k, v in unknown.items() if k not in fields | OTHER_VARIABLES}
     assert "KEYART_ENV_FILE" in found and unknown == {}
+
+
+def test_a_lower_learner_skew_alone_lowers_the_collector_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KEYART_MAX_CLOCK_SKEW_S", "30")
+    settings = load_settings()
+    assert settings.collect_clock_skew_s == 30.0
