@@ -106,6 +106,13 @@ def create_app(settings: Settings, redis_client: Any | None = None) -> LearnerAp
     async def _assigned(app_: Any, assigned: set[Any], **_: Any) -> None:
         await learner().on_assigned(assigned)
 
+    @app.on_before_shutdown.connect
+    async def _stopping(app_: Any, **_: Any) -> None:
+        # Sent once Faust has stopped fetching and before the consumer closes:
+        # the final flush covers every applied record and can still commit.
+        if "learner" in state:
+            await state["learner"].stop()
+
     @app.timer(interval=settings.flush_interval_ms / 1000)
     async def _flush() -> None:
         await learner().flush()

@@ -12,15 +12,21 @@ every other topic still flow to their Faust agents as usual.
 The batch sink commits the learner's Kafka offsets itself, after the state
 they cover is in Redis (:meth:`BatchConsumer.commit_offsets`); Faust's own
 acking never sees those messages, so it never commits them early.
+
+Stopping with the broker unreachable is bounded here too
+(:meth:`_ConsumerThread.on_thread_stop`): the consumer thread always reports
+that it stopped, within :data:`CLOSE_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service
@@ -39,11 +45,63 @@ the local broker holds fetches that long even when records are waiting, which
 alone made Redis state about 0.4 s older at the median."""
 
 
+CLOSE_TIMEOUT_S = 5.0
+"""How long the stopping consumer thread waits for aiokafka's consumer to leave
+the group and close its connections. Against a reachable broker that takes
+well under a second; an unreachable one never answers, and the learner's
+offsets are in Redis by then (its final flush runs before)."""
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_consumer(self, loop: Any) -> Any:
         consumer = super()._create_consumer(loop)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when it starts
         return consumer
+
+    async def on_thread_stop(self) -> None:
+        """Close aiokafka's consumer within :data:`CLOSE_TIMEOUT_S`, whatever it raises.
+
+        With the broker down, aiokafka 0.14 cancels a fetch that is sleeping
+        out its retry backoff and lets that CancelledError out of
+        ``AIOKafkaConsumer.stop()``. The thread then ended before telling its
+        parent that it had shut down, and the worker sat out mode's 60 s
+        shutdown timeout and printed two tracebacks (NodeNotReadyError, then
+        TimeoutError). Here the close is bounded and its failure is one
+        warning, so the thread always reaches its shutdown.
+        """
+        asyncio.get_running_loop().set_exception_handler(_broker_leftovers)
+        try:
+            await asyncio.wait_for(super().on_thread_stop(), CLOSE_TIMEOUT_S)
+        except (asyncio.CancelledError, Exception) as error:
+            task = asyncio.current_task()
+            if isinstance(error, asyncio.CancelledError) and task and task.cancelling():
+                raise  # this thread itself is cancelled, not aiokafka's fetch
+            if isinstance(error, TimeoutError):
+                reason = f"no answer within {CLOSE_TIMEOUT_S:.0f} s"
+            elif isinstance(error, asyncio.CancelledError):
+                reason = "aiokafka cancelled a fetch backing off from the broker"
+            else:
+                reason = repr(error)
+            logger.warning(
+                "could not leave the consumer group and close the broker "
+                "connections cleanly at shutdown (%s); the worker exits anyway",
+                reason,
+            )
+
+
+def _broker_leftovers(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The stopping consumer thread's loop: a broker error one line, no traceback.
+
+    aiokafka shields its offset-commit request from cancellation, so a commit
+    given up at shutdown (the learner's offsets are in Redis) can still fail
+    later, with nobody to retrieve the error; asyncio then printed a
+    traceback for a failure that costs nothing.
+    """
+    error = context.get("exception")
+    if isinstance(error, KafkaError):
+        logger.warning("a broker request abandoned at shutdown failed: %s", error)
+        return
+    loop.default_exception_handler(context)
 
 
 class BatchConsumer(faust_aiokafka.Consumer):

@@ -19,6 +19,13 @@ Steps of a flush (:meth:`Learner.flush`, one at a time):
 4. the owner of partition 0 merges the LinUCB shards into ``{p}:model:linucb``
    and, every few seconds or when idle, the FM shards into ``{p}:model:fm``.
 
+When the worker stops (:meth:`Learner.stop`, after Faust has stopped
+fetching) the learner flushes once more, so the offsets in Redis cover every
+record it applied. That flush and the Kafka commit of any flush still running
+are bounded (:data:`FINAL_FLUSH_TIMEOUT_S`, :data:`SHUTDOWN_COMMIT_TIMEOUT_S`):
+with the broker unreachable the commit is given up, which loses nothing, since
+a restart seeks to the offsets in Redis.
+
 On assignment the learner rebuilds each new partition from Redis before Faust
 resumes fetching, and seeks the consumer to the offsets stored in Redis with
 that state, or to the earliest retained offset when Redis holds none (Redis
@@ -67,6 +74,17 @@ logger = logging.getLogger("streams")
 PAST_END_CHECK_S = 10.0
 """Longest the check of stored offsets against the log ends may hold up an
 assignment; past it the stored offsets are used as they are."""
+
+SHUTDOWN_COMMIT_TIMEOUT_S = 3.0
+"""Once the worker stops, how long a flush waits for its Kafka commit. The
+offsets it commits are in Redis already; the broker that does not answer in
+this time is taken for unreachable, and later flushes skip the commit."""
+
+FINAL_FLUSH_TIMEOUT_S = 8.0
+"""How long the final flush may take: waiting for a running flush, delivering
+dead letters, the Redis write and the Kafka commit. A final flush cut short
+leaves Redis at the last flush (a ``MULTI/EXEC`` is applied whole or not at
+all), from where the next start replays."""
 
 _ATTRIBUTION_OUTCOMES = (
     "credited",
@@ -132,6 +150,8 @@ class Learner(RedisGuard, ModelPublisher):
         self._merged_fm = -1
         self._init_guard()
         self._stored: set[int] = set()  # partitions whose state is in Redis
+        self._stopping = asyncio.Event()
+        self._broker_gone = False  # a commit at shutdown got no answer
         metrics.STATE_AGE.set_function(lambda: time.time() - self.last_flush_wall)
 
     # -- batches ---------------------------------------------------------------------
@@ -275,7 +295,7 @@ class Learner(RedisGuard, ModelPublisher):
         self._stored.update(flushed)
         # Step 3
         if offsets:
-            await self.app.consumer.commit_offsets(offsets)
+            await self._commit(offsets)
         self.last_flush = time.monotonic()
         self.last_flush_wall = time.time()
         self.flushes += 1
@@ -289,6 +309,69 @@ class Learner(RedisGuard, ModelPublisher):
                 await self._merge_models(now, idle=written == 0)
             except REDIS_ERRORS as error:  # published at a later flush
                 logger.warning("model merge skipped, Redis failed: %r", error)
+
+    async def _commit(self, offsets: Mapping[Any, int]) -> None:
+        """Step 3 of a flush: commit ``offsets`` (already in Redis) to Kafka.
+
+        While the worker runs, the commit waits for the broker however long it
+        is away, and holds the flush lock meanwhile, as aiokafka retries it.
+        Once the worker stops it gets :data:`SHUTDOWN_COMMIT_TIMEOUT_S` more;
+        a commit that misses it is logged once and the flushes after it skip
+        theirs.
+        """
+        if self._broker_gone:
+            return
+        commit = asyncio.ensure_future(self.app.consumer.commit_offsets(offsets))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({commit, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        try:
+            await asyncio.wait_for(commit, SHUTDOWN_COMMIT_TIMEOUT_S)
+        except TimeoutError:
+            self._broker_gone = True
+            logger.warning(
+                "could not commit offsets to the broker at shutdown: no answer "
+                "from %s (KEYART_KAFKA_BOOTSTRAP) in %.0f s; they are in Redis, so the "
+                "next start resumes there",
+                self.settings.kafka_bootstrap,
+                SHUTDOWN_COMMIT_TIMEOUT_S,
+            )
+
+    async def stop(self) -> None:
+        """The final flush, as the worker stops; within :data:`FINAL_FLUSH_TIMEOUT_S`.
+
+        Faust has stopped fetching when this runs, so the flush covers every
+        record applied. A flush in progress finishes first (its Kafka commit
+        now bounded). What cannot be done in time is one warning, and the next
+        start resumes from the offsets that reached Redis.
+        """
+        self._stopping.set()
+        try:
+            async with asyncio.timeout(FINAL_FLUSH_TIMEOUT_S), self.flush_lock:
+                await self._flush()
+        except TimeoutError:
+            logger.warning(
+                "could not finish the final flush to Redis in %.0f s (Redis at %s "
+                "or the broker did not answer); the next start resumes from the "
+                "last flush's offsets in Redis and replays the rest",
+                FINAL_FLUSH_TIMEOUT_S,
+                self.settings.redis_url,
+            )
+            return
+        except Exception as error:  # noqa: BLE001 - the worker is stopping anyway
+            logger.warning(
+                "the final flush to Redis failed: %r; the next start resumes from "
+                "the last flush's offsets in Redis and replays the rest",
+                error,
+            )
+            return
+        logger.info(
+            "final flush written to Redis: partitions %s",
+            sorted(self.partitions),
+            extra={"partitions": sorted(self.partitions)},
+        )
 
     def _progress(self, offsets: Mapping[Any, int]) -> None:
         """Log the applied offsets at most every 30 seconds."""
