@@ -51,6 +51,7 @@ from keyart.settings import Settings
 from schemas.topics import topic_specs
 
 __all__ = [
+    "broker_argv",
     "LocalStack",
     "StackError",
     "StackInfo",
@@ -149,6 +150,22 @@ def tansu_binary() -> Path:
     if not os.access(path, os.X_OK):
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
+
+
+def broker_argv(port: int) -> list[str]:
+    """The command line of a local broker listening on 127.0.0.1:``port``,
+    its topics in memory."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
 
 
 def redis_server_binary() -> Path | None:
@@ -319,18 +336,7 @@ class LocalStack:
 
     def _start_broker(self) -> tuple[str, subprocess.Popen[bytes]]:
         port = self._broker_port()
-        url = f"tcp://127.0.0.1:{port}"
-        argv = [
-            str(tansu_binary()),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        process = self._spawn(argv, "broker.log")
+        process = self._spawn(broker_argv(port), "broker.log")
         bootstrap = f"127.0.0.1:{port}"
         _wait_for_broker(bootstrap, process, timeout=30)
         return bootstrap, process

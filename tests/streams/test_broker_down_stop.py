@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from keyart.stack import _wait_for_broker, free_port, tansu_binary
+from keyart.stack import _wait_for_broker, broker_argv, free_port
 from producers.events import EventProducer
 from tests.streams.test_outage import all_time, expected_counts
 from tests.streams.test_topic_reset import metric
@@ -42,19 +42,9 @@ class PrivateBroker:
     def __init__(self, log: Path) -> None:
         self.port = free_port(0)
         self.bootstrap = f"127.0.0.1:{self.port}"
-        url = f"tcp://{self.bootstrap}"
         self._log = open(log, "ab")  # noqa: SIM115 - closed in kill()
         self.process = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            broker_argv(self.port),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
