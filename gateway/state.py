@@ -30,6 +30,7 @@ the script as it meets them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from redis.exceptions import NoScriptError
 
 from keyart.keys import Keys, escape
 
@@ -303,7 +305,8 @@ class RowReader:
         self.redis = redis
         self.keys = keys
         self.posters = posters
-        self._script = redis.register_script(_ROW_SCRIPT)
+        script = _ROW_SCRIPT.encode()
+        self._sha = hashlib.sha1(script, usedforsecurity=False).hexdigest()
 
     async def raw(
         self,
@@ -317,19 +320,30 @@ class RowReader:
         keys = self.keys
         window_buckets = int(np.ceil(exposure_window_s * 1000 / EXPOSURE_BUCKET_MS))
         current = now_ms // EXPOSURE_BUCKET_MS
-        return await self._script(  # type: ignore[no-any-return]
-            args=(
-                current - window_buckets + 1,
-                current - EXPOSURE_KEEP_BUCKETS,
-                now_ms - int(seen_recency_s * 1000),
-                keys.arms(""),
-                keys.posters(""),
-                keys.retired(""),
-                keys.exposure(""),
-                keys.seen(user_id, ""),
-                " ".join(map(escape, video_ids)),
-            )
+        args = (
+            current - window_buckets + 1,
+            current - EXPOSURE_KEEP_BUCKETS,
+            now_ms - int(seen_recency_s * 1000),
+            keys.arms(""),
+            keys.posters(""),
+            keys.retired(""),
+            keys.exposure(""),
+            keys.seen(user_id, ""),
+            " ".join(map(escape, video_ids)),
         )
+        # EVALSHA through execute_command: redis-py's Script object adds an
+        # import, a deprecation wrapper and tuple copies to every row. A Redis
+        # that lost its scripts (a restart, SCRIPT FLUSH) answers NOSCRIPT
+        # once, and the script is loaded again.
+        try:
+            return await self.redis.execute_command(  # type: ignore[no-any-return]
+                "EVALSHA", self._sha, 0, *args
+            )
+        except NoScriptError:
+            self._sha = await self.redis.script_load(_ROW_SCRIPT)
+            return await self.redis.execute_command(  # type: ignore[no-any-return]
+                "EVALSHA", self._sha, 0, *args
+            )
 
     async def read(
         self,

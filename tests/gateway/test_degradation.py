@@ -134,3 +134,36 @@ def test_a_dead_broker_does_not_slow_select(make_settings):
         served.client.close()
         served.redis.close()
         server.stop()
+
+
+def test_a_redis_that_lost_its_scripts_still_serves_live_state(
+    make_settings, private_redis
+):
+    """A restarted Redis has no scripts: the row script is loaded again."""
+    url, _ = private_redis
+    settings = make_settings(topics=True, redis_url=url, token_secret=TOKEN_SECRET)
+    server, served = serve(settings)
+    try:
+        video, best, other = new_id("v"), new_id("p"), new_id("p")
+        add_poster(served, video, best, stats=ArmStats(1000, 90, 1000, 90))
+        add_poster(served, video, other, stats=ArmStats(1000, 30, 1000, 30))
+        for round_ in range(3):
+            served.redis.script_flush()
+            assert served.redis.script_exists(_row_script_sha()) == [False]
+            response, _ = _timed_select(served.client, f"u{round_}", [video])
+            assert response.status_code == 200, response.text
+            slot = response.json()["slots"][0]
+            assert slot["fallback"] is False, slot
+            assert served.redis.script_exists(_row_script_sha()) == [True]
+    finally:
+        served.client.close()
+        served.redis.close()
+        server.stop()
+
+
+def _row_script_sha() -> str:
+    import hashlib
+
+    from gateway.state import _ROW_SCRIPT
+
+    return hashlib.sha1(_ROW_SCRIPT.encode(), usedforsecurity=False).hexdigest()
