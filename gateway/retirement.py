@@ -5,16 +5,25 @@ probability of being worse than the video's best, plus anytime-valid bounds
 for the irreversible step). Evaluating it costs milliseconds, far more than a
 whole row may take, so requests never run it: they read the statuses cached
 for the video and queue the video when those are older than ``recheck_s``
-(or its posters or rules changed). One background thread evaluates the queue,
-each video with the counts of the row that queued it (newer rows replace them
-only when the video's posters or rules changed), one video at a time and at most
-``max_per_s`` videos a second (a few milliseconds of CPU each), so the rule
-never takes more than a small share of the process. A poster is therefore
-demoted or retired up to ``recheck_s`` seconds plus the queue's delay after
-the evidence is in, which matters little for a rule that needs thousands of
-impressions anyway; a video never evaluated yet is served as all active, and
-a catalog of many thousands of busy videos is re-judged less often than
-``recheck_s``.
+(or its posters or rules changed). The gateway evaluates the queue in one
+child process, each video with the counts of the row that queued it (newer
+rows replace them only when the video's posters or rules changed), one video
+at a time and at most ``max_per_s`` videos a second (about 2 ms of CPU each).
+
+A child process, not a thread: an evaluation holds the interpreter lock for
+milliseconds, and in a thread each one stalled every request in flight. At
+500 rows a second that turned a p99 of 8-9 ms into 30-150 ms (``bench/
+bench_gateway.py``). The child starts on the first evaluation (by ``spawn``:
+forking a process that runs librdkafka's threads is unsafe), is shared by
+every gateway of the process, and is replaced when it dies; where no child can
+be started, evaluations fall back to a thread. The rule's draws are seeded, so
+the same counts give the same statuses wherever they are evaluated.
+
+A poster is therefore demoted or retired up to ``recheck_s`` seconds plus the
+queue's delay after the evidence is in, which matters little for a rule that
+needs thousands of impressions anyway; a video never evaluated yet is served
+as all active, and a catalog of many thousands of busy videos is re-judged
+less often than ``recheck_s``.
 
 A demoted poster keeps being served at ``demote_factor`` times its score; a
 retired one is masked at once and reported, so the service records it in the
@@ -26,9 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import signal
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from bandits.retirement import RetirementRule
@@ -39,6 +52,87 @@ __all__ = ["Retirement"]
 
 
 logger = logging.getLogger("gateway")
+
+_RuleKey = tuple[int, float, float, float, int, float, float]
+"""What makes a :class:`RetirementRule`: the rule's settings, seed and prior."""
+
+_worker_rules: dict[_RuleKey, RetirementRule] = {}
+"""Rules made so far in this process (the child's, or the fallback thread's)."""
+
+
+def _statuses(
+    key: _RuleKey,
+    poster_ids: Sequence[str],
+    impressions: Sequence[float],
+    clicks: Sequence[float],
+) -> list[str]:
+    """Every poster's status under the rule ``key`` (runs in the child)."""
+    rule = _worker_rules.get(key)
+    if rule is None:
+        minimum, demote_at, retire_at, margin, seed, alpha, beta = key
+        rule = _worker_rules[key] = RetirementRule(
+            min_impressions=minimum,
+            demote_at=demote_at,
+            retire_at=retire_at,
+            margin=margin,
+            seed=seed,
+            prior_alpha=alpha,
+            prior_beta=beta,
+        )
+    decided = rule.decide(
+        {
+            poster: ArmStats(int(n), int(c))
+            for poster, n, c in zip(poster_ids, impressions, clicks, strict=True)
+        }
+    )
+    return [decided[p] for p in poster_ids]
+
+
+def _quiet_child() -> None:
+    """Leave Ctrl-C to the gateway: the child stops when the gateway does."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Evaluator:
+    """The process's one retirement child, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: Executor | None = None
+
+    def pool(self) -> Executor:
+        with self._lock:
+            if self._pool is None:
+                try:
+                    self._pool = ProcessPoolExecutor(
+                        1,
+                        mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_quiet_child,
+                    )
+                except (OSError, ValueError) as error:
+                    logger.warning(
+                        "cannot start the retirement process (%r): evaluating "
+                        "in a thread, which delays requests while it runs",
+                        error,
+                    )
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="retirement")
+            return self._pool
+
+    def replace(self, broken: Executor) -> None:
+        """Forget a pool whose child died; the next use starts another."""
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def child_pids(self) -> list[int]:
+        """Process ids of the running child (empty before the first use)."""
+        pool = self._pool
+        processes = getattr(pool, "_processes", None) or {}
+        return [p for p, process in processes.items() if process.is_alive()]
+
+
+EVALUATOR = _Evaluator()
 
 
 class Retirement:
@@ -72,7 +166,6 @@ class Retirement:
         self.recheck_s = recheck_s
         self.max_per_s = max_per_s
         self.max_videos = max_videos
-        self._rules: dict[tuple[float, ...], RetirementRule] = {}
         self._cache: dict[str, tuple[float, tuple[Any, ...], list[str]]] = {}
         self._queue: dict[
             str,
@@ -80,25 +173,16 @@ class Retirement:
         ] = {}
         self._wake = asyncio.Event()
 
-    def _rule(self, rules: RuleConfig) -> RetirementRule:
-        key = (
+    def _key(self, rules: RuleConfig) -> _RuleKey:
+        return (
             rules.retire_min_impressions,
             rules.demote_at,
             rules.retire_at,
             rules.retire_margin,
+            self.seed,
+            self.prior_alpha,
+            self.prior_beta,
         )
-        rule = self._rules.get(key)
-        if rule is None:
-            rule = self._rules[key] = RetirementRule(
-                min_impressions=rules.retire_min_impressions,
-                demote_at=rules.demote_at,
-                retire_at=rules.retire_at,
-                margin=rules.retire_margin,
-                seed=self.seed,
-                prior_alpha=self.prior_alpha,
-                prior_beta=self.prior_beta,
-            )
-        return rule
 
     def row_statuses(
         self,
@@ -155,37 +239,37 @@ class Retirement:
         impressions: Sequence[float],
         clicks: Sequence[float],
     ) -> list[str]:
-        """Run the rule now (milliseconds; call it off the event loop)."""
-        decided = self._rule(rules).decide(
-            {
-                poster: ArmStats(int(n), int(c))
-                for poster, n, c in zip(poster_ids, impressions, clicks, strict=True)
-            }
-        )
-        return [decided[p] for p in poster_ids]
+        """Run the rule now, in this thread (milliseconds)."""
+        return _statuses(self._key(rules), poster_ids, impressions, clicks)
 
     async def run(self) -> None:
-        """Evaluate queued videos forever, one at a time, in a worker thread."""
+        """Evaluate queued videos forever, one at a time, in the child."""
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1, thread_name_prefix="retirement") as pool:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._queue:
-                    video_id = next(iter(self._queue))
-                    rules, identity, n, c = self._queue.pop(video_id)
-                    try:
-                        statuses = await loop.run_in_executor(
-                            pool, self.evaluate, rules, identity[0], n, c
-                        )
-                    except ValueError:
-                        logger.exception("retirement rule failed on %s", video_id)
-                        continue
-                    if len(self._cache) >= self.max_videos:
-                        self._cache.clear()
-                    self._cache[video_id] = (
-                        time.monotonic() + self.recheck_s,
-                        identity,
-                        statuses,
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                video_id = next(iter(self._queue))
+                rules, identity, n, c = self._queue.pop(video_id)
+                pool = EVALUATOR.pool()
+                try:
+                    statuses = await loop.run_in_executor(
+                        pool, _statuses, self._key(rules), identity[0], n, c
                     )
-                    await asyncio.sleep(1.0 / self.max_per_s)
+                except BrokenProcessPool:
+                    logger.warning("the retirement process died; starting another one")
+                    EVALUATOR.replace(pool)
+                    self._queue.setdefault(video_id, (rules, identity, n, c))
+                    await asyncio.sleep(1.0)
+                    continue
+                except Exception:  # a bad video must not stop the rule for all
+                    logger.exception("retirement rule failed on %s", video_id)
+                    continue
+                if len(self._cache) >= self.max_videos:
+                    self._cache.clear()
+                self._cache[video_id] = (
+                    time.monotonic() + self.recheck_s,
+                    identity,
+                    statuses,
+                )
+                await asyncio.sleep(1.0 / self.max_per_s)

@@ -7,9 +7,12 @@ tie at random, so a rule that prefers one poster makes the choice certain.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from bandits.state import ArmStats
+from gateway.retirement import EVALUATOR
 from gateway.state import EXPOSURE_BUCKET_MS, exposure_field
 from keyart.keys import escape
 from tests.gateway.conftest import RULES_OFF, add_poster, new_id, read_records
@@ -196,6 +199,36 @@ def test_retirement_demotes_then_retires_a_credibly_worse_poster(gateway):
     event = next(r for r in events if r["poster_id"] == poor)
     assert event["retired"] is True and event["video_id"] == video
     assert event["reviewer"].startswith("gateway:retirement")
+
+
+def _retire_one(gateway) -> None:
+    video, good, poor = new_id("v"), new_id("p"), new_id("p")
+    add_poster(gateway, video, good, stats=ArmStats(20000, 2000, 20000, 2000))
+    add_poster(gateway, video, poor, stats=ArmStats(20000, 600, 20000, 600))
+    deadline = time.monotonic() + 30
+    while not gateway.redis.hexists(gateway.keys.retired(video), poor):
+        assert time.monotonic() < deadline, "the retirement rule never ran"
+        gateway.select(new_id("u"), [video])
+        time.sleep(0.05)
+
+
+def test_retirement_runs_in_a_child_process_replaced_when_it_dies(gateway):
+    # An evaluation holds the interpreter lock for milliseconds: in the
+    # gateway's own process it stalled every request in flight.
+    gateway.set_variants(("control", "random", 1.0))
+    gateway.set_rules(**{**RULES_OFF, "retire_min_impressions": 1000})
+    _retire_one(gateway)
+    first = EVALUATOR.child_pids()
+    assert len(first) == 1 and first[0] != os.getpid()
+
+    os.kill(first[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while first[0] in EVALUATOR.child_pids():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    _retire_one(gateway)  # the next video is judged by a new child
+    second = EVALUATOR.child_pids()
+    assert len(second) == 1 and second[0] not in (first[0], os.getpid())
 
 
 def test_demotion_lowers_a_probably_worse_poster_without_retiring_it(gateway):
