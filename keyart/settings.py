@@ -46,6 +46,7 @@ __all__ = [
     "SettingsError",
     "get_settings",
     "load_settings",
+    "shown_url",
     "shown_value",
 ]
 
@@ -63,7 +64,7 @@ OTHER_VARIABLES = frozenset(
 """``KEYART_`` environment variables keyart reads that are not settings."""
 SECRET_SETTINGS = frozenset({"admin_token", "token_secret"})
 """Settings whose whole value is a secret; a URL setting's password is masked
-wherever the URL is (:func:`shown_value`)."""
+wherever the URL is (:func:`shown_url`)."""
 _SECRET_QUERY_WORDS = ("password", "secret", "token")
 
 
@@ -460,7 +461,7 @@ def shown_value(name: str, value: object) -> str:
     """A setting's value as keyart prints it, without its secrets.
 
     A secret setting shows only whether it is set and how long it is; a URL
-    keeps everything but its password, in the user part or in the query.
+    is shown by :func:`shown_url`.
 
     Examples
     --------
@@ -470,15 +471,30 @@ def shown_value(name: str, value: object) -> str:
     ''
     >>> shown_value("redis_url", "redis://:hunter2@cache:6379/0")
     'redis://:***@cache:6379/0'
-    >>> shown_value("database_url", "postgresql://ana:pw@db/keyart?password=pw")
-    'postgresql://ana:***@db/keyart?password=***'
     """
     text = str(value)
     if name in SECRET_SETTINGS:
         return f"set ({len(text)} chars)" if text else ""
-    if "://" not in text:
-        return text
-    parts = urlsplit(text)
+    return shown_url(text)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as keyart logs, prints or puts in an error: all but its password,
+    in the user part or in the query. Text that is not a URL is unchanged.
+
+    Every URL that reaches a log line, an error, an HTTP answer or the
+    terminal goes through this function.
+
+    Examples
+    --------
+    >>> shown_url("postgresql://ana:pw@db/keyart?password=pw")
+    'postgresql://ana:***@db/keyart?password=***'
+    >>> shown_url("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
     netloc, query = parts.netloc, parts.query
     if parts.password is not None:
         user_info, _, host = netloc.rpartition("@")
