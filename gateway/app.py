@@ -202,6 +202,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.gateway = gateway
+    app.state.metrics_dir = metrics_dir
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
