@@ -52,11 +52,11 @@ from __future__ import annotations
 import math
 import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
+from cachetools import LRUCache, cached
 
 __all__ = [
     "CLIP",
@@ -132,39 +132,22 @@ gigabytes; bounded by bytes, such requests only cost the time to rebuild
 their projection."""
 
 
-class _ProjectionCache:
-    """Least-recently-used projections, bounded by their total size."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(
-        self, user_keys: tuple[str, ...], poster_keys: tuple[str, ...], dim: int
-    ) -> np.ndarray:
-        key = (user_keys, poster_keys, dim)
-        with self._lock:
-            matrix = self._items.get(key)
-            if matrix is not None:
-                self._items.move_to_end(key)
-                return matrix
-        matrix = _build_projection(user_keys, poster_keys, dim)
-        with self._lock:
-            if key not in self._items and matrix.nbytes <= self.max_bytes:
-                self._items[key] = matrix
-                self.nbytes += matrix.nbytes
-                while self.nbytes > self.max_bytes:
-                    _, old = self._items.popitem(last=False)
-                    self.nbytes -= old.nbytes
-        return matrix
+def _projection_bytes(matrix: np.ndarray) -> int:
+    return int(matrix.nbytes)
 
 
-def _build_projection(
+_projections: LRUCache[tuple, np.ndarray] = LRUCache(
+    PROJECTION_CACHE_BYTES, getsizeof=_projection_bytes
+)
+"""Least recently used projections, bounded by their total ``nbytes``; one
+larger than the whole bound is built for its call and not kept."""
+
+
+# The lock is held only to read and store: two threads missing the same key
+# both build it and the first one stored is kept. The key is the call's own
+# tuple of arguments, which hashes faster than cachetools' default key.
+@cached(_projections, key=lambda *args: args, lock=threading.Lock())
+def _projection(
     user_keys: tuple[str, ...], poster_keys: tuple[str, ...], dim: int
 ) -> np.ndarray:
     """Signed one-hot matrix mapping raw values to hashed buckets.
@@ -182,10 +165,6 @@ def _build_projection(
         matrix[row, bucket] = sign
     matrix.setflags(write=False)
     return matrix
-
-
-_projections = _ProjectionCache(PROJECTION_CACHE_BYTES)
-_projection = _projections.get
 
 
 def feature_projection(

@@ -106,23 +106,22 @@ def recall(
 
 
 def variant_shares(
-    gateway: Any, recalled: dict[str, tuple[list[str], list[ArmStats]]]
+    gateway: Any,
+    recalled: dict[str, tuple[list[str], list[ArmStats]]],
+    metrics_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Each variant's share per poster and placement (see the module docstring).
 
     ``share`` is the share in the first placement of ``recalled``, for readers
     of the answer from before shares were per placement; ``shares`` has them
-    all.
+    all. ``decisions`` counts the posters the gateway chose for the variant,
+    over all videos, summed over its workers when ``metrics_dir`` holds their
+    metrics (``keyart gateway --workers N``), so every worker answers the same.
     """
     from bandits.policies import make_policy
     from gateway import metrics
 
-    served: dict[str, float] = {}
-    for family in metrics.DECISIONS.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                name = sample.labels["variant"]
-                served[name] = served.get(name, 0.0) + sample.value
+    served = metrics.variant_decisions(metrics_dir)
     out = []
     for variant in gateway.experiments.variants:
         shares: dict[str, dict[str, float]] | None = None
@@ -151,7 +150,7 @@ def variant_shares(
                 "name": variant.name,
                 "policy": variant.policy,
                 "weight": variant.weight,
-                "decisions_here": served.get(variant.name, 0.0),
+                "decisions": served.get(variant.name, 0.0),
                 "share": shares.get(first) if shares and first else None,
                 "shares": shares,
                 "note": note,

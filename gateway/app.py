@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 
 from gateway import metrics
-from gateway._errors import body_errors, parse_failure
+from gateway._errors import BODY_FAULT_STATUS, body_errors, parse_failure, refusal
 from gateway.admin import require_admin
 from gateway.admin import router as admin_router
 from gateway.collector import BatchError, Collector
@@ -135,6 +135,10 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
+def _refuse(field: str, message: str) -> dict[str, Any]:
+    return refusal([{"field": field, "message": message}])
+
+
 def _optional_router(app: FastAPI, module: str, **options: Any) -> None:
     """Include ``module.router`` when that module exists (other packages)."""
     try:
@@ -198,21 +202,21 @@ def create_app(
         redoc_url=None,
     )
     app.state.gateway = gateway
+    app.state.metrics_dir = metrics_dir
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
         details = body_errors(list(error.errors()), request.headers.get("content-type"))
-        first = details[0] if details else {"field": "body", "message": "invalid"}
-        return _json(
-            {"detail": f"{first['field']}: {first['message']}", "errors": details},
-            422,
-        )
+        return _json(refusal(details), BODY_FAULT_STATUS)
 
     @app.exception_handler(HTTPException)
     async def refused(request: Request, error: HTTPException) -> Response:
-        # FastAPI answers a body it failed to decode with a bare 400; say why.
+        # FastAPI answers a body it failed to decode with a bare 400, where
+        # invalid JSON gets its 422; say why, with the status of every other
+        # body fault (gateway._errors.BODY_FAULT_STATUS says why 422).
         if error.status_code == 400 and error.detail == _UNPARSED:
-            return _json({"detail": parse_failure(error.__cause__)}, 400)
+            message = parse_failure(error.__cause__)
+            return _json(_refuse("body", message), BODY_FAULT_STATUS)
         return await http_exception_handler(request, error)
 
     @app.post(
@@ -229,13 +233,11 @@ def create_app(
         state; ``poster_id: null`` means show the title's default art.
         """
         if len(body.video_ids) > settings.max_row_length:
-            return _json(
-                {
-                    "detail": f"video_ids: {len(body.video_ids)} videos, at most "
-                    f"{settings.max_row_length} (KEYART_MAX_ROW_LENGTH)"
-                },
-                422,
+            message = (
+                f"{len(body.video_ids)} videos, at most {settings.max_row_length} "
+                "(KEYART_MAX_ROW_LENGTH)"
             )
+            return _json(_refuse("video_ids", message), BODY_FAULT_STATUS)
         return _json(await gateway.select(body))
 
     @app.post(
@@ -281,9 +283,11 @@ def create_app(
         harmless (counted as a duplicate).
         """
         try:
-            status, answer = await app.state.collector.collect(await request.body())
+            status, answer = await app.state.collector.collect(
+                await request.body(), request.headers.get("content-type")
+            )
         except BatchError as error:
-            return _json({"detail": str(error)}, 422)
+            return _json(_refuse(error.field, error.message), BODY_FAULT_STATUS)
         return _json(answer, status)
 
     @app.get("/v1/placements", tags=["serving"])

@@ -173,9 +173,12 @@ class Collector:
             self.keys.token_slot(event.type, token.decision_id),
         )
 
-    async def collect(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """Take one batch; return the HTTP status and the answer body."""
-        events = read_batch(body, self.settings.max_events_per_batch)
+    async def collect(
+        self, body: bytes, content_type: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """Take one batch sent with ``content_type``; return the HTTP status and
+        the answer body."""
+        events = read_batch(body, content_type, self.settings.max_events_per_batch)
         now_ms = int(time.time() * 1000)
         ttl_ms = int(self.settings.token_ttl_s * 1000)
         errors: list[EventError] = []

@@ -231,7 +231,8 @@ function drawVariants(data) {
     const missing = v.shares ? "no poster can be served in any placement" : v.note;
     return el("div", { class: "variant", "data-variant": v.name, "data-placement": state.placement },
       el("h3", {}, v.name),
-      el("div", { class: "sub" }, `${v.policy} · weight ${v.weight} · ${num(v.decisions_here)} decisions here`),
+      el("div", { class: "sub", title: "posters this gateway chose for the variant since it started, every worker and every video" },
+        `${v.policy} · weight ${v.weight} · ${num(v.decisions)} decisions, all videos`),
       share ? posters.filter((p) => p.poster_id in share).map((p) => el("div", { class: "share", "data-poster-id": p.poster_id },
         el("span", { class: "name", title: p.poster_id }, p.poster_id),
         el("div", { class: "bar" }, el("div", { class: "fill", style: `left:0;width:${100 * share[p.poster_id]}%;background:${colorOf(p.poster_id)}` })),

@@ -15,7 +15,9 @@ path                               what
                                    interval, traffic share per 10-minute
                                    exposure bucket, and the share each
                                    experiment variant's policy gives each
-                                   poster now, per placement
+                                   poster now, per placement, and the
+                                   decisions the gateway made for each
+                                   variant (every worker, every video)
 ``/dashboard/api/ops``             consumer lag of the learner and the poster
                                    workers, and the learner's state age
 =================================  ===========================================
@@ -323,7 +325,9 @@ async def video(video_id: str, request: Request) -> Response:
                 }
                 for name, (ids, _) in recalled.items()
             ],
-            "variants": variant_shares(gateway, recalled),
+            "variants": variant_shares(
+                gateway, recalled, getattr(request.app.state, "metrics_dir", None)
+            ),
         },
     )
     return _json(answer)

@@ -22,9 +22,10 @@ set()
 
 from __future__ import annotations
 
+import glob
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -45,6 +46,7 @@ __all__ = [
     "forget_dead_workers",
     "live_workers",
     "retire_worker",
+    "variant_decisions",
     "workers_registry",
 ]
 
@@ -115,6 +117,34 @@ def workers_registry(path: str) -> CollectorRegistry:
     MultiProcessCollector(registry, path=path)
     registry.register(_WorkerProcesses(path))
     return registry
+
+
+def variant_decisions(path: str | None) -> dict[str, float]:
+    """Posters chosen per experiment variant (:data:`DECISIONS`), all policies.
+
+    With ``path``, the ``PROMETHEUS_MULTIPROC_DIR`` of several workers: the sum
+    over every worker whose files are there, stopped ones included, as
+    ``/metrics`` counts them; only the counter files are read. With None (one
+    process): this process's counts.
+    """
+    families: Iterable[Metric]
+    if path is None:
+        families = DECISIONS.collect()
+    else:
+        files = glob.glob(os.path.join(path, "counter_*.db"))
+        families = MultiProcessCollector.merge(files, accumulate=True)
+    name = DECISIONS.describe()[0].name
+    variant_to_count: dict[str, float] = {}
+    for family in families:
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                variant = sample.labels["variant"]
+                variant_to_count[variant] = (
+                    variant_to_count.get(variant, 0.0) + sample.value
+                )
+    return variant_to_count
 
 
 def live_workers(path: str) -> list[int]:

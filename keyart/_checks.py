@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from keyart.settings import shown_url
+
 __all__ = ["check_broker", "check_database", "check_max_age", "check_redis"]
 
 Check = Callable[[], tuple[bool, str]]
@@ -21,13 +23,14 @@ def check_redis(url: str, timeout: float = 1.0) -> Check:
     client = redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout
     )
+    shown = shown_url(url)
 
     def redis_ping() -> tuple[bool, str]:
         try:
             client.ping()
         except (redis.RedisError, OSError) as error:
-            return False, f"redis at {url} (KEYART_REDIS_URL): {error}"
-        return True, f"redis at {url} answers"
+            return False, f"redis at {shown} (KEYART_REDIS_URL): {error}"
+        return True, f"redis at {shown} answers"
 
     return redis_ping
 
@@ -54,9 +57,8 @@ def check_broker(bootstrap: str, timeout: float = 1.5) -> Check:
 def check_database(url: str, timeout: float = 2.0) -> Check:
     """A check that the catalog database at ``url`` answers ``SELECT 1``."""
     import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
 
-    shown = make_url(url).render_as_string(hide_password=True)
+    shown = shown_url(url)
     args: dict[str, Any] = {}
     if shown.startswith("postgresql"):
         args = {"connect_timeout": max(1, round(timeout))}

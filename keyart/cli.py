@@ -17,7 +17,13 @@ import threading
 
 import typer
 
-from keyart.settings import Settings, SettingsError, load_settings, shown_value
+from keyart.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    shown_url,
+    shown_value,
+)
 
 __all__ = ["app", "settings_for_cli"]
 
@@ -110,7 +116,8 @@ def up(
     running = read_state(settings.state_dir)
     if running is not None:
         typer.echo(
-            f"already up: broker {running.kafka_bootstrap}, redis {running.redis_url}"
+            f"already up: broker {running.kafka_bootstrap}, "
+            f"redis {shown_url(running.redis_url)}"
         )
         raise typer.Exit(0)
     stack = LocalStack(settings, die_with_parent=not detach)
@@ -120,10 +127,13 @@ def up(
         typer.secho(f"keyart up: {error}", fg="red", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"broker  {info.kafka_bootstrap}")
-    typer.echo(f"redis   {info.redis_url}")
+    typer.echo(f"redis   {shown_url(info.redis_url)}")
     typer.echo(f"state   {settings.state_dir / 'stack.json'}")
     for key, value in info.env().items():
-        typer.echo(f"export {key}={value}")
+        if shown_url(value) == value:
+            typer.echo(f"export {key}={value}")
+        else:  # a Redis of the settings, with its password: theirs to export
+            typer.echo(f"# {key} as in the settings: {shown_url(value)}")
     if detach:
         return
     stopped = threading.Event()
@@ -154,11 +164,15 @@ def down() -> None:
         return
     if info.redis_pid is None:  # keyart up found a Redis already answering
         typer.echo(
-            f"stopped broker {info.kafka_bootstrap}; left redis {info.redis_url}"
+            f"stopped broker {info.kafka_bootstrap}; left redis "
+            f"{shown_url(info.redis_url)}"
             " running (keyart did not start it)"
         )
     else:
-        typer.echo(f"stopped broker {info.kafka_bootstrap} and redis {info.redis_url}")
+        typer.echo(
+            f"stopped broker {info.kafka_bootstrap} and redis "
+            f"{shown_url(info.redis_url)}"
+        )
 
 
 @app.command()
@@ -175,10 +189,11 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     if info is None:
         typer.echo("down")
         raise typer.Exit(1)
+    shown = shown_url(info.redis_url)
     if as_json:
-        typer.echo(json.dumps(asdict(info)))
+        typer.echo(json.dumps({**asdict(info), "redis_url": shown}))
     else:
-        typer.echo(f"up: broker {info.kafka_bootstrap}, redis {info.redis_url}")
+        typer.echo(f"up: broker {info.kafka_bootstrap}, redis {shown}")
 
 
 @app.command("settings")

@@ -2,8 +2,11 @@
 
 Every setting is read from an environment variable named ``KEYART_`` plus the
 field name in upper case (``flush_interval_ms`` is ``KEYART_FLUSH_INTERVAL_MS``),
-or from an optional ``KEY=value`` file named by ``KEYART_ENV_FILE``. A wrong
-value stops the process at start with a message that names the variable.
+or from an optional ``KEY=value`` file named by ``KEYART_ENV_FILE`` (the
+environment wins where both set one). A wrong value stops the process at start
+with a message that names the variable; a variable that names no setting, in
+the environment or in the file, is ignored with a warning that names the
+closest setting (and the file).
 
 Examples
 --------
@@ -18,18 +21,24 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from dotenv import dotenv_values
 from pydantic import (
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 __all__ = [
     "SECRET_SETTINGS",
@@ -37,6 +46,7 @@ __all__ = [
     "SettingsError",
     "get_settings",
     "load_settings",
+    "shown_url",
     "shown_value",
 ]
 
@@ -54,7 +64,7 @@ OTHER_VARIABLES = frozenset(
 """``KEYART_`` environment variables keyart reads that are not settings."""
 SECRET_SETTINGS = frozenset({"admin_token", "token_secret"})
 """Settings whose whole value is a secret; a URL setting's password is masked
-wherever the URL is (:func:`shown_value`)."""
+wherever the URL is (:func:`shown_url`)."""
 _SECRET_QUERY_WORDS = ("password", "secret", "token")
 
 
@@ -423,12 +433,35 @@ class Settings(BaseSettings):
         """Return the full topic name for a short name such as ``impressions``."""
         return f"{self.topic_prefix}.{name}"
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[Any, ...]:
+        """The usual sources, but the file gives only the settings it names.
+
+        pydantic-settings hands every other line of the file to the model,
+        which ``extra="forbid"`` then refuses under a garbled name (the
+        prefix twice); they are left out here, and :func:`load_settings` warns
+        about each as it does for the environment.
+        """
+
+        def dotenv_fields() -> dict[str, Any]:
+            values = dotenv_settings()
+            return {name: values[name] for name in values if name in cls.model_fields}
+
+        return init_settings, env_settings, dotenv_fields, file_secret_settings
+
 
 def shown_value(name: str, value: object) -> str:
     """A setting's value as keyart prints it, without its secrets.
 
     A secret setting shows only whether it is set and how long it is; a URL
-    keeps everything but its password, in the user part or in the query.
+    is shown by :func:`shown_url`.
 
     Examples
     --------
@@ -438,15 +471,30 @@ def shown_value(name: str, value: object) -> str:
     ''
     >>> shown_value("redis_url", "redis://:hunter2@cache:6379/0")
     'redis://:***@cache:6379/0'
-    >>> shown_value("database_url", "postgresql://ana:pw@db/keyart?password=pw")
-    'postgresql://ana:***@db/keyart?password=***'
     """
     text = str(value)
     if name in SECRET_SETTINGS:
         return f"set ({len(text)} chars)" if text else ""
-    if "://" not in text:
-        return text
-    parts = urlsplit(text)
+    return shown_url(text)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as keyart logs, prints or puts in an error: all but its password,
+    in the user part or in the query. Text that is not a URL is unchanged.
+
+    Every URL that reaches a log line, an error, an HTTP answer or the
+    terminal goes through this function.
+
+    Examples
+    --------
+    >>> shown_url("postgresql://ana:pw@db/keyart?password=pw")
+    'postgresql://ana:***@db/keyart?password=***'
+    >>> shown_url("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
     netloc, query = parts.netloc, parts.query
     if parts.password is not None:
         user_info, _, host = netloc.rpartition("@")
@@ -478,38 +526,57 @@ def load_settings(**overrides: object) -> Settings:
     SettingsError
         When a value is wrong; the message names each variable at fault.
     """
-    _warn_unknown_variables()
+    _warn_unknown_variables(os.environ, None)
     env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
     if env_file and not Path(env_file).is_file():
         raise SettingsError(f"{ENV_PREFIX}ENV_FILE: no such file {env_file!r}")
+    if env_file:
+        _warn_unknown_variables(dotenv_values(env_file, encoding="utf-8"), env_file)
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as error:
         raise SettingsError(_names_variables(error)) from None
 
 
-_reported: set[str] = set()
+_reported: set[tuple[str, str | None]] = set()
 
 
-def _warn_unknown_variables() -> None:
-    """Warn about each ``KEYART_`` variable that names no setting, once per
-    process: pydantic reads only the variables of its fields, so a misspelled
-    one would be ignored without a word."""
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    known |= OTHER_VARIABLES
-    for variable in sorted(os.environ):
+def _warn_unknown_variables(variables: Iterable[str], env_file: str | None) -> None:
+    """Warn about each variable that names no setting, once per process.
+
+    pydantic reads only the variables of its fields, so a misspelled one would
+    be ignored without a word. In the environment only ``KEYART_`` variables
+    are looked at; in ``env_file`` every line is, since the whole file is
+    keyart's, and the warning names the file. The command's own variables
+    (:data:`OTHER_VARIABLES`) are read from the environment only.
+    """
+    settings = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known = settings | OTHER_VARIABLES
+    where = f" in {env_file}" if env_file else ""
+    for variable in sorted(variables):
         name = variable.upper()  # Settings match names ignoring case
-        if not name.startswith(ENV_PREFIX) or name in known or name in _reported:
+        if env_file is None and not name.startswith(ENV_PREFIX):
             continue
-        _reported.add(name)
-        close = difflib.get_close_matches(name, known, n=1)
+        if name in settings or (name in known and env_file is None):
+            continue
+        if (name, env_file) in _reported:
+            continue
+        _reported.add((name, env_file))
+        if name in known:
+            reason = "is read from the environment only and is ignored here"
+            hint = "set it in the environment"
+        else:
+            reason = "is not a keyart setting and is ignored"
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else ""
+            hint = hint or "`keyart settings` lists the settings"
         logger.warning(
-            "%s is not a keyart setting and is ignored (%s)",
+            "%s%s %s (%s)",
             variable,
-            f"did you mean {close[0]}?"
-            if close
-            else "`keyart settings` lists the settings",
-            extra={"variable": variable},
+            where,
+            reason,
+            hint,
+            extra={"variable": variable, "env_file": env_file},
         )
 
 

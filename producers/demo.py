@@ -36,7 +36,7 @@ from typing import Any
 
 from rich.console import Console
 
-from keyart.settings import Settings, load_settings
+from keyart.settings import Settings, load_settings, shown_url
 from producers.processes import ProcessGroup, sigterm_as_interrupt
 
 __all__ = ["DEMO_VIDEOS", "DemoOptions", "child_env", "local_stack", "run_demo"]
@@ -111,7 +111,9 @@ def local_stack(settings: Settings, console: Console) -> Iterator[Settings]:
     stack = LocalStack(settings, die_with_parent=True)
     with console.status("starting the local broker and Redis"):
         info = stack.start()
-    console.print(f"local stack up: broker {info.kafka_bootstrap}, {info.redis_url}")
+    console.print(
+        f"local stack up: broker {info.kafka_bootstrap}, {shown_url(info.redis_url)}"
+    )
     try:
         yield _with(
             settings, kafka_bootstrap=info.kafka_bootstrap, redis_url=info.redis_url

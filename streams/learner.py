@@ -52,7 +52,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bandits.features import FEATURE_DIM
-from keyart.settings import Settings
+from keyart.settings import Settings, shown_url
 from schemas.codec import get_codec
 from streams import metrics
 from streams.offsets import stored_past_log_end
@@ -357,7 +357,7 @@ class Learner(RedisGuard, ModelPublisher):
                 "or the broker did not answer); the next start resumes from the "
                 "last flush's offsets in Redis and replays the rest",
                 FINAL_FLUSH_TIMEOUT_S,
-                self.settings.redis_url,
+                shown_url(self.settings.redis_url),
             )
             return
         except Exception as error:  # noqa: BLE001 - the worker is stopping anyway

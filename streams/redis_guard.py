@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from keyart.settings import Settings
+from keyart.settings import Settings, shown_url
 from streams import metrics
 from streams.state_keys import StreamKeys
 
@@ -91,7 +91,7 @@ class RedisGuard:
                         "Redis at %s (KEYART_REDIS_URL) has not answered the "
                         "learner's %s for %.0f s (KEYART_REDIS_OUTAGE_S=%s); the "
                         "learner stops, a restart resumes from the last flush: %r",
-                        self.settings.redis_url,
+                        shown_url(self.settings.redis_url),
                         operation,
                         waited,
                         bound,
@@ -105,7 +105,7 @@ class RedisGuard:
                     "Redis at %s (KEYART_REDIS_URL) failed the learner's %s (%r); "
                     "consumption paused, retrying in %.1f s (gives up after "
                     "KEYART_REDIS_OUTAGE_S=%s s)",
-                    self.settings.redis_url,
+                    shown_url(self.settings.redis_url),
                     operation,
                     error,
                     delay,
@@ -136,8 +136,8 @@ class RedisGuard:
         found = await self.redis.exists(*(self.keys.learner(p) for p in partitions))
         if found != len(partitions):
             raise StateLostError(
-                f"Redis at {self.settings.redis_url} (KEYART_REDIS_URL) lost the "
-                f"learner's state of partitions {list(partitions)} (their "
+                f"Redis at {shown_url(self.settings.redis_url)} (KEYART_REDIS_URL) "
+                f"lost the learner's state of partitions {list(partitions)} (their "
                 f"{self.keys.learner(partitions[0])} keys are gone); restart the "
                 "learner to rebuild it from Kafka"
             )

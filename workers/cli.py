@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from keyart.settings import shown_url
+
 if TYPE_CHECKING:
     from workers.review import ReviewService
 
@@ -164,7 +166,7 @@ def run(
         raise typer.Exit(1)
     typer.echo(
         f"job {outcome.job_id}: {len(outcome.rows)} candidates pending review "
-        f"in {settings.database_url}, images in {settings.poster_store}"
+        f"in {shown_url(settings.database_url)}, images in {settings.poster_store}"
     )
 
 
@@ -225,7 +227,7 @@ def migrate(
     engine = make_engine(settings.database_url)
     upgrade(engine, revision)
     engine.dispose()
-    typer.echo(f"catalog at {revision}: {settings.database_url}")
+    typer.echo(f"catalog at {revision}: {shown_url(settings.database_url)}")
 
 
 @review.command("list")

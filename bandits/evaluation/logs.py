@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keyart.settings import Settings
+from keyart.settings import Settings, shown_url
 
 __all__ = [
     "EventLogs",
@@ -210,7 +210,7 @@ def configured_split(settings: Settings) -> dict[str, float] | None:
     except redis.RedisError as error:
         raise LogReadError(
             f"cannot read the experiment split at KEYART_REDIS_URL="
-            f"{settings.redis_url}: {error}"
+            f"{shown_url(settings.redis_url)}: {error}"
         ) from None
     finally:
         client.close()

@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from bandits import features
 from bandits.features import (
     CLIP,
     POSTER_SCALES,
@@ -159,3 +160,5 @@ def test_new_context_keys_on_every_request_hold_bounded_memory() -> None:
     assert X.shape == (1, 64)
     # The name-hash cache holds its 65,536 names (about 20 MB) on top.
     assert grown < PROJECTION_CACHE_BYTES + 32 * 2**20
+    held = sum(matrix.nbytes for matrix in features._projections.values())
+    assert held == features._projections.currsize <= PROJECTION_CACHE_BYTES

@@ -313,33 +313,61 @@ def _post_raw(gateway, path, raw, content_type="application/json"):
     )
 
 
-@pytest.mark.parametrize("path", ["/v1/select", "/v1/events"])
-def test_invalid_json_is_named_as_such_with_its_position(gateway, path):
-    response = _post_raw(gateway, path, b'{"user_id": "u-1", "events": [')
+BODY_PATHS = ["/v1/select", "/v1/events", "/admin/rules", "/admin/experiments"]
+
+UNREADABLE_BODIES = {
+    "empty": (b"", "application/json", "empty; expected a JSON object"),
+    "invalid JSON": (
+        b'{"user_id": "u-1", "events": [',
+        "application/json",
+        "invalid JSON at character 30: Expecting value",
+    ),
+    "text/plain": (
+        b'{"events": []}',
+        "text/plain",
+        "expected Content-Type: application/json (got 'text/plain')",
+    ),
+    "no content type": (
+        b'{"events": []}',
+        None,
+        "expected Content-Type: application/json (none was sent)",
+    ),
+    "not UTF-8": (
+        b'{"events": "\xff"}',
+        "application/json",
+        "not UTF-8 (invalid start byte at byte 12)",
+    ),
+    "integer too long": (
+        b'{"events": [' + b"7" * 5000 + b"]}",
+        "application/json",
+        "cannot be read: Exceeds the limit (4300 digits) for integer string "
+        "conversion: value has 5000 digits",
+    ),
+    "nested too deeply": (
+        b"[" * 50_000 + b"]" * 50_000,
+        "application/json",
+        "nested too deeply to read",
+    ),
+}
+
+
+@pytest.mark.parametrize("path", BODY_PATHS)
+@pytest.mark.parametrize("fault", list(UNREADABLE_BODIES))
+def test_every_endpoint_answers_an_unreadable_body_alike(gateway, path, fault):
+    raw, content_type, message = UNREADABLE_BODIES[fault]
+    response = _post_raw(gateway, path, raw, content_type)
     assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert detail.startswith("body: invalid JSON at character 30: "), detail
+    assert response.json() == {
+        "detail": f"body: {message}",
+        "errors": [{"field": "body", "message": message}],
+    }
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain"])
-def test_a_json_body_without_its_content_type_says_so(gateway, content_type):
-    import orjson
-
-    raw = orjson.dumps(OK_SELECT)
-    response = _post_raw(gateway, "/v1/select", raw, content_type)
-    assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert detail.startswith("body: expected Content-Type: application/json")
-    assert (repr(content_type) if content_type else "none was sent") in detail
-
-
-def test_an_integer_too_long_to_read_is_a_4xx_saying_so(gateway):
-    raw = b'{"user_id": "u-1", "placement": "home_row", "video_ids": ["v-1"], '
-    raw += b'"context": {"a": ' + b"7" * 5000 + b"}}"
-    response = _post_raw(gateway, "/v1/select", raw)
-    assert response.status_code == 400, response.text
-    detail = response.json()["detail"]
-    assert detail.startswith("body: cannot be read: Exceeds the limit (4300 digits)")
+def test_a_json_body_with_a_json_content_type_and_parameters_is_read(gateway):
+    response = _post_raw(
+        gateway, "/v1/events", b'{"events": []}', "application/json; charset=utf-8"
+    )
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize(

@@ -412,6 +412,7 @@ def test_dashboard_in_chromium(dashboard, mixed, artifacts: Path) -> None:
             "#variants .variant[data-variant='control']"
         ).inner_text()
         assert control.count("33%") == 3
+        assert "decisions, all videos" in control
         assert "features" in page.locator("[data-variant='contextual']").inner_text()
         assert page.locator("#history svg rect").count() == 9  # 3 buckets x 3
         lag_text = page.locator("#lag-table").inner_text()

@@ -8,6 +8,7 @@ every scrape, whichever worker answers it, counts all the decisions.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,6 +62,7 @@ class Workers:
                 stderr=subprocess.STDOUT,
             )
         self.worker_pids: set[int] = set()
+        self.output = ""
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -147,6 +150,27 @@ def _select_until_both_answered(
             assert time.monotonic() < deadline, f"one worker took it all: {counts}"
 
 
+@contextlib.contextmanager
+def _both_answering(
+    settings, tmp_path: Path, least: int, **env: str
+) -> Iterator[tuple[Workers, list[str], int, int]]:
+    """The command on freshly seeded videos, once both workers made decisions.
+
+    Yields the command, its videos and the number of selects and decisions
+    made (at least ``least``); stops the command on leaving, which keeps its
+    output in ``output``.
+    """
+    videos = [new_id("v") for _ in range(ROW)]
+    _seed(settings, videos)
+    workers = Workers(settings, tmp_path, **env)
+    try:
+        workers.wait_ready()
+        selects, decided = _select_until_both_answered(workers, videos, least)
+        yield workers, videos, selects, decided
+    finally:
+        workers.output = workers.stop()
+
+
 def _scrape(url: str) -> dict[str, list]:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
@@ -165,12 +189,8 @@ def workers_settings(make_settings):
 
 @pytest.mark.slow
 def test_every_scrape_counts_the_decisions_of_both_workers(workers_settings, tmp_path):
-    videos = [new_id("v") for _ in range(ROW)]
-    _seed(workers_settings, videos)
-    workers = Workers(workers_settings, tmp_path)
-    try:
-        workers.wait_ready()
-        selects, decided = _select_until_both_answered(workers, videos, least=48)
+    with _both_answering(workers_settings, tmp_path, least=48) as run:
+        workers, _, selects, decided = run
         assert sum(workers.pid_to_decisions().values()) == decided
 
         for _ in range(6):  # fresh connections: the scrapes reach both workers
@@ -189,12 +209,11 @@ def test_every_scrape_counts_the_decisions_of_both_workers(workers_settings, tmp
         # The command itself writes no metrics: only its workers have files.
         assert workers.process.pid not in workers.worker_pids
         made = workers.multiproc_dir
-    finally:
-        output = workers.stop()
 
     assert not os.path.exists(made), "the private metrics folder was left behind"
     # KEYART_LOG_JSON=1: every line of every process is a JSON record.
-    records = [json.loads(line) for line in output.splitlines() if line.strip()]
+    lines = workers.output.splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
     started = {
         r["message"]
         for r in records
@@ -207,17 +226,30 @@ def test_every_scrape_counts_the_decisions_of_both_workers(workers_settings, tmp
 
 
 @pytest.mark.slow
+def test_the_dashboard_counts_the_decisions_of_both_workers(workers_settings, tmp_path):
+    from urllib.parse import quote
+
+    with _both_answering(workers_settings, tmp_path, least=16) as run:
+        workers, videos, _, decided = run
+        counts = workers.pid_to_decisions()
+        assert sorted(counts.values())[0] < decided  # neither worker made all
+        page = f"{workers.url}/dashboard/api/videos/{quote(videos[0])}"
+        for _ in range(6):  # fresh connections: the answers come from both workers
+            answer = httpx.get(page, timeout=30)
+            assert answer.status_code == 200, answer.text
+            variants = answer.json()["variants"]
+            assert sum(v["decisions"] for v in variants) == decided
+
+
+@pytest.mark.slow
 def test_a_users_metrics_folder_is_kept_and_counts_a_killed_worker(
     workers_settings, tmp_path
 ):
-    videos = [new_id("v") for _ in range(ROW)]
-    _seed(workers_settings, videos)
     mine = tmp_path / "mine"
     mine.mkdir()
-    workers = Workers(workers_settings, tmp_path, **{MULTIPROC_DIR: str(mine)})
-    try:
-        workers.wait_ready()
-        _, decided = _select_until_both_answered(workers, videos, least=8)
+    env = {MULTIPROC_DIR: str(mine)}
+    with _both_answering(workers_settings, tmp_path, least=8, **env) as run:
+        workers, _, _, decided = run
         assert not glob.glob(str(workers.temp / "keyart-gateway-metrics-*"))
         assert set(metrics.live_workers(str(mine))) == workers.worker_pids
 
@@ -237,11 +269,10 @@ def test_a_users_metrics_folder_is_kept_and_counts_a_killed_worker(
         assert _total(decisions, "keyart_gateway_decisions_total") == decided
         memory = scrape["process_resident_memory_bytes"]
         assert {int(s.labels["pid"]) for s in memory} == live
-    finally:
-        output = workers.stop()
 
     # Both workers dropped their live gauges as they stopped; counts remain.
     assert metrics.live_workers(str(mine)) == []
     assert sum(workers.pid_to_decisions().values()) == decided
-    warned = [json.loads(line) for line in output.splitlines() if "ended" in line]
+    lines = workers.output.splitlines()
+    warned = [json.loads(line) for line in lines if "ended" in line]
     assert [(r["level"], r["pid"]) for r in warned] == [("WARNING", killed)]

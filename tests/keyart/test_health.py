@@ -107,6 +107,28 @@ def test_unreachable_services_fail_readiness_and_name_the_setting() -> None:
     assert took < 6.0
 
 
+def test_failed_checks_show_urls_without_their_passwords() -> None:
+    nobody = free_port(0)
+    checks = {
+        "redis": check_redis(f"redis://:redis-pw@127.0.0.1:{nobody}/0", timeout=0.5),
+        "database": check_database(
+            f"postgresql+psycopg://postgres:pg-pw@127.0.0.1:{nobody}/x"
+            "?sslmode=disable&password=pg-pw",
+            timeout=1.0,
+        ),
+    }
+    with HealthServer(checks, port=0, timeout=4.0) as running:
+        status, body, _ = get(running.url + "/readyz")
+    assert status == 503
+    details = {name: c["detail"] for name, c in orjson.loads(body)["checks"].items()}
+    assert "redis-pw" not in details["redis"] and "pg-pw" not in details["database"]
+    assert details["redis"].startswith(f"redis at redis://:***@127.0.0.1:{nobody}/0 ")
+    assert details["database"].startswith(
+        f"database postgresql+psycopg://postgres:***@127.0.0.1:{nobody}/x"
+        "?sslmode=disable&password=*** "
+    )
+
+
 def test_a_slow_or_raising_check_fails_without_failing_the_probe() -> None:
     def slow() -> tuple[bool, str]:
         time.sleep(3)

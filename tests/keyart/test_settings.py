@@ -158,6 +158,34 @@ def test_misspelled_variable_is_reported_once(
     ]
 
 
+def test_misspelled_variable_in_the_env_file_is_reported_naming_the_file(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    suffix = uuid.uuid4().hex[:4].upper()
+    misspelled = "KEYART_" + "WINDOW_BUKETS_" + suffix
+    unprefixed = "WINDOW_BUCKETS_" + suffix
+    env = tmp_path / "keyart.env"
+    env.write_text(
+        f"KEYART_WINDOW_BUCKETS=12\n{misspelled}=13\n{unprefixed}=14\n"
+        "KEYART_LOG_JSON=1\n"
+    )
+    monkeypatch.setenv("KEYART_ENV_FILE", str(env))
+    with caplog.at_level(logging.WARNING, logger="keyart"):
+        assert load_settings().window_buckets == 12
+        load_settings()
+    reports = sorted(r.getMessage() for r in caplog.records)
+    assert reports == sorted(
+        [
+            f"{misspelled} in {env} is not a keyart setting and is ignored "
+            "(did you mean KEYART_WINDOW_BUCKETS?)",
+            f"{unprefixed} in {env} is not a keyart setting and is ignored "
+            "(did you mean KEYART_WINDOW_BUCKETS?)",
+            f"KEYART_LOG_JSON in {env} is read from the environment only and is "
+            "ignored here (set it in the environment)",
+        ]
+    )
+
+
 def test_every_keyart_variable_in_the_repository_is_known() -> None:
     from keyart.settings import OTHER_VARIABLES
 

@@ -280,3 +280,45 @@ def test_down_never_signals_processes_it_did_not_start(tmp_path: Path) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_up_status_and_down_show_the_redis_url_without_its_password(
+    tmp_path: Path, redis_password_url: str
+) -> None:
+    from urllib.parse import urlsplit
+
+    password = urlsplit(redis_password_url).password
+    assert password
+    shown = redis_password_url.replace(password, "***")
+    env = {
+        **os.environ,
+        "KEYART_STATE_DIR": str(tmp_path),
+        "KEYART_BROKER_PORT": "0",
+        "KEYART_REDIS_URL": redis_password_url,
+    }
+
+    def keyart(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "keyart.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert password not in done.stdout + done.stderr
+        return done.stdout
+
+    up = keyart("up", "--detach")
+    info = read_state(tmp_path)
+    assert info is not None and info.redis_pid is None  # the Redis was there
+    assert f"redis   {shown}\n" in up
+    assert f"# KEYART_REDIS_URL as in the settings: {shown}\n" in up
+    assert f"export KEYART_KAFKA_BOOTSTRAP={info.kafka_bootstrap}\n" in up
+    assert f"already up: broker {info.kafka_bootstrap}, redis {shown}" in keyart("up")
+    assert keyart("status") == f"up: broker {info.kafka_bootstrap}, redis {shown}\n"
+    assert json.loads(keyart("status", "--json"))["redis_url"] == shown
+    down = keyart("down")
+    assert f"left redis {shown} running" in down
+    assert _wait_gone(info.broker_pid)

@@ -87,6 +87,25 @@ def test_migrate(env):
     assert result.exit_code == 0 and "catalog at head" in result.output
 
 
+def test_run_and_migrate_show_the_catalog_url_without_its_password(env, pg_url, media):
+    import sqlalchemy as sa
+
+    # PostgreSQL here trusts local connections, so any password gets in.
+    url = sa.make_url(pg_url).set(password="catalog-pw")
+    env = {**env, "KEYART_DATABASE_URL": url.render_as_string(hide_password=False)}
+    shown = url.render_as_string(hide_password=False).replace("catalog-pw", "***")
+    runner = CliRunner()
+    migrated = runner.invoke(app, ["posters", "migrate"], env=env)
+    assert migrated.exit_code == 0, migrated.output
+    assert migrated.stdout.endswith(f"catalog at head: {shown}\n")
+    ran = runner.invoke(
+        app, ["posters", "run", str(media("bikes.mp4")), "--video-id", "pw"], env=env
+    )
+    assert ran.exit_code == 0, ran.output
+    assert f"candidates pending review in {shown}, images in " in ran.output
+    assert "catalog-pw" not in migrated.output + ran.output
+
+
 def test_publish_puts_a_video_on_the_topic_the_workers_read(make_settings, media):
     from schemas.codec import get_codec
     from tests.helpers import consume_raw

@@ -301,3 +301,17 @@ def test_split_stored_in_redis(kafka_settings: Settings, tmp_path: Any) -> None:
     finally:
         client.delete(key)
         client.close()
+
+
+def test_an_unreachable_split_names_the_redis_without_its_password(make_settings):
+    from bandits.evaluation.logs import LogReadError, configured_split
+    from keyart.stack import free_port
+
+    url = f"redis://keyart:split-pw@127.0.0.1:{free_port(0)}/0"
+    with pytest.raises(LogReadError) as raised:
+        configured_split(make_settings(redis_url=url))
+    assert "split-pw" not in str(raised.value)
+    shown = url.replace("split-pw", "***")
+    assert str(raised.value).startswith(
+        f"cannot read the experiment split at KEYART_REDIS_URL={shown}: "
+    )
