@@ -29,7 +29,8 @@ a restart seeks to the offsets in Redis.
 On assignment the learner rebuilds each new partition from Redis before Faust
 resumes fetching, and seeks the consumer to the offsets stored with that
 state (:mod:`streams.resume`, which also deals with stored offsets past the
-log end). On revocation the learner flushes, then forgets the partition.
+log end, at assignment and every few seconds while the learner runs). On
+revocation the learner flushes, then forgets the partition.
 
 Redis outages are ridden out by :mod:`streams.redis_guard`; the merged models
 are published by :mod:`streams.publish`.
@@ -138,6 +139,7 @@ class Learner(RedisGuard, ModelPublisher, ResumeOffsets):
         self._merged_n = -1
         self._merged_fm = -1
         self._init_guard()
+        self._init_resume()
         self._stored: set[int] = set()  # partitions whose state is in Redis
         self._stopping = asyncio.Event()
         self._broker_gone = False  # a commit at shutdown got no answer
@@ -381,10 +383,7 @@ class Learner(RedisGuard, ModelPublisher, ResumeOffsets):
 
     def _export_lag(self, offsets: Mapping[Any, int]) -> None:
         for tp, offset in offsets.items():
-            try:
-                end = self.app.consumer.highwater(tp)
-            except Exception:  # noqa: S112 - no fetch yet for this partition
-                continue
+            end = self.fetched_end(tp)
             if end is not None:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(
                     max(0, end - offset)
@@ -399,8 +398,10 @@ class Learner(RedisGuard, ModelPublisher, ResumeOffsets):
         posters topic to the offset Redis holds for it, or to the earliest
         retained offset when it holds none.
         """
-        await self._assign_learner(assigned)
-        await self._seek_to_state(assigned)
+        self.rebalances += 1
+        async with self.seek_lock:
+            await self._assign_learner(assigned)
+            await self._seek_to_state(assigned)
 
     async def _assign_learner(self, assigned: set[Any]) -> None:
         wanted = sorted(
@@ -438,6 +439,8 @@ class Learner(RedisGuard, ModelPublisher, ResumeOffsets):
         Both under the flush lock, so no background flush can write a revoked
         partition after its new owner has loaded it.
         """
+        self.rebalances += 1
+        self.posters_owned -= {self._tp(tp.topic, tp.partition) for tp in revoked}
         gone = {tp.partition for tp in revoked if tp.topic in self.topics}
         if not gone:
             return
