@@ -18,6 +18,7 @@ from streams.catalog import queue_poster
 from streams.consumer import LearnerApp
 from streams.learner import Learner
 from streams.redis_guard import LOAD_TIMEOUT_S, REDIS_TIMEOUT_S
+from streams.resume import LOG_END_CHECK_S
 from streams.validate import check_event
 
 __all__ = ["create_app", "faust_options"]
@@ -116,6 +117,11 @@ def create_app(settings: Settings, redis_client: Any | None = None) -> LearnerAp
     @app.timer(interval=settings.flush_interval_ms / 1000)
     async def _flush() -> None:
         await learner().flush()
+
+    @app.timer(interval=LOG_END_CHECK_S)
+    async def _log_ends() -> None:
+        # Topics recreated under the running learner (no rebalance follows).
+        await learner().check_log_ends()
 
     @app.agent(posters)
     async def _posters(stream: Any) -> None:

@@ -27,15 +27,9 @@ with the broker unreachable the commit is given up, which loses nothing, since
 a restart seeks to the offsets in Redis.
 
 On assignment the learner rebuilds each new partition from Redis before Faust
-resumes fetching, and seeks the consumer to the offsets stored in Redis with
-that state, or to the earliest retained offset when Redis holds none (Redis
-lost its data): Redis is the state, so Kafka's committed offset alone is no
-evidence that an event's effect exists. A stored offset past the log end (the
-topic was recreated or truncated, :mod:`streams.offsets`) is logged as an
-ERROR, counted in ``keyart_streams_offset_resets_total`` and reset to the
-earliest offset of the new log; the reset offset reaches Redis with the next
-flush, together with the state of the records applied from there. The
-posters topic is treated the same way with ``{p}:catalog:offsets``. On
+resumes fetching, and seeks the consumer to the offsets stored with that
+state (:mod:`streams.resume`, which also deals with stored offsets past the
+log end, at assignment and every few seconds while the learner runs). On
 revocation the learner flushes, then forgets the partition.
 
 Redis outages are ridden out by :mod:`streams.redis_guard`; the merged models
@@ -55,7 +49,6 @@ from bandits.features import FEATURE_DIM
 from keyart.settings import Settings, shown_url
 from schemas.codec import get_codec
 from streams import metrics
-from streams.offsets import stored_past_log_end
 from streams.partition import DeadLetter, PartitionLearner
 from streams.publish import ModelPublisher
 from streams.redis_guard import (
@@ -65,15 +58,12 @@ from streams.redis_guard import (
     StateLostError,
 )
 from streams.resp import Transaction
+from streams.resume import ResumeOffsets
 from streams.state_keys import StreamKeys
 
 __all__ = ["REDIS_ERRORS", "REDIS_TIMEOUT_S", "Learner", "StateLostError"]
 
 logger = logging.getLogger("streams")
-
-PAST_END_CHECK_S = 10.0
-"""Longest the check of stored offsets against the log ends may hold up an
-assignment; past it the stored offsets are used as they are."""
 
 SHUTDOWN_COMMIT_TIMEOUT_S = 3.0
 """Once the worker stops, how long a flush waits for its Kafka commit. The
@@ -101,7 +91,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Learner(RedisGuard, ModelPublisher):
+class Learner(RedisGuard, ModelPublisher, ResumeOffsets):
     """Per-partition learners of one worker and their Redis flushes.
 
     Parameters
@@ -149,6 +139,7 @@ class Learner(RedisGuard, ModelPublisher):
         self._merged_n = -1
         self._merged_fm = -1
         self._init_guard()
+        self._init_resume()
         self._stored: set[int] = set()  # partitions whose state is in Redis
         self._stopping = asyncio.Event()
         self._broker_gone = False  # a commit at shutdown got no answer
@@ -390,15 +381,9 @@ class Learner(RedisGuard, ModelPublisher):
             extra={"applied": applied, "partitions": sorted(self.partitions)},
         )
 
-    def _tp(self, topic: str, partition: int) -> Any:
-        return self.app.consumer._new_topicpartition(topic, partition)
-
     def _export_lag(self, offsets: Mapping[Any, int]) -> None:
         for tp, offset in offsets.items():
-            try:
-                end = self.app.consumer.highwater(tp)
-            except Exception:  # noqa: S112 - no fetch yet for this partition
-                continue
+            end = self.fetched_end(tp)
             if end is not None:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(
                     max(0, end - offset)
@@ -413,108 +398,10 @@ class Learner(RedisGuard, ModelPublisher):
         posters topic to the offset Redis holds for it, or to the earliest
         retained offset when it holds none.
         """
-        await self._assign_learner(assigned)
-        await self._seek_to_state(assigned)
-
-    async def _seek_to_state(self, assigned: set[Any]) -> None:
-        posters = sorted(tp.partition for tp in assigned if tp.topic == self.posters)
-        catalog: dict[bytes, bytes] = {}
-        if posters:
-            catalog = await self.redis_call(
-                "load", lambda: self.redis.hgetall(self.keys.catalog_offsets())
-            )
-        targets: dict[Any, int | None] = {}
-        async with self.lock:
-            for tp in assigned:
-                if tp.topic in self.topics and tp.partition in self.partitions:
-                    stored = self.partitions[tp.partition].offsets.get(tp.topic)
-                elif tp.topic == self.posters:
-                    value = catalog.get(f"{tp.topic}:{tp.partition}".encode())
-                    stored = int(value) if value is not None else None
-                else:
-                    continue
-                targets[self._tp(tp.topic, tp.partition)] = stored
-        past_end = await self._past_log_end(targets)
-        missing = [tp for tp, offset in targets.items() if offset is None]
-        earliest: dict[Any, int] = {}
-        if missing or past_end:
-            try:
-                earliest = dict(
-                    await self.app.consumer.earliest_offsets(*missing, *past_end)
-                )
-            except Exception as error:  # noqa: BLE001 - offset 0 resets to earliest
-                logger.warning("earliest offsets unknown (%r); seeking to 0", error)
-        if missing:
-            logger.warning(
-                "no state in Redis for %s: rebuilding them from the earliest "
-                "retained offsets",
-                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(missing)),
-                extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in missing]},
-            )
-        async with self.lock:
-            for tp, end in past_end.items():
-                start = int(earliest.get(tp) or 0)
-                self._reset_offset(tp, targets[tp], end, start)
-                targets[tp] = start
-        seeks = {
-            tp: offset if offset is not None else int(earliest.get(tp) or 0)
-            for tp, offset in targets.items()
-        }
-        if seeks:
-            # In the consumer's own thread: Faust's plain seek() changes the
-            # fetcher's buffers from this thread while that thread may be
-            # draining them, which crashed the fetcher (KeyError in aiokafka's
-            # fetched_records) on a fresh assignment.
-            await self.app.consumer.seek_wait(seeks)
-            # Any later seek to the committed offsets lands here too.
-            await self.app.consumer.commit_offsets(seeks)
-
-    async def _past_log_end(self, targets: Mapping[Any, int | None]) -> dict[Any, int]:
-        """Stored offsets of ``targets`` past their partition's log end."""
-        stored = {tp: offset for tp, offset in targets.items() if offset}
-        try:
-            # Assignment waits for this check: bound it, both steps together.
-            async with asyncio.timeout(PAST_END_CHECK_S):
-                return await stored_past_log_end(
-                    self.app.consumer, self.settings.kafka_bootstrap, stored
-                )
-        except Exception as error:  # noqa: BLE001 - the seek itself must go on
-            logger.warning(
-                "could not compare the stored offsets with the log ends (%r); "
-                "resuming from the stored offsets",
-                error,
-            )
-            return {}
-
-    def _reset_offset(self, tp: Any, stored: int | None, end: int, start: int) -> None:
-        """Resume ``tp`` from ``start`` of a log that ends before ``stored``.
-
-        Called under the learner's lock. The partition learner's offset moves
-        back too, so its records are applied rather than skipped as replays,
-        and the next flush writes the new offset with their state. A crash
-        before that flush finds the old offset in Redis and resets again.
-        """
-        metrics.OFFSET_RESETS.labels(tp.topic).inc()
-        logger.error(
-            "stored offset %s of %s[%s] is past the log end %s: the topic was "
-            "recreated or truncated. Resuming from offset %s of the new log (the "
-            "arm state stays; its records are new events)",
-            stored,
-            tp.topic,
-            tp.partition,
-            end,
-            start,
-            extra={
-                "topic": tp.topic,
-                "partition": tp.partition,
-                "offset": stored,
-                "log_end": end,
-            },
-        )
-        learner = self.partitions.get(tp.partition)
-        if tp.topic in self.topics and learner is not None:
-            learner.offsets[tp.topic] = start
-            learner.dirty_offsets = True
+        self.rebalances += 1
+        async with self.seek_lock:
+            await self._assign_learner(assigned)
+            await self._seek_to_state(assigned)
 
     async def _assign_learner(self, assigned: set[Any]) -> None:
         wanted = sorted(
@@ -552,6 +439,8 @@ class Learner(RedisGuard, ModelPublisher):
         Both under the flush lock, so no background flush can write a revoked
         partition after its new owner has loaded it.
         """
+        self.rebalances += 1
+        self.posters_owned -= {self._tp(tp.topic, tp.partition) for tp in revoked}
         gone = {tp.partition for tp in revoked if tp.topic in self.topics}
         if not gone:
             return

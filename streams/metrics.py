@@ -44,8 +44,9 @@ SKIPPED_REPLAY = Counter(
 )
 OFFSET_RESETS = Counter(
     "keyart_streams_offset_resets_total",
-    "Partitions whose stored offset was past the log end at assignment (topic "
-    "recreated or truncated), resumed from the start of the new log.",
+    "Partitions whose stored offset was past the log end (topic recreated or "
+    "truncated), found at assignment or while running, resumed from the start "
+    "of the new log.",
     ["topic"],
 )
 ARMS_WRITTEN = Counter(

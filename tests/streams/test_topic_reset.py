@@ -35,24 +35,25 @@ SHIFT_MS = 3_600_000
 """The second stream happens an hour after the first (its own event times)."""
 
 
-def second_stream():
-    """A shorter stream with its own ids, an hour after the first."""
-    sends, expected = event_stream(seed=42, impressions=150, videos=6)
+def second_stream(seed=42, impressions=150, tag="b", shift_ms=SHIFT_MS):
+    """A shorter stream with its own ids (``tag-`` before each), ``shift_ms``
+    after the first."""
+    sends, expected = event_stream(seed=seed, impressions=impressions, videos=6)
     shifted = []
     for kind, record in sends:
-        record = {**record, "event_id": "b-" + record["event_id"]}
-        record["event_time"] += SHIFT_MS
+        record = {**record, "event_id": f"{tag}-{record['event_id']}"}
+        record["event_time"] += shift_ms
         if kind == "click":
-            record["impression_id"] = "b-" + record["impression_id"]
+            record["impression_id"] = f"{tag}-{record['impression_id']}"
         shifted.append((kind, record))
     return shifted, expected
 
 
-def recreate_event_topics(settings):
+def recreate_event_topics(settings, kinds=("impressions", "clicks")):
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    names = [settings.topic("impressions"), settings.topic("clicks")]
+    names = [settings.topic(kind) for kind in kinds]
     for future in admin.delete_topics(names, operation_timeout=10).values():
         future.result(timeout=15)
     deadline = time.monotonic() + 15
@@ -82,8 +83,9 @@ def metric(port, name, **labels):
     return float(found.group(1)) if found else 0.0
 
 
-@pytest.fixture(scope="module")
-def reset(make_settings, stack, tmp_path_factory):
+def learner_settings(make_settings, name):
+    """Topics of their own, and the settings of a learner whose group is
+    ``name``d after them, with its metrics on a free port."""
     base = make_settings(
         topics=True,
         window_s=600.0,
@@ -94,10 +96,16 @@ def reset(make_settings, stack, tmp_path_factory):
     )
     settings = base.model_copy(
         update={
-            "streams_app_id": f"{base.topic_prefix}-reset",
+            "streams_app_id": f"{base.topic_prefix}-{name}",
             "metrics_port": free_port(0),
         }
     )
+    return base, settings
+
+
+@pytest.fixture(scope="module")
+def reset(make_settings, stack, tmp_path_factory):
+    base, settings = learner_settings(make_settings, "reset")
     logs = Path(tmp_path_factory.mktemp("reset-logs"))
     first_sends, first_expected = event_stream(seed=41, impressions=900, videos=6)
     second_sends, second_expected = second_stream()
