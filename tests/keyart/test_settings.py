@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from keyart.settings import Settings, SettingsError, load_settings
+from keyart.settings import Settings, SettingsError, load_settings, shown_url
 
 
 def test_defaults_are_valid() -> None:
@@ -212,3 +212,57 @@ def test_a_lower_learner_skew_alone_lowers_the_collector_default(
     monkeypatch.setenv("KEYART_MAX_CLOCK_SKEW_S", "30")
     settings = load_settings()
     assert settings.collect_clock_skew_s == 30.0
+
+
+def test_a_password_not_percent_encoded_is_masked_too(tmp_path) -> None:
+    # SQLAlchemy reads the password up to the "@", "/", "?" and "#" included,
+    # where urlsplit ends the host early and saw no password at all.
+    import sqlalchemy
+    from typer.testing import CliRunner
+
+    from keyart.cli import app
+
+    database = "postgresql://ana:pg/pa#ss?1@db/keyart?sslmode=require"
+    assert sqlalchemy.make_url(database).password == "pg/pa#ss?1"
+    env = {
+        "KEYART_STATE_DIR": str(tmp_path),
+        "KEYART_DATABASE_URL": database,
+        "KEYART_REDIS_URL": "redis://:hun@ter2@cache:6379/0",
+    }
+    result = CliRunner().invoke(app, ["settings"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "pg/pa" not in result.stdout and "ter2" not in result.stdout
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert lines["KEYART_DATABASE_URL"].split()[1] == (
+        "postgresql://ana:***@db/keyart?sslmode=require"
+    )
+    assert lines["KEYART_REDIS_URL"].split()[1] == "redis://:***@cache:6379/0"
+
+
+def test_a_url_without_a_password_is_shown_as_written() -> None:
+    # Rebuilt by urlsplit, an absolute SQLite path lost a slash: another file.
+    for url in ("sqlite:////var/lib/keyart/catalog.db", "sqlite:///var/catalog.db"):
+        assert shown_url(url) == url
+    assert shown_url("unix:///run/redis.sock?password=pw") == (
+        "unix:///run/redis.sock?password=***"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "reddis://:hunter2@cache:6379/0",  # a typo in the scheme
+        "redis://ana:hun/ter2@cache:6379/0",  # redis-py took "hun" for the port
+        "redis://:hun#ter2@cache:6379/0",
+        "redis://:hunter2@[cache:6379/0",  # urlsplit refuses the host
+    ],
+)
+def test_a_redis_url_keyart_refuses_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("KEYART_REDIS_URL", url)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "KEYART_REDIS_URL" in message
+    assert "hun" not in message and "ter2" not in message, message
