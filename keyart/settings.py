@@ -574,12 +574,22 @@ def load_settings(**overrides: object) -> Settings:
     env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
     if env_file and not Path(env_file).is_file():
         raise SettingsError(f"{ENV_PREFIX}ENV_FILE: no such file {env_file!r}")
-    if env_file:
-        _warn_unknown_variables(dotenv_values(env_file, encoding="utf-8"), env_file)
     try:
+        if env_file:
+            values = dotenv_values(env_file, encoding="utf-8")
+            _warn_unknown_variables(values, env_file)
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as error:
         raise SettingsError(_names_variables(error)) from None
+    except (OSError, UnicodeDecodeError) as error:  # the file, read by both
+        reason = (
+            f"not UTF-8 ({error.reason} at byte {error.start})"
+            if isinstance(error, UnicodeDecodeError)
+            else error.strerror or str(error)
+        )
+        raise SettingsError(
+            f"{ENV_PREFIX}ENV_FILE: cannot read {env_file!r}: {reason}"
+        ) from None
 
 
 _reported: set[tuple[str, str | None]] = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -266,3 +267,26 @@ def test_a_redis_url_keyart_refuses_is_named_without_its_password(
     message = str(refused.value)
     assert "KEYART_REDIS_URL" in message
     assert "hun" not in message and "ter2" not in message, message
+
+
+def test_an_env_file_that_is_not_utf8_is_named(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / "keyart.env"
+    env.write_bytes(b"KEYART_WINDOW_BUCKETS=12\xff\n")
+    monkeypatch.setenv("KEYART_ENV_FILE", str(env))
+    with pytest.raises(SettingsError, match="KEYART_ENV_FILE: cannot read .*UTF-8"):
+        load_settings()
+
+
+def test_an_unreadable_env_file_is_named(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / "keyart.env"
+    env.write_text("KEYART_WINDOW_BUCKETS=12\n")
+    monkeypatch.setenv("KEYART_ENV_FILE", str(env))
+    env.chmod(0)
+    if os.access(env, os.R_OK):
+        pytest.skip("this user reads files without read permission (root)")
+    with pytest.raises(SettingsError, match="KEYART_ENV_FILE: cannot read"):
+        load_settings()
