@@ -21,8 +21,8 @@ no child can be started, evaluations fall back to a thread. The gateway kills
 its child when it stops, and a child whose gateway died without stopping
 (SIGKILL, or SIGTERM's default action, which uvicorn re-raises after its
 shutdown and which skips the interpreter's exit handlers) exits by itself
-within :data:`PARENT_CHECK_S`. The rule's draws are seeded, so the same counts
-give the same statuses wherever they are evaluated.
+within :data:`gateway._orphan.PARENT_CHECK_S`. The rule's draws are seeded,
+so the same counts give the same statuses wherever they are evaluated.
 
 A poster is therefore demoted or retired up to ``recheck_s`` seconds plus the
 queue's delay after the evidence is in, which matters little for a rule that
@@ -52,6 +52,7 @@ from typing import Any
 
 from bandits.retirement import RetirementRule
 from bandits.state import ArmStats
+from gateway._orphan import follow_parent
 from gateway.config import RuleConfig
 
 __all__ = ["Retirement"]
@@ -65,9 +66,6 @@ _RuleKey = tuple[int, float, float, float, int, float, float]
 EVALUATION_TIMEOUT_S = 30.0
 """Longest one evaluation may take in the child (about 2 ms, plus the child's
 start for the first) before the child is taken for hung, killed and replaced."""
-
-PARENT_CHECK_S = 0.5
-"""How often the child looks whether its gateway is still its parent."""
 
 _worker_rules: dict[_RuleKey, RetirementRule] = {}
 """Rules made so far in this process (the child's, or the fallback thread's)."""
@@ -108,13 +106,7 @@ def _start_child(parent: int) -> None:
     it would never see the gateway die: it would be left running for good.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_S)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="retirement-parent", daemon=True).start()
+    follow_parent(parent, lambda: os._exit(0), "retirement-parent")
 
 
 class _Evaluator:
