@@ -15,8 +15,10 @@ milliseconds, and in a thread each one stalled every request in flight. At
 500 rows a second that turned a p99 of 8-9 ms into 30-150 ms (``bench/
 bench_gateway.py``). The child starts on the first evaluation (by ``spawn``:
 forking a process that runs librdkafka's threads is unsafe), is shared by
-every gateway of the process, and is replaced when it dies or leaves an
-evaluation unanswered for :data:`EVALUATION_TIMEOUT_S` (stopped, hung); where
+every gateway of the process, and is replaced when it dies (a second later,
+the wait doubling while children die in a row, up to :data:`RESPAWN_MAX_S`)
+or leaves an evaluation unanswered for :data:`EVALUATION_TIMEOUT_S`
+(stopped, hung); where
 no child can be started, evaluations fall back to a thread. The gateway kills
 its child when it stops, and a child whose gateway died without stopping
 (SIGKILL, or SIGTERM's default action, which uvicorn re-raises after its
@@ -66,6 +68,10 @@ _RuleKey = tuple[int, float, float, float, int, float, float]
 EVALUATION_TIMEOUT_S = 30.0
 """Longest one evaluation may take in the child (about 2 ms, plus the child's
 start for the first) before the child is taken for hung, killed and replaced."""
+
+RESPAWN_MAX_S = 60.0
+"""Longest wait before another child, after children died in a row (the
+wait doubles from 1 s)."""
 
 _worker_rules: dict[_RuleKey, RetirementRule] = {}
 """Rules made so far in this process (the child's, or the fallback thread's)."""
@@ -275,6 +281,7 @@ class Retirement:
     async def run(self) -> None:
         """Evaluate queued videos forever, one at a time, in the child."""
         loop = asyncio.get_running_loop()
+        deaths = 0  # of the child in a row, without an evaluation between
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -299,14 +306,25 @@ class Retirement:
                     self._queue.setdefault(video_id, (rules, identity, n, c))
                     continue
                 except BrokenProcessPool:
-                    logger.warning("the retirement process died; starting another one")
+                    # Doubling: a child that dies as it starts (the code on
+                    # disk changed under a running gateway) was spawned again
+                    # every second for good, with a warning each time.
+                    deaths += 1
+                    wait_s = min(RESPAWN_MAX_S, 2.0 ** (deaths - 1))
+                    logger.warning(
+                        "the retirement process died (%d in a row); starting "
+                        "another one in %.0f s",
+                        deaths,
+                        wait_s,
+                    )
                     EVALUATOR.replace(pool)
                     self._queue.setdefault(video_id, (rules, identity, n, c))
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(wait_s)
                     continue
                 except Exception:  # a bad video must not stop the rule for all
                     logger.exception("retirement rule failed on %s", video_id)
                     continue
+                deaths = 0
                 if len(self._cache) >= self.max_videos:
                     self._cache.clear()
                 self._cache[video_id] = (

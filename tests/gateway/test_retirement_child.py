@@ -185,3 +185,26 @@ def test_a_terminated_gateway_leaves_no_child_even_a_frozen_one(command):
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=20)
     assert _gone(children, 10) == []
+
+
+def _missing_in_the_child(parent: int) -> None:
+    """An initializer the child cannot find, as when the code on disk changed
+    under a running gateway: every child dies as it starts."""
+
+
+def test_a_child_that_dies_at_start_is_not_spawned_every_second(
+    gateway, monkeypatch, caplog
+):
+    # Each death was followed by another child a second later, for good.
+    name = "_not_in_the_module_on_disk"
+    _missing_in_the_child.__module__ = retirement.__name__
+    _missing_in_the_child.__qualname__ = name
+    monkeypatch.setattr(retirement, name, _missing_in_the_child, raising=False)
+    monkeypatch.setattr(retirement, "_start_child", _missing_in_the_child)
+    EVALUATOR.close()
+    gateway.set_variants(("control", "random", 1.0))
+    gateway.set_rules(**{**RULES_OFF, "retire_min_impressions": 1000})
+    caplog.set_level("WARNING", logger="gateway")
+    assert not _select_until_retired(gateway.url, gateway.redis, gateway.keys, 7)
+    deaths = [r for r in caplog.records if "retirement process died" in r.message]
+    assert 1 <= len(deaths) <= 3, [r.message for r in deaths]
