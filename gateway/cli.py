@@ -155,9 +155,12 @@ def worker_app() -> FastAPI:
     from ``KEYART_LOG_LEVEL`` and ``KEYART_LOG_JSON``, and has ``/metrics``
     answer for all workers from ``PROMETHEUS_MULTIPROC_DIR``.
     """
+    import signal
+
     import click
 
     from gateway import metrics
+    from gateway._orphan import follow_parent
     from gateway.app import create_app
     from keyart.cli import configure_logging
 
@@ -175,5 +178,12 @@ def worker_app() -> FastAPI:
         os.getpid(),
         path,
         extra={"pid": os.getpid(), "metrics_dir": path},
+    )
+    # A killed `keyart gateway` left its workers serving the port for good:
+    # each stops as on SIGTERM (uvicorn's shutdown) once its parent is gone.
+    follow_parent(
+        os.getppid(),
+        lambda: os.kill(os.getpid(), signal.SIGTERM),
+        "gateway-parent",
     )
     return create_app(metrics_dir=path)

@@ -15,9 +15,16 @@ milliseconds, and in a thread each one stalled every request in flight. At
 500 rows a second that turned a p99 of 8-9 ms into 30-150 ms (``bench/
 bench_gateway.py``). The child starts on the first evaluation (by ``spawn``:
 forking a process that runs librdkafka's threads is unsafe), is shared by
-every gateway of the process, and is replaced when it dies; where no child can
-be started, evaluations fall back to a thread. The rule's draws are seeded, so
-the same counts give the same statuses wherever they are evaluated.
+every gateway of the process, and is replaced when it dies (a second later,
+the wait doubling while children die in a row, up to :data:`RESPAWN_MAX_S`)
+or leaves an evaluation unanswered for :data:`EVALUATION_TIMEOUT_S`
+(stopped, hung); where
+no child can be started, evaluations fall back to a thread. The gateway kills
+its child when it stops, and a child whose gateway died without stopping
+(SIGKILL, or SIGTERM's default action, which uvicorn re-raises after its
+shutdown and which skips the interpreter's exit handlers) exits by itself
+within :data:`gateway._orphan.PARENT_CHECK_S`. The rule's draws are seeded,
+so the same counts give the same statuses wherever they are evaluated.
 
 A poster is therefore demoted or retired up to ``recheck_s`` seconds plus the
 queue's delay after the evidence is in, which matters little for a rule that
@@ -36,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -46,6 +54,7 @@ from typing import Any
 
 from bandits.retirement import RetirementRule
 from bandits.state import ArmStats
+from gateway._orphan import follow_parent
 from gateway.config import RuleConfig
 
 __all__ = ["Retirement"]
@@ -55,6 +64,14 @@ logger = logging.getLogger("gateway")
 
 _RuleKey = tuple[int, float, float, float, int, float, float]
 """What makes a :class:`RetirementRule`: the rule's settings, seed and prior."""
+
+EVALUATION_TIMEOUT_S = 30.0
+"""Longest one evaluation may take in the child (about 2 ms, plus the child's
+start for the first) before the child is taken for hung, killed and replaced."""
+
+RESPAWN_MAX_S = 60.0
+"""Longest wait before another child, after children died in a row (the
+wait doubles from 1 s)."""
 
 _worker_rules: dict[_RuleKey, RetirementRule] = {}
 """Rules made so far in this process (the child's, or the fallback thread's)."""
@@ -88,9 +105,14 @@ def _statuses(
     return [decided[p] for p in poster_ids]
 
 
-def _quiet_child() -> None:
-    """Leave Ctrl-C to the gateway: the child stops when the gateway does."""
+def _start_child(parent: int) -> None:
+    """Leave Ctrl-C to the gateway, and exit once the gateway is gone.
+
+    The child waits on its task queue, whose pipe it holds both ends of, so
+    it would never see the gateway die: it would be left running for good.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    follow_parent(parent, lambda: os._exit(0), "retirement-parent")
 
 
 class _Evaluator:
@@ -107,7 +129,8 @@ class _Evaluator:
                     self._pool = ProcessPoolExecutor(
                         1,
                         mp_context=multiprocessing.get_context("spawn"),
-                        initializer=_quiet_child,
+                        initializer=_start_child,
+                        initargs=(os.getpid(),),
                     )
                 except (OSError, ValueError) as error:
                     logger.warning(
@@ -118,12 +141,25 @@ class _Evaluator:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="retirement")
             return self._pool
 
-    def replace(self, broken: Executor) -> None:
-        """Forget a pool whose child died; the next use starts another."""
+    def replace(self, broken: Executor, kill: bool = False) -> None:
+        """Forget a pool whose child died (or, with ``kill``, kill its child
+        first); the next use starts another."""
         with self._lock:
             if self._pool is broken:
                 self._pool = None
+        if kill:
+            # SIGKILL, which also ends a stopped child; it holds no state.
+            for process in list((getattr(broken, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    process.kill()
         broken.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Kill the child, if any: the gateway is stopping. A later use starts
+        another one."""
+        pool = self._pool
+        if pool is not None:
+            self.replace(pool, kill=True)
 
     def child_pids(self) -> list[int]:
         """Process ids of the running child (empty before the first use)."""
@@ -245,6 +281,7 @@ class Retirement:
     async def run(self) -> None:
         """Evaluate queued videos forever, one at a time, in the child."""
         loop = asyncio.get_running_loop()
+        deaths = 0  # of the child in a row, without an evaluation between
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -253,18 +290,41 @@ class Retirement:
                 rules, identity, n, c = self._queue.pop(video_id)
                 pool = EVALUATOR.pool()
                 try:
-                    statuses = await loop.run_in_executor(
-                        pool, _statuses, self._key(rules), identity[0], n, c
+                    statuses = await asyncio.wait_for(
+                        loop.run_in_executor(
+                            pool, _statuses, self._key(rules), identity[0], n, c
+                        ),
+                        EVALUATION_TIMEOUT_S,
                     )
+                except TimeoutError:
+                    logger.warning(
+                        "the retirement process left an evaluation unanswered "
+                        "for %.0f s; killing it and starting another one",
+                        EVALUATION_TIMEOUT_S,
+                    )
+                    EVALUATOR.replace(pool, kill=True)
+                    self._queue.setdefault(video_id, (rules, identity, n, c))
+                    continue
                 except BrokenProcessPool:
-                    logger.warning("the retirement process died; starting another one")
+                    # Doubling: a child that dies as it starts (the code on
+                    # disk changed under a running gateway) was spawned again
+                    # every second for good, with a warning each time.
+                    deaths += 1
+                    wait_s = min(RESPAWN_MAX_S, 2.0 ** (deaths - 1))
+                    logger.warning(
+                        "the retirement process died (%d in a row); starting "
+                        "another one in %.0f s",
+                        deaths,
+                        wait_s,
+                    )
                     EVALUATOR.replace(pool)
                     self._queue.setdefault(video_id, (rules, identity, n, c))
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(wait_s)
                     continue
                 except Exception:  # a bad video must not stop the rule for all
                     logger.exception("retirement rule failed on %s", video_id)
                     continue
+                deaths = 0
                 if len(self._cache) >= self.max_videos:
                     self._cache.clear()
                 self._cache[video_id] = (

@@ -34,7 +34,7 @@ from gateway.experiments import Assigner
 from gateway.fallback import FallbackCache
 from gateway.models import SelectRequest
 from gateway.placements import PLACEMENTS
-from gateway.retirement import Retirement
+from gateway.retirement import EVALUATOR, Retirement
 from gateway.rules import cue_text
 from gateway.scoring import ModelCache, PolicyBook
 from gateway.state import PosterCache, RowReader
@@ -156,6 +156,10 @@ class Gateway:
         for task in (self._refresher, self._retirer, self._lag_probe):
             if task is not None:
                 task.cancel()
+        # Not left to the interpreter's exit: uvicorn ends a SIGTERM by
+        # re-raising it, and its default action skips the exit handlers that
+        # would stop the child (a stopped child would hold them up forever).
+        EVALUATOR.close()
         self._drain()
         if self.producer is not None:
             await asyncio.to_thread(self.producer.close)

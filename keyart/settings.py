@@ -66,6 +66,7 @@ SECRET_SETTINGS = frozenset({"admin_token", "token_secret"})
 """Settings whose whole value is a secret; a URL setting's password is masked
 wherever the URL is (:func:`shown_url`)."""
 _SECRET_QUERY_WORDS = ("password", "secret", "token")
+_MASK = "***"
 
 
 class SettingsError(ValueError):
@@ -371,7 +372,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"expected a redis:// URL, got {value!r}")
+            raise ValueError(f"expected a redis:// URL, got {shown_url(value)!r}")
+        if not value.startswith("unix://") and not _port_readable(value):
+            # redis-py's own error quotes what it took for the port, which is
+            # the start of a password holding "/", "?" or "#".
+            raise ValueError(
+                f"cannot read host and port of {shown_url(value)!r}; "
+                "percent-encode / ? # [ ] @ in a password"
+            )
         return value
 
     @field_validator("redis_prefix", "topic_prefix")
@@ -485,25 +493,61 @@ def shown_url(url: str) -> str:
     Every URL that reaches a log line, an error, an HTTP answer or the
     terminal goes through this function.
 
+    A password holding ``/``, ``?``, ``#`` or ``[`` that was not
+    percent-encoded ends the host part early for :func:`urllib.parse.urlsplit`
+    (or makes it fail), yet SQLAlchemy reads such a URL as meant: its password
+    runs from the user's ``:`` to the next ``@``. That reading is masked too,
+    so no URL shows a password however it is written.
+
     Examples
     --------
     >>> shown_url("postgresql://ana:pw@db/keyart?password=pw")
     'postgresql://ana:***@db/keyart?password=***'
     >>> shown_url("redis://127.0.0.1:6379/0")
     'redis://127.0.0.1:6379/0'
+    >>> shown_url("postgresql://ana:p/w#1@db/keyart")
+    'postgresql://ana:***@db/keyart'
+    >>> shown_url("sqlite:////var/lib/keyart/catalog.db")
+    'sqlite:////var/lib/keyart/catalog.db'
     """
     if "://" not in url:
         return url
-    parts = urlsplit(url)
+    scheme, _, rest = url.partition("://")
+    # SQLAlchemy's reading: a user without ":" or "/", then the password up to
+    # the first "@".
+    user, colon, after = rest.partition(":")
+    if colon and "/" not in user and "@" not in user and "@" in after:
+        rest = f"{user}:***@{after.partition('@')[2]}"
+        url = f"{scheme}://{rest}"
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # a host urlsplit refuses ("[" without "]")
+        return url
     netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
+    if password not in (None, _MASK):
         user_info, _, host = netloc.rpartition("@")
         netloc = f"{user_info.partition(':')[0]}:***@{host}"
     pairs = parse_qsl(query, keep_blank_values=True)
     if any(map(_secret_key, (key for key, _ in pairs))):
         masked = [(k, "***" if _secret_key(k) else v) for k, v in pairs]
         query = urlencode(masked, safe="*")
-    return parts._replace(netloc=netloc, query=query).geturl()
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # Not geturl(): it drops the "//" of an empty host, so sqlite:////abs/path
+    # would show as sqlite://abs/path, another file.
+    query = f"?{query}" if query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{scheme}://{netloc}{parts.path}{query}{fragment}"
+
+
+def _port_readable(url: str) -> bool:
+    """Whether urlsplit, as redis-py does, reads a host and a port (or none)."""
+    try:
+        _ = urlsplit(url).port
+    except ValueError:
+        return False
+    return True
 
 
 def _secret_key(key: str) -> bool:
@@ -530,12 +574,22 @@ def load_settings(**overrides: object) -> Settings:
     env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
     if env_file and not Path(env_file).is_file():
         raise SettingsError(f"{ENV_PREFIX}ENV_FILE: no such file {env_file!r}")
-    if env_file:
-        _warn_unknown_variables(dotenv_values(env_file, encoding="utf-8"), env_file)
     try:
+        if env_file:
+            values = dotenv_values(env_file, encoding="utf-8")
+            _warn_unknown_variables(values, env_file)
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as error:
         raise SettingsError(_names_variables(error)) from None
+    except (OSError, UnicodeDecodeError) as error:  # the file, read by both
+        reason = (
+            f"not UTF-8 ({error.reason} at byte {error.start})"
+            if isinstance(error, UnicodeDecodeError)
+            else error.strerror or str(error)
+        )
+        raise SettingsError(
+            f"{ENV_PREFIX}ENV_FILE: cannot read {env_file!r}: {reason}"
+        ) from None
 
 
 _reported: set[tuple[str, str | None]] = set()

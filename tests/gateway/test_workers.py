@@ -276,3 +276,31 @@ def test_a_users_metrics_folder_is_kept_and_counts_a_killed_worker(
     lines = workers.output.splitlines()
     warned = [json.loads(line) for line in lines if "ended" in line]
     assert [(r["level"], r["pid"]) for r in warned] == [("WARNING", killed)]
+
+
+@pytest.mark.slow
+def test_a_killed_command_leaves_no_worker_serving(workers_settings, tmp_path):
+    # Killed outright, `keyart gateway --workers 2` left both workers serving
+    # its port, unsupervised, for good.
+    with _both_answering(workers_settings, tmp_path, least=8) as run:
+        workers = run[0]
+        pids = sorted(workers.worker_pids)
+        workers.process.kill()
+        workers.process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        try:
+            while alive := [pid for pid in pids if _running(pid)]:
+                assert time.monotonic() < deadline, f"workers left running: {alive}"
+                time.sleep(0.1)
+        finally:
+            for pid in filter(_running, pids):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from keyart.settings import Settings, SettingsError, load_settings
+from keyart.settings import Settings, SettingsError, load_settings, shown_url
 
 
 def test_defaults_are_valid() -> None:
@@ -212,3 +213,80 @@ def test_a_lower_learner_skew_alone_lowers_the_collector_default(
     monkeypatch.setenv("KEYART_MAX_CLOCK_SKEW_S", "30")
     settings = load_settings()
     assert settings.collect_clock_skew_s == 30.0
+
+
+def test_a_password_not_percent_encoded_is_masked_too(tmp_path) -> None:
+    # SQLAlchemy reads the password up to the "@", "/", "?" and "#" included,
+    # where urlsplit ends the host early and saw no password at all.
+    import sqlalchemy
+    from typer.testing import CliRunner
+
+    from keyart.cli import app
+
+    database = "postgresql://ana:pg/pa#ss?1@db/keyart?sslmode=require"
+    assert sqlalchemy.make_url(database).password == "pg/pa#ss?1"
+    env = {
+        "KEYART_STATE_DIR": str(tmp_path),
+        "KEYART_DATABASE_URL": database,
+        "KEYART_REDIS_URL": "redis://:hun@ter2@cache:6379/0",
+    }
+    result = CliRunner().invoke(app, ["settings"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "pg/pa" not in result.stdout and "ter2" not in result.stdout
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert lines["KEYART_DATABASE_URL"].split()[1] == (
+        "postgresql://ana:***@db/keyart?sslmode=require"
+    )
+    assert lines["KEYART_REDIS_URL"].split()[1] == "redis://:***@cache:6379/0"
+
+
+def test_a_url_without_a_password_is_shown_as_written() -> None:
+    # Rebuilt by urlsplit, an absolute SQLite path lost a slash: another file.
+    for url in ("sqlite:////var/lib/keyart/catalog.db", "sqlite:///var/catalog.db"):
+        assert shown_url(url) == url
+    assert shown_url("unix:///run/redis.sock?password=pw") == (
+        "unix:///run/redis.sock?password=***"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "reddis://:hunter2@cache:6379/0",  # a typo in the scheme
+        "redis://ana:hun/ter2@cache:6379/0",  # redis-py took "hun" for the port
+        "redis://:hun#ter2@cache:6379/0",
+        "redis://:hunter2@[cache:6379/0",  # urlsplit refuses the host
+    ],
+)
+def test_a_redis_url_keyart_refuses_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("KEYART_REDIS_URL", url)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert "KEYART_REDIS_URL" in message
+    assert "hun" not in message and "ter2" not in message, message
+
+
+def test_an_env_file_that_is_not_utf8_is_named(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / "keyart.env"
+    env.write_bytes(b"KEYART_WINDOW_BUCKETS=12\xff\n")
+    monkeypatch.setenv("KEYART_ENV_FILE", str(env))
+    with pytest.raises(SettingsError, match="KEYART_ENV_FILE: cannot read .*UTF-8"):
+        load_settings()
+
+
+def test_an_unreadable_env_file_is_named(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / "keyart.env"
+    env.write_text("KEYART_WINDOW_BUCKETS=12\n")
+    monkeypatch.setenv("KEYART_ENV_FILE", str(env))
+    env.chmod(0)
+    if os.access(env, os.R_OK):
+        pytest.skip("this user reads files without read permission (root)")
+    with pytest.raises(SettingsError, match="KEYART_ENV_FILE: cannot read"):
+        load_settings()
