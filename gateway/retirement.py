@@ -11,18 +11,19 @@ rows replace them only when the video's posters or rules changed), one video
 at a time and at most ``max_per_s`` videos a second (about 2 ms of CPU each).
 
 A child process, not a thread: an evaluation holds the interpreter lock for
-milliseconds, and in a thread each one stalled every request in flight. At
-500 rows a second that turned a p99 of 8-9 ms into 30-150 ms (``bench/
-bench_gateway.py``). The child starts on the first evaluation (by ``spawn``:
-forking a process that runs librdkafka's threads is unsafe), is shared by
-every gateway of the process, and is replaced when it dies (a second later,
-the wait doubling while children die in a row, up to :data:`RESPAWN_MAX_S`)
-or leaves an evaluation unanswered for :data:`EVALUATION_TIMEOUT_S`
-(stopped, hung); where
-no child can be started, evaluations fall back to a thread. The gateway kills
-its child when it stops, and a child whose gateway died without stopping
-(SIGKILL, or SIGTERM's default action, which uvicorn re-raises after its
-shutdown and which skips the interpreter's exit handlers) exits by itself
+milliseconds, and in a thread the requests in flight wait for it (in a loop
+of 4,000 rows, the longest row took 49-55 ms in one run of two with a thread,
+6.1-6.7 ms with the child). The child starts on the first evaluation (by
+``spawn``: forking a process that runs librdkafka's threads is unsafe), is
+shared by every gateway of the process, and is replaced when it dies (a
+second later, the wait doubling while children die in a row, up to
+:data:`RESPAWN_MAX_S`) or leaves an evaluation unanswered for
+:data:`EVALUATION_TIMEOUT_S` (stopped, hung). Where no child can be started,
+or :data:`MAX_FAILED_STARTS` children in a row die before they answer,
+evaluations fall back to a thread for the rest of the process. The gateway
+kills its child when it stops, and a child whose gateway died without
+stopping (SIGKILL, or SIGTERM's default action, which uvicorn re-raises after
+its shutdown and which skips the interpreter's exit handlers) exits by itself
 within :data:`gateway._orphan.PARENT_CHECK_S`. The rule's draws are seeded,
 so the same counts give the same statuses wherever they are evaluated.
 
@@ -73,6 +74,11 @@ RESPAWN_MAX_S = 60.0
 """Longest wait before another child, after children died in a row (the
 wait doubles from 1 s)."""
 
+MAX_FAILED_STARTS = 3
+"""Children in a row that may die before answering anything; after them the
+process evaluates in a thread (an interpreter or a main module that cannot be
+started again will not start on the next try either)."""
+
 _worker_rules: dict[_RuleKey, RetirementRule] = {}
 """Rules made so far in this process (the child's, or the fallback thread's)."""
 
@@ -115,6 +121,15 @@ def _start_child(parent: int) -> None:
     follow_parent(parent, lambda: os._exit(0), "retirement-parent")
 
 
+def _thread_pool(error: BaseException) -> Executor:
+    logger.warning(
+        "cannot start the retirement process (%r): evaluating in a thread, "
+        "which delays requests while it runs",
+        error,
+    )
+    return ThreadPoolExecutor(1, thread_name_prefix="retirement")
+
+
 class _Evaluator:
     """The process's one retirement child, started on first use."""
 
@@ -133,13 +148,15 @@ class _Evaluator:
                         initargs=(os.getpid(),),
                     )
                 except (OSError, ValueError) as error:
-                    logger.warning(
-                        "cannot start the retirement process (%r): evaluating "
-                        "in a thread, which delays requests while it runs",
-                        error,
-                    )
-                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="retirement")
+                    self._pool = _thread_pool(error)
             return self._pool
+
+    def fall_back(self, broken: Executor, error: BaseException) -> None:
+        """Evaluate in a thread from now on: children do not start."""
+        self.replace(broken, kill=True)
+        with self._lock:
+            if self._pool is None:
+                self._pool = _thread_pool(error)
 
     def replace(self, broken: Executor, kill: bool = False) -> None:
         """Forget a pool whose child died (or, with ``kill``, kill its child
@@ -305,11 +322,22 @@ class Retirement:
                     EVALUATOR.replace(pool, kill=True)
                     self._queue.setdefault(video_id, (rules, identity, n, c))
                     continue
-                except BrokenProcessPool:
+                except (BrokenProcessPool, OSError) as error:
+                    if not isinstance(error, BrokenProcessPool) and not isinstance(
+                        pool, ProcessPoolExecutor
+                    ):
+                        logger.exception("retirement rule failed on %s", video_id)
+                        continue
+                    # An OSError here is the child failing to start.
+                    self._queue.setdefault(video_id, (rules, identity, n, c))
+                    deaths += 1
+                    if deaths >= MAX_FAILED_STARTS:
+                        EVALUATOR.fall_back(pool, error)
+                        deaths = 0
+                        continue
                     # Doubling: a child that dies as it starts (the code on
                     # disk changed under a running gateway) was spawned again
                     # every second for good, with a warning each time.
-                    deaths += 1
                     wait_s = min(RESPAWN_MAX_S, 2.0 ** (deaths - 1))
                     logger.warning(
                         "the retirement process died (%d in a row); starting "
@@ -318,7 +346,6 @@ class Retirement:
                         wait_s,
                     )
                     EVALUATOR.replace(pool)
-                    self._queue.setdefault(video_id, (rules, identity, n, c))
                     await asyncio.sleep(wait_s)
                     continue
                 except Exception:  # a bad video must not stop the rule for all
