@@ -15,9 +15,14 @@ milliseconds, and in a thread each one stalled every request in flight. At
 500 rows a second that turned a p99 of 8-9 ms into 30-150 ms (``bench/
 bench_gateway.py``). The child starts on the first evaluation (by ``spawn``:
 forking a process that runs librdkafka's threads is unsafe), is shared by
-every gateway of the process, and is replaced when it dies; where no child can
-be started, evaluations fall back to a thread. The rule's draws are seeded, so
-the same counts give the same statuses wherever they are evaluated.
+every gateway of the process, and is replaced when it dies. It ends when the
+gateway's process does, also when that one is killed outright (SIGKILL, the
+OOM killer), which runs none of its exit handlers. Where no child can be
+started, or :data:`MAX_FAILED_STARTS` children in a row die before they
+evaluate anything (an interpreter or a main module that cannot start),
+evaluations fall back to a thread for the rest of the process. The rule's
+draws are seeded, so the same counts give the same statuses wherever they are
+evaluated.
 
 A poster is therefore demoted or retired up to ``recheck_s`` seconds plus the
 queue's delay after the evidence is in, which matters little for a rule that
@@ -36,6 +41,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import threading
 import time
@@ -88,9 +95,29 @@ def _statuses(
     return [decided[p] for p in poster_ids]
 
 
-def _quiet_child() -> None:
-    """Leave Ctrl-C to the gateway: the child stops when the gateway does."""
+MAX_FAILED_STARTS = 3
+"""Children in a row that may die before their first evaluation; after them
+the process evaluates in a thread."""
+
+
+def _start_child() -> None:
+    """Leave Ctrl-C to the gateway, and end with the gateway's process.
+
+    A pool's child waits for work on a queue whose writing end it holds as
+    well, so a gateway killed outright would leave it waiting forever; it
+    watches its parent instead and exits once the parent is gone.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent.sentinel,), daemon=True
+        ).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(0)
 
 
 class _Evaluator:
@@ -99,6 +126,8 @@ class _Evaluator:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: Executor | None = None
+        self._evaluated = False  # the current child has answered once
+        self._failed_starts = 0
 
     def pool(self) -> Executor:
         with self._lock:
@@ -107,22 +136,39 @@ class _Evaluator:
                     self._pool = ProcessPoolExecutor(
                         1,
                         mp_context=multiprocessing.get_context("spawn"),
-                        initializer=_quiet_child,
+                        initializer=_start_child,
                     )
                 except (OSError, ValueError) as error:
-                    logger.warning(
-                        "cannot start the retirement process (%r): evaluating "
-                        "in a thread, which delays requests while it runs",
-                        error,
-                    )
-                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="retirement")
+                    self._pool = self._thread(error)
+                self._evaluated = False
             return self._pool
 
-    def replace(self, broken: Executor) -> None:
-        """Forget a pool whose child died; the next use starts another."""
+    def _thread(self, error: BaseException) -> Executor:
+        logger.warning(
+            "cannot start the retirement process (%r): evaluating in a thread, "
+            "which delays requests while it runs",
+            error,
+        )
+        return ThreadPoolExecutor(1, thread_name_prefix="retirement")
+
+    def evaluated(self, pool: Executor) -> None:
+        """Note that ``pool`` answered an evaluation: its child did start."""
+        with self._lock:
+            if self._pool is pool:
+                self._evaluated = True
+                self._failed_starts = 0
+
+    def replace(self, broken: Executor, error: BaseException) -> None:
+        """Forget a pool whose child died or could not be started; the next use
+        starts another, or a thread after :data:`MAX_FAILED_STARTS` children
+        that never evaluated anything."""
         with self._lock:
             if self._pool is broken:
                 self._pool = None
+                if not self._evaluated:
+                    self._failed_starts += 1
+                if self._failed_starts >= MAX_FAILED_STARTS:
+                    self._pool = self._thread(error)
         broken.shutdown(wait=False, cancel_futures=True)
 
     def child_pids(self) -> list[int]:
@@ -133,6 +179,15 @@ class _Evaluator:
 
 
 EVALUATOR = _Evaluator()
+
+
+def _child_failed(pool: Executor, error: BaseException) -> bool:
+    """Whether ``error`` means that the child of ``pool`` died or could not be
+    started (an OSError from the submit that starts it), not that the rule
+    failed on a video."""
+    if isinstance(error, BrokenProcessPool):
+        return True
+    return isinstance(error, OSError) and isinstance(pool, ProcessPoolExecutor)
 
 
 class Retirement:
@@ -256,15 +311,21 @@ class Retirement:
                     statuses = await loop.run_in_executor(
                         pool, _statuses, self._key(rules), identity[0], n, c
                     )
-                except BrokenProcessPool:
-                    logger.warning("the retirement process died; starting another one")
-                    EVALUATOR.replace(pool)
+                except Exception as error:
+                    if not _child_failed(pool, error):
+                        # A bad video must not stop the rule for all.
+                        logger.exception("retirement rule failed on %s", video_id)
+                        continue
+                    logger.warning(
+                        "the retirement process died or did not start (%r); "
+                        "starting another one",
+                        error,
+                    )
+                    EVALUATOR.replace(pool, error)
                     self._queue.setdefault(video_id, (rules, identity, n, c))
                     await asyncio.sleep(1.0)
                     continue
-                except Exception:  # a bad video must not stop the rule for all
-                    logger.exception("retirement rule failed on %s", video_id)
-                    continue
+                EVALUATOR.evaluated(pool)
                 if len(self._cache) >= self.max_videos:
                     self._cache.clear()
                 self._cache[video_id] = (
