@@ -6,6 +6,7 @@ interpreter, since the child is shared per process.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -69,12 +70,19 @@ def _run(folder: Path, wait_s: float, *args: str) -> subprocess.Popen[str]:
 
 
 def _answer(process: subprocess.Popen[str]) -> dict:
-    import json
-
     assert process.stdout is not None
     line = process.stdout.readline()
     assert line, f"the program ended without an answer ({process.poll()})"
     return json.loads(line)
+
+
+def _kill(process: subprocess.Popen[str]) -> None:
+    """SIGKILL, as the OOM killer or a supervisor's kill timeout sends: no
+    exit handler runs in the program."""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
 
 
 def _running(pid: int) -> bool:
@@ -95,10 +103,8 @@ def test_the_child_ends_when_the_gateway_is_killed_outright(tmp_path):
         [child] = answer["children"]
         assert _running(child)
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    # SIGKILL, as the OOM killer or a supervisor's kill timeout sends: no exit
-    # handler runs in the gateway, the child has to notice by itself.
+        _kill(process)
+    # Nothing of the killed program told the child: it has to notice by itself.
     deadline = time.monotonic() + 10
     while _running(child):
         if time.monotonic() > deadline:
@@ -112,6 +118,5 @@ def test_a_child_that_cannot_start_leaves_the_rule_to_a_thread(tmp_path):
     try:
         answer = _answer(process)
     finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        _kill(process)
     assert answer == {"statuses": ["active", "retired"], "children": []}
