@@ -16,7 +16,24 @@ import orjson
 
 from gateway._errors import EMPTY_BODY, content_type_fault, invalid_json, parse_failure
 
-__all__ = ["BatchError", "read_batch"]
+__all__ = ["BatchError", "is_beacon", "read_batch"]
+
+
+def is_beacon(content_type: str | None) -> bool:
+    """Whether the body came as ``text/plain``, as a browser's beacon sends it.
+
+    ``navigator.sendBeacon(url, text)`` sends ``text/plain;charset=UTF-8``,
+    and a beacon cannot send ``application/json`` to another origin (that
+    needs a CORS preflight, which beacons never make). Web clients report the
+    impressions of a page being closed that way, so the collector reads such a
+    body as JSON; the other routes want ``application/json``.
+
+    >>> is_beacon("text/plain;charset=UTF-8"), is_beacon("text/html")
+    (True, False)
+    """
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == "text/plain"
 
 
 class BatchError(ValueError):
@@ -43,13 +60,14 @@ def read_batch(body: bytes, content_type: str | None, max_events: int) -> list[A
     Raises
     ------
     BatchError
-        When the body is empty, sent without a JSON content type, not JSON,
+        When the body is empty, sent without a JSON content type (or
+        ``text/plain``, see :func:`is_beacon`), not JSON,
         not ``{"events": [...]}``, has another top-level field, or holds more
         than ``max_events`` events.
     """
     if not body:
         raise BatchError("body", EMPTY_BODY)
-    fault = content_type_fault(content_type)
+    fault = None if is_beacon(content_type) else content_type_fault(content_type)
     if fault:
         raise BatchError("body", fault)
     document = _load(body)

@@ -351,8 +351,16 @@ UNREADABLE_BODIES = {
 }
 
 
-@pytest.mark.parametrize("path", BODY_PATHS)
-@pytest.mark.parametrize("fault", list(UNREADABLE_BODIES))
+@pytest.mark.parametrize(
+    ("path", "fault"),
+    [
+        (path, fault)
+        for path in BODY_PATHS
+        for fault in UNREADABLE_BODIES
+        # the collector reads a text/plain body: browsers' beacons send that
+        if (path, fault) != ("/v1/events", "text/plain")
+    ],
+)
 def test_every_endpoint_answers_an_unreadable_body_alike(gateway, path, fault):
     raw, content_type, message = UNREADABLE_BODIES[fault]
     response = _post_raw(gateway, path, raw, content_type)

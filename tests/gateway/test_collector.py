@@ -348,3 +348,27 @@ def test_a_click_is_refused_when_its_impression_came_with_another_token(gateway)
     produced = {r["event_id"] for r in clicks}
     assert {click_a["event_id"], click_b["event_id"], unknown["event_id"]} <= produced
     assert not {stolen["event_id"], stolen_too["event_id"]} & produced
+
+
+def test_a_beacon_sent_as_text_plain_is_collected(gateway):
+    """``navigator.sendBeacon(url, JSON.stringify(batch))`` sends text/plain."""
+    video, poster = new_id("v"), new_id("p")
+    add_poster(gateway, video, poster, stats=ArmStats(5, 1, 5, 1))
+    impression, _ = _events(_slot(gateway, new_id("u"), video), new_id("i"))
+    body = orjson.dumps({"events": [impression]})
+    answer = gateway.client.post(
+        "/v1/events", content=body, headers={"content-type": "text/plain;charset=UTF-8"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accepted": 1, "duplicates": 0, "errors": []}
+    html = gateway.client.post(
+        "/v1/events", content=body, headers={"content-type": "text/html"}
+    )
+    assert html.status_code == 422, html.text
+    records = read_records(
+        gateway.settings,
+        "impressions",
+        "impression",
+        lambda rs: any(r["event_id"] == impression["event_id"] for r in rs),
+    )
+    assert any(r["event_id"] == impression["event_id"] for r in records)
