@@ -60,11 +60,68 @@ def freeze_startup_objects() -> None:
     paused the event loop for about 100 ms, during which every request in
     flight waited. Frozen (:func:`gc.freeze`), they are no longer walked.
     Only the first call in a process freezes: a second application in the
-    same process (as in tests) would freeze the first one's leftovers.
+    same process (as in tests) would freeze the first one's leftovers. The
+    first call also starts :data:`SURVIVORS`.
     """
     if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
+        SURVIVORS.install()
+
+
+class _SurvivorFreezer:
+    """Freeze what outlives a full collection, so the next one skips it.
+
+    After startup the caches fill: candidate blocks, poster metadata, arm
+    counts, retirement statuses, tens of thousands of objects that live for
+    minutes. Every full collection walked them again, about 20 ms each and
+    some ten times a minute under load, and each pause queued the requests
+    behind it. What survived one full collection is frozen once the
+    collection is over, so it is walked once.
+
+    Frozen objects are still freed when their last reference goes; only
+    garbage in reference cycles among them (a closed connection's transport
+    and protocol, say) waits. Every ``thaw_every_s`` everything is thawed and
+    collected at once, one longer pause (about 100 ms) that reclaims it, and
+    what survives is frozen again.
+    """
+
+    def __init__(self, thaw_every_s: float = 600.0) -> None:
+        self.thaw_every_s = thaw_every_s
+        self.due = False
+        self.freezes = 0
+        self.thaws = 0
+        self._installed = False
+        self._thawed_at = 0.0
+
+    def install(self) -> None:
+        if not self._installed:
+            gc.callbacks.append(self._after)
+            self._installed = True
+            self._thawed_at = time.monotonic()
+
+    def _after(self, phase: str, info: dict[str, int]) -> None:
+        # Not from inside the collector's callback: the event loop freezes.
+        if phase == "stop" and info["generation"] == 2:
+            self.due = True
+
+    def freeze_due(self, now: float) -> None:
+        """Freeze the survivors of the last full collection, if one ran; thaw
+        and collect everything when ``thaw_every_s`` has passed."""
+        if not self._installed:
+            return
+        if now - self._thawed_at >= self.thaw_every_s:
+            self._thawed_at = now
+            gc.unfreeze()
+            gc.collect()  # sets `due`: frozen again just below
+            self.thaws += 1
+        if self.due:
+            self.due = False
+            gc.freeze()
+            self.freezes += 1
+
+
+SURVIVORS = _SurvivorFreezer()
 
 
 class Gateway:
@@ -279,6 +336,7 @@ class Gateway:
             started = time.perf_counter()
             await asyncio.sleep(0.05)
             self.loop_lag_s = time.perf_counter() - started - 0.05
+            SURVIVORS.freeze_due(time.monotonic())
 
     def _failed(self, reason: str) -> str:
         budget = self.settings.redis_budget_ms / 1000

@@ -53,3 +53,59 @@ def test_the_app_freezes_what_it_holds_at_startup(gateway):
     # nothing but the gateway's startup freezes.
     assert gateway.client.get("/healthz").status_code == 200
     assert gc.get_freeze_count() > 0
+
+
+class _Held:
+    """An object the collector tracks, as a cache entry is."""
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+
+def test_what_outlives_a_full_collection_is_frozen_and_still_freed(gateway):
+    import time
+    import weakref
+
+    from gateway.service import SURVIVORS
+
+    assert gateway.client.get("/healthz").status_code == 200
+    held = [_Held(i) for i in range(20_000)]  # a cache filled after startup
+    before, freezes = gc.get_freeze_count(), SURVIVORS.freezes
+    gc.collect()  # a full collection: `held` survives it
+    deadline = time.monotonic() + 5
+    while SURVIVORS.freezes == freezes:  # the gateway's loop freezes them
+        assert time.monotonic() < deadline, "survivors of a full collection not frozen"
+        time.sleep(0.02)
+    assert gc.get_freeze_count() >= before + len(held)
+
+    # A frozen object is still freed when its last reference goes.
+    probe = weakref.ref(held[0])
+    del held
+    assert probe() is None
+
+
+def test_everything_is_thawed_and_collected_now_and_then(gateway):
+    import time
+
+    from gateway.service import SURVIVORS
+
+    assert gateway.client.get("/healthz").status_code == 200
+    thaws, every = SURVIVORS.thaws, SURVIVORS.thaw_every_s
+    SURVIVORS.thaw_every_s = 0.2
+    try:
+        # A cycle frozen with the survivors is garbage a full collection of
+        # frozen objects never sees, until the thaw.
+        cycle: list = []
+        cycle.append(cycle)
+        gc.collect()
+        collected = []
+        gc.callbacks.append(lambda phase, info: collected.append(info["collected"]))
+        del cycle
+        deadline = time.monotonic() + 5
+        while SURVIVORS.thaws == thaws:
+            assert time.monotonic() < deadline, "never thawed"
+            time.sleep(0.02)
+        assert sum(collected) >= 1
+    finally:
+        SURVIVORS.thaw_every_s = every
+        gc.callbacks.pop()
