@@ -1,4 +1,4 @@
-"""Where each partition of the learner resumes, and what a log past its end does.
+"""Where each partition of the learner resumes, and what a recreated topic does.
 
 On assignment (:meth:`ResumeOffsets._seek_to_state`, before Faust resumes
 fetching) each partition of the impression and click topics is sought to the
@@ -7,20 +7,45 @@ offset in ``{p}:catalog:offsets``; a partition without one starts at the
 earliest retained offset (Redis lost its data). Redis is the state, so
 Kafka's committed offset alone is no evidence that an event's effect exists.
 
-A stored offset past the log end (the topic was recreated or truncated,
-:mod:`streams.offsets`) is logged as an ERROR naming topic, partition, stored
+Each stored offset goes with the id of the topic it belongs to
+(:mod:`streams.topic_ids`): the learner's in ``{p}:learner:{partition}``,
+written in the flush's ``MULTI/EXEC`` with the offsets, the catalog's in
+``{p}:catalog:topic_ids``, written after the catalog's offsets. A topic
+deleted and created again has a new id. A partition whose stored id is not
+the broker's, or whose stored offset is past the log end (a broker without
+topic ids, or a truncated log, :mod:`streams.offsets`), is logged as an
+ERROR naming the topic and partition, the old and new id or the stored
 offset and log end, counted in ``keyart_streams_offset_resets_total`` and
 reset to the earliest offset of the new log; the arm state stays, and the
 reset offset reaches Redis with the next flush, together with the state of
-the records applied from there (a posters partition's at once).
+the records applied from there (a posters partition's at once). A partition
+without a stored id (state written before keyart stored them) takes the
+broker's: recorded, not reset.
 
 Topics recreated under a running learner bring no rebalance (a broker
 restart does: the consumer group is lost with it, and the worker joins
 again). The consumer then fetches at the old offset and gets nothing until
 the new log grows past it (the local broker), or resets itself to the log
-start and hands over records the learner skips as already applied (Kafka's
-out-of-range reset). So every :data:`LOG_END_CHECK_S` the learner runs
-:meth:`ResumeOffsets.check_log_ends`:
+start (Kafka's out-of-range reset); either way it applies records of the new
+log as if the old log went on, and takes the records below the old offset
+for applied. So every :data:`LOG_END_CHECK_S` the learner runs
+:meth:`ResumeOffsets.check_log_ends`, first by topic id:
+
+1. one DescribeTopics request for the learner's topics, in a thread, bounded
+   by :data:`streams.topic_ids.DESCRIBE_TIMEOUT_S`; partitions whose stored id
+   differs are the recreated ones;
+2. under the learner's lock, for the partitions still owned, with no
+   rebalance since step 1: seek the consumer to the log start, then reset as
+   at assignment. Records the learner applied from the old offset on were
+   fetched from the new log; fetched again now, they are dropped by the
+   per-partition dedupe by event id, and a batch fetched before the seek and
+   handed over after it is dropped whole
+   (``PartitionLearner.fetched_before_reset``);
+3. store the new offsets: a posters partition's in ``{p}:catalog:offsets``
+   (then its id), and all of them as Kafka's committed offsets, which
+   ``keyart lag`` reads (the next flush writes the learner's to Redis).
+
+Then by offset:
 
 1. suspects: partitions whose offset is above the high watermark of the
    consumer's last fetch (no request). A healthy partition never is: the
@@ -32,16 +57,20 @@ out-of-range reset). So every :data:`LOG_END_CHECK_S` the learner runs
    rebalance since step 1 and no record applied since: seek the consumer to
    the log start, then reset as at assignment. A partition that applied a
    record meanwhile is left alone, so no record is applied twice;
-4. store the new offsets: a posters partition's in ``{p}:catalog:offsets``,
-   and all of them as Kafka's committed offsets, which ``keyart lag`` reads
-   (the next flush writes the learner's to Redis).
+4. store the new offsets as in the first check.
 
-A log that ends before the stored offset is so found within
-:data:`LOG_END_CHECK_S` plus the confirming probe (well under a second on
-the local broker, at most :data:`PAST_END_CHECK_S`). The records of the new
-log below the stored offset are lost only when it grows past that offset
-before a check sees it, which takes more records in those seconds than the
-partition held before.
+A recreated topic is so found within :data:`LOG_END_CHECK_S` plus one
+describe (milliseconds on the local broker, at most
+:data:`streams.topic_ids.DESCRIBE_TIMEOUT_S`), however far its new log has
+grown. Records of the new log applied before that are counted once as long
+as their event times are within ``KEYART_DEDUPE_WINDOW_S`` of the
+partition's clock when they are fetched again. A broker that returns no
+topic ids (all zeros) gets one warning, and only the offset check runs:
+there, the records of the new log below the stored offset are lost when it
+grows past that offset before a check sees it. So are they when the describe
+fails at every check (the broker answers fetches but not DescribeTopics), and
+when the topic is recreated between the learner's start and the first
+describe that answers (there is no stored id yet to compare).
 """
 
 from __future__ import annotations
@@ -59,6 +88,7 @@ from streams.offsets import stored_past_log_end
 from streams.partition import PartitionLearner
 from streams.redis_guard import REDIS_ERRORS
 from streams.state_keys import StreamKeys
+from streams.topic_ids import TopicIds
 
 __all__ = ["LOG_END_CHECK_S", "PAST_END_CHECK_S", "ResumeOffsets"]
 
@@ -108,6 +138,10 @@ class ResumeOffsets:
         self.rebalances = 0
         self.posters_owned: set[Any] = set()
         self._check_warned_at = -math.inf
+        self.topic_ids = TopicIds(self.settings.kafka_bootstrap)
+        # Posters partition to the topic id its catalog offset belongs to.
+        self.catalog_ids: dict[Any, str] = {}
+        self._catalog_ids_dirty = False
 
     def _tp(self, topic: str, partition: int) -> Any:
         return self.app.consumer._new_topicpartition(topic, partition)
@@ -124,16 +158,135 @@ class ResumeOffsets:
     # -- a running learner -----------------------------------------------------------
 
     async def check_log_ends(self) -> None:
-        """Reset the partitions whose log now ends before their offset.
+        """Reset the partitions whose topic was recreated, or whose log now ends
+        before their offset.
 
         See the module's steps. Never raises (it runs on a Faust timer, which
         would take the worker down): what fails is tried again at the next
         check.
         """
         try:
+            await self._check_topic_ids()
+        except Exception as error:  # noqa: BLE001 - checked again in a moment
+            self._check_failed("compare the topic ids with the broker's", error)
+        try:
             await self._check_log_ends()
         except Exception as error:  # noqa: BLE001 - checked again in a moment
             self._check_failed("check the offsets against the log ends", error)
+
+    async def _check_topic_ids(self) -> None:
+        if self._stopping.is_set() or not self.topic_ids.supported:
+            return
+        epoch = self._epoch()
+        # Step 1
+        try:
+            current = await self.topic_ids.current([*self.topics, self.posters])
+        except Exception as error:  # noqa: BLE001 - checked again in a moment
+            self._check_failed("describe the learner's topics", error)
+            return
+        async with self.lock:
+            changed = self._changed_ids(current)
+        if changed:
+            try:
+                async with asyncio.timeout(PAST_END_CHECK_S):
+                    earliest = dict(await self.app.consumer.earliest_offsets(*changed))
+            except Exception as error:  # noqa: BLE001 - checked again in a moment
+                self._check_failed("find the start of a recreated log", error)
+                return
+            catalog = await self._catalog_offsets()
+            # Step 2
+            async with self.seek_lock, self.lock:
+                if self._epoch() != epoch or self._stopping.is_set():
+                    return  # the assignment has compared every partition again
+                starts = await self._reset_recreated_topics(
+                    self._changed_ids(current), earliest, catalog
+                )
+            # Step 3
+            try:
+                await self._store_catalog_starts(starts, None)
+                if starts:
+                    async with asyncio.timeout(PAST_END_CHECK_S):
+                        await self.app.consumer.commit_offsets(starts)
+            except Exception as error:  # noqa: BLE001 - the next flush commits
+                self._check_failed("store the offsets of a recreated topic", error)
+                return
+        await self._store_catalog_ids()
+
+    async def _reset_recreated_topics(
+        self,
+        changed: Mapping[Any, tuple[str, str]],
+        earliest: Mapping[Any, int],
+        catalog: Mapping[Any, int],
+    ) -> dict[Any, int]:
+        """Seek the partitions of recreated topics to the start of their new
+        log and reset them; return where each now starts. Under both locks.
+
+        A partition whose offset is not past the start of the new log only
+        takes the new id: none of the new log's records would be skipped.
+        """
+        starts, stored = {}, {}
+        for tp, (_, new_id) in changed.items():
+            start = int(earliest.get(tp) or 0)
+            if tp.topic == self.posters:
+                offset = catalog.get(tp)
+            else:
+                offset = self.partitions[tp.partition].offsets.get(tp.topic)
+            if offset is None or offset <= start:
+                self._take_id(tp, new_id)
+            else:
+                starts[tp], stored[tp] = start, offset
+        if not starts:
+            return {}
+        try:
+            # Seek first: when it fails, nothing has moved.
+            async with asyncio.timeout(PAST_END_CHECK_S):
+                await self.app.consumer.seek_wait(starts)
+        except Exception as error:  # noqa: BLE001 - checked again in a moment
+            self._check_failed("seek to the start of a recreated log", error)
+            return {}
+        for tp, start in starts.items():
+            old_id, new_id = changed[tp]
+            self._reset_recreated(tp, stored[tp], old_id, new_id, start)
+            if tp.topic == self.posters:
+                self.app.consumer._committed_offset[tp] = start
+            else:
+                # Records fetched before the seek come in at or above here.
+                learner = self.partitions[tp.partition]
+                learner.fetched_before_reset[tp.topic] = stored[tp]
+        return starts
+
+    def _changed_ids(self, current: Mapping[str, str]) -> dict[Any, tuple[str, str]]:
+        """Owned partitions whose topic id is no longer ``current``'s, with the
+        old and the new id. Under the learner's lock.
+
+        A partition with no id yet (state written before keyart stored ids, or
+        a new partition) takes the current one: recorded, not reset. The
+        learner's go to Redis with the next flush, the catalog's with
+        :meth:`_store_catalog_ids`.
+        """
+        changed = {}
+        for p, learner in self.partitions.items():
+            for topic in self.topics:
+                new = current.get(topic)
+                old = learner.topic_ids.get(topic)
+                if new is None or old == new:
+                    continue
+                if old is None:
+                    learner.topic_ids[topic] = new
+                    learner.dirty_offsets = True
+                else:
+                    changed[self._tp(topic, p)] = (old, new)
+        new = current.get(self.posters)
+        for tp in self.posters_owned:
+            old = self.catalog_ids.get(tp)
+            if new is None or old == new:
+                continue
+            if old is None:
+                self.catalog_ids[tp] = new
+                self._catalog_ids_dirty = True
+            else:
+                changed[tp] = (old, new)
+        return changed
 
     async def _check_log_ends(self) -> None:
         if self._stopping.is_set():
@@ -227,20 +380,30 @@ class ResumeOffsets:
         return out
 
     async def _store_catalog_starts(
-        self, starts: Mapping[Any, int], stored: Mapping[Any, int | None]
+        self, starts: Mapping[Any, int], stored: Mapping[Any, int | None] | None
     ) -> None:
         """Write the reset offsets of posters partitions to the catalog's.
 
         Unlike the learner's, nothing else would write them before the next
         poster, and until then every check and start would reset again. Each
         is written only where the offset is still ``stored``: a poster of the
-        new log applied since has written a later one.
+        new log applied since has written a later one. With ``stored`` None
+        (a recreated topic) they are written as they are: the posters of the
+        new log applied since are applied again, which changes nothing.
         """
         key = self.keys.catalog_offsets()
         for tp, start in starts.items():
             if tp.topic != self.posters:
                 continue
-            field, old = f"{tp.topic}:{tp.partition}", stored[tp]
+            field = f"{tp.topic}:{tp.partition}"
+            if stored is None:
+
+                async def put(field: str = field, new: int = start) -> Any:
+                    return await self.redis.hset(key, field, new)
+
+                await self.redis_call("catalog", put)
+                continue
+            old = stored[tp]
 
             async def write(
                 field: str = field, old: Any = old, new: int = start
@@ -248,6 +411,29 @@ class ResumeOffsets:
                 return await self.redis.eval(_SET_IF_UNCHANGED, 1, key, field, old, new)
 
             await self.redis_call("catalog", write)
+
+    async def _store_catalog_ids(self) -> None:
+        """Write the topic ids of the posters partitions, once their offsets
+        are in Redis (a crash in between resets them again, which changes
+        nothing)."""
+        if not self._catalog_ids_dirty:
+            return
+        self._catalog_ids_dirty = False
+        fields = {
+            f"{tp.topic}:{tp.partition}": topic_id
+            for tp, topic_id in self.catalog_ids.items()
+            if tp in self.posters_owned
+        }
+        if not fields:
+            return
+        try:
+            await self.redis_call(
+                "catalog",
+                lambda: self.redis.hset(self.keys.catalog_topic_ids(), mapping=fields),
+            )
+        except Exception:
+            self._catalog_ids_dirty = True
+            raise
 
     def _check_failed(self, what: str, error: BaseException) -> None:
         now = time.monotonic()
@@ -273,6 +459,15 @@ class ResumeOffsets:
             catalog = await self.redis_call(
                 "load", lambda: self.redis.hgetall(self.keys.catalog_offsets())
             )
+        self.catalog_ids = {}
+        if posters:
+            stored_ids = await self.redis_call(
+                "load", lambda: self.redis.hgetall(self.keys.catalog_topic_ids())
+            )
+            for tp in self.posters_owned:
+                value = stored_ids.get(f"{tp.topic}:{tp.partition}".encode())
+                if value is not None:
+                    self.catalog_ids[tp] = value.decode()
         targets: dict[Any, int | None] = {}
         async with self.lock:
             for tp in assigned:
@@ -285,12 +480,21 @@ class ResumeOffsets:
                     continue
                 targets[self._tp(tp.topic, tp.partition)] = stored
         past_end = await self._past_log_end(targets)
+        current = await self._current_ids({tp.topic for tp in targets})
+        async with self.lock:
+            recreated = {
+                tp: ids
+                for tp, ids in self._changed_ids(current).items()
+                if tp in targets and targets[tp] and tp not in past_end
+            }
         missing = [tp for tp, offset in targets.items() if offset is None]
         earliest: dict[Any, int] = {}
-        if missing or past_end:
+        if missing or past_end or recreated:
             try:
                 earliest = dict(
-                    await self.app.consumer.earliest_offsets(*missing, *past_end)
+                    await self.app.consumer.earliest_offsets(
+                        *missing, *past_end, *recreated
+                    )
                 )
             except Exception as error:  # noqa: BLE001 - offset 0 resets to earliest
                 logger.warning("earliest offsets unknown (%r); seeking to 0", error)
@@ -308,6 +512,16 @@ class ResumeOffsets:
                 starts[tp] = int(earliest.get(tp) or 0)
                 self._reset_offset(tp, targets[tp], end, starts[tp])
                 targets[tp] = starts[tp]
+            for tp, (old_id, new_id) in recreated.items():
+                start = int(earliest.get(tp) or 0)
+                if (targets[tp] or 0) <= start:
+                    continue  # nothing of the new log would be skipped
+                starts[tp] = start
+                self._reset_recreated(tp, targets[tp], old_id, new_id, start)
+                targets[tp] = start
+            # Every offset sought to now belongs to the topic as it is.
+            for tp in targets:
+                self._take_id(tp, current.get(tp.topic))
         seeks = {
             tp: offset if offset is not None else int(earliest.get(tp) or 0)
             for tp, offset in targets.items()
@@ -321,6 +535,33 @@ class ResumeOffsets:
             # Any later seek to the committed offsets lands here too.
             await self.app.consumer.commit_offsets(seeks)
         await self._store_catalog_starts(starts, stored_offsets)
+        await self._store_catalog_ids()
+
+    async def _current_ids(self, topics: set[str]) -> dict[str, str]:
+        """The broker's topic ids at assignment; none when it does not answer
+        (then the next running check compares them)."""
+        try:
+            return await self.topic_ids.current(sorted(topics))
+        except Exception as error:  # noqa: BLE001 - the seek itself must go on
+            logger.warning(
+                "could not read the topic ids (%r); a recreated topic whose log "
+                "has reached the stored offsets is found at the next check",
+                error,
+            )
+            return {}
+
+    def _take_id(self, tp: Any, topic_id: str | None) -> None:
+        """Note that the offset of ``tp`` now belongs to the topic ``topic_id``."""
+        if topic_id is None:
+            return
+        if tp.topic == self.posters:
+            self.catalog_ids[tp] = topic_id
+            self._catalog_ids_dirty = True
+            return
+        learner = self.partitions.get(tp.partition)
+        if learner is not None and tp.topic in self.topics:
+            learner.topic_ids[tp.topic] = topic_id
+            learner.dirty_offsets = True
 
     async def _past_log_end(self, targets: Mapping[Any, int | None]) -> dict[Any, int]:
         """Stored offsets of ``targets`` past their partition's log end."""
@@ -338,6 +579,37 @@ class ResumeOffsets:
                 error,
             )
             return {}
+
+    def _reset_recreated(
+        self, tp: Any, stored: int | None, old_id: str, new_id: str, start: int
+    ) -> None:
+        """Resume ``tp`` from ``start`` of the topic created again as ``new_id``.
+
+        As :meth:`_reset_offset`, for a topic whose id changed: its log may
+        have grown past ``stored``, so the offsets alone do not show it.
+        """
+        metrics.OFFSET_RESETS.labels(tp.topic).inc()
+        logger.error(
+            "topic %s was recreated (topic id %s, now %s): %s[%s] resumes from "
+            "offset %s of the new log instead of the stored offset %s (the arm "
+            "state stays; its records are new events)",
+            tp.topic,
+            old_id,
+            new_id,
+            tp.topic,
+            tp.partition,
+            start,
+            stored,
+            extra={
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "offset": stored,
+                "old_topic_id": old_id,
+                "topic_id": new_id,
+            },
+        )
+        self._rewind(tp, start)
+        self._take_id(tp, new_id)
 
     def _reset_offset(self, tp: Any, stored: int | None, end: int, start: int) -> None:
         """Resume ``tp`` from ``start`` of a log that ends before ``stored``.
@@ -364,6 +636,10 @@ class ResumeOffsets:
                 "log_end": end,
             },
         )
+        self._rewind(tp, start)
+
+    def _rewind(self, tp: Any, start: int) -> None:
+        """Move the partition learner's offset of ``tp`` back to ``start``."""
         learner = self.partitions.get(tp.partition)
         if tp.topic in self.topics and learner is not None:
             learner.offsets[tp.topic] = start
