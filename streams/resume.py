@@ -29,23 +29,8 @@ the new log grows past it (the local broker), or resets itself to the log
 start (Kafka's out-of-range reset); either way it applies records of the new
 log as if the old log went on, and takes the records below the old offset
 for applied. So every :data:`LOG_END_CHECK_S` the learner runs
-:meth:`ResumeOffsets.check_log_ends`, first by topic id:
-
-1. one DescribeTopics request for the learner's topics, in a thread, bounded
-   by :data:`streams.topic_ids.DESCRIBE_TIMEOUT_S`; partitions whose stored id
-   differs are the recreated ones;
-2. under the learner's lock, for the partitions still owned, with no
-   rebalance since step 1: seek the consumer to the log start, then reset as
-   at assignment. Records the learner applied from the old offset on were
-   fetched from the new log; fetched again now, they are dropped by the
-   per-partition dedupe by event id, and a batch fetched before the seek and
-   handed over after it is dropped whole
-   (``PartitionLearner.fetched_before_reset``);
-3. store the new offsets: a posters partition's in ``{p}:catalog:offsets``
-   (then its id), and all of them as Kafka's committed offsets, which
-   ``keyart lag`` reads (the next flush writes the learner's to Redis).
-
-Then by offset:
+:meth:`ResumeOffsets.check_log_ends`: first by topic id (the steps are in
+:mod:`streams.recreated`), then by offset:
 
 1. suspects: partitions whose offset is above the high watermark of the
    consumer's last fetch (no request). A healthy partition never is: the
@@ -57,7 +42,9 @@ Then by offset:
    rebalance since step 1 and no record applied since: seek the consumer to
    the log start, then reset as at assignment. A partition that applied a
    record meanwhile is left alone, so no record is applied twice;
-4. store the new offsets as in the first check.
+4. store the new offsets: a posters partition's in ``{p}:catalog:offsets``,
+   and all of them as Kafka's committed offsets, which ``keyart lag`` reads
+   (the next flush writes the learner's to Redis).
 
 A recreated topic is so found within :data:`LOG_END_CHECK_S` plus one
 describe (milliseconds on the local broker, at most
@@ -86,9 +73,9 @@ from keyart.settings import Settings
 from streams import metrics
 from streams.offsets import stored_past_log_end
 from streams.partition import PartitionLearner
+from streams.recreated import RecreatedTopics
 from streams.redis_guard import REDIS_ERRORS
 from streams.state_keys import StreamKeys
-from streams.topic_ids import TopicIds
 
 __all__ = ["LOG_END_CHECK_S", "PAST_END_CHECK_S", "ResumeOffsets"]
 
@@ -115,7 +102,7 @@ return 0
 """
 
 
-class ResumeOffsets:
+class ResumeOffsets(RecreatedTopics):
     """Seeking partitions to their stored offsets, at assignment and when their
     log was recreated (a mixin of the learner)."""
 
@@ -129,6 +116,7 @@ class ResumeOffsets:
     posters: str
     redis_call: Callable[..., Awaitable[Any]]
     _stopping: asyncio.Event
+    reset_timeout_s = PAST_END_CHECK_S
 
     def _init_resume(self) -> None:
         # Held by an assignment and by a running reset: one seek at a time.
@@ -138,10 +126,7 @@ class ResumeOffsets:
         self.rebalances = 0
         self.posters_owned: set[Any] = set()
         self._check_warned_at = -math.inf
-        self.topic_ids = TopicIds(self.settings.kafka_bootstrap)
-        # Posters partition to the topic id its catalog offset belongs to.
-        self.catalog_ids: dict[Any, str] = {}
-        self._catalog_ids_dirty = False
+        self._init_recreated(self.settings.kafka_bootstrap)
 
     def _tp(self, topic: str, partition: int) -> Any:
         return self.app.consumer._new_topicpartition(topic, partition)
@@ -173,120 +158,6 @@ class ResumeOffsets:
             await self._check_log_ends()
         except Exception as error:  # noqa: BLE001 - checked again in a moment
             self._check_failed("check the offsets against the log ends", error)
-
-    async def _check_topic_ids(self) -> None:
-        if self._stopping.is_set() or not self.topic_ids.supported:
-            return
-        epoch = self._epoch()
-        # Step 1
-        try:
-            current = await self.topic_ids.current([*self.topics, self.posters])
-        except Exception as error:  # noqa: BLE001 - checked again in a moment
-            self._check_failed("describe the learner's topics", error)
-            return
-        async with self.lock:
-            changed = self._changed_ids(current)
-        if changed:
-            try:
-                async with asyncio.timeout(PAST_END_CHECK_S):
-                    earliest = dict(await self.app.consumer.earliest_offsets(*changed))
-            except Exception as error:  # noqa: BLE001 - checked again in a moment
-                self._check_failed("find the start of a recreated log", error)
-                return
-            catalog = await self._catalog_offsets()
-            # Step 2
-            async with self.seek_lock, self.lock:
-                if self._epoch() != epoch or self._stopping.is_set():
-                    return  # the assignment has compared every partition again
-                starts = await self._reset_recreated_topics(
-                    self._changed_ids(current), earliest, catalog
-                )
-            # Step 3
-            try:
-                await self._store_catalog_starts(starts, None)
-                if starts:
-                    async with asyncio.timeout(PAST_END_CHECK_S):
-                        await self.app.consumer.commit_offsets(starts)
-            except Exception as error:  # noqa: BLE001 - the next flush commits
-                self._check_failed("store the offsets of a recreated topic", error)
-                return
-        await self._store_catalog_ids()
-
-    async def _reset_recreated_topics(
-        self,
-        changed: Mapping[Any, tuple[str, str]],
-        earliest: Mapping[Any, int],
-        catalog: Mapping[Any, int],
-    ) -> dict[Any, int]:
-        """Seek the partitions of recreated topics to the start of their new
-        log and reset them; return where each now starts. Under both locks.
-
-        A partition whose offset is not past the start of the new log only
-        takes the new id: none of the new log's records would be skipped.
-        """
-        starts, stored = {}, {}
-        for tp, (_, new_id) in changed.items():
-            start = int(earliest.get(tp) or 0)
-            if tp.topic == self.posters:
-                offset = catalog.get(tp)
-            else:
-                offset = self.partitions[tp.partition].offsets.get(tp.topic)
-            if offset is None or offset <= start:
-                self._take_id(tp, new_id)
-            else:
-                starts[tp], stored[tp] = start, offset
-        if not starts:
-            return {}
-        try:
-            # Seek first: when it fails, nothing has moved.
-            async with asyncio.timeout(PAST_END_CHECK_S):
-                await self.app.consumer.seek_wait(starts)
-        except Exception as error:  # noqa: BLE001 - checked again in a moment
-            self._check_failed("seek to the start of a recreated log", error)
-            return {}
-        for tp, start in starts.items():
-            old_id, new_id = changed[tp]
-            self._reset_recreated(tp, stored[tp], old_id, new_id, start)
-            if tp.topic == self.posters:
-                self.app.consumer._committed_offset[tp] = start
-            else:
-                # Records fetched before the seek come in at or above here.
-                learner = self.partitions[tp.partition]
-                learner.fetched_before_reset[tp.topic] = stored[tp]
-        return starts
-
-    def _changed_ids(self, current: Mapping[str, str]) -> dict[Any, tuple[str, str]]:
-        """Owned partitions whose topic id is no longer ``current``'s, with the
-        old and the new id. Under the learner's lock.
-
-        A partition with no id yet (state written before keyart stored ids, or
-        a new partition) takes the current one: recorded, not reset. The
-        learner's go to Redis with the next flush, the catalog's with
-        :meth:`_store_catalog_ids`.
-        """
-        changed = {}
-        for p, learner in self.partitions.items():
-            for topic in self.topics:
-                new = current.get(topic)
-                old = learner.topic_ids.get(topic)
-                if new is None or old == new:
-                    continue
-                if old is None:
-                    learner.topic_ids[topic] = new
-                    learner.dirty_offsets = True
-                else:
-                    changed[self._tp(topic, p)] = (old, new)
-        new = current.get(self.posters)
-        for tp in self.posters_owned:
-            old = self.catalog_ids.get(tp)
-            if new is None or old == new:
-                continue
-            if old is None:
-                self.catalog_ids[tp] = new
-                self._catalog_ids_dirty = True
-            else:
-                changed[tp] = (old, new)
-        return changed
 
     async def _check_log_ends(self) -> None:
         if self._stopping.is_set():
@@ -412,29 +283,6 @@ class ResumeOffsets:
 
             await self.redis_call("catalog", write)
 
-    async def _store_catalog_ids(self) -> None:
-        """Write the topic ids of the posters partitions, once their offsets
-        are in Redis (a crash in between resets them again, which changes
-        nothing)."""
-        if not self._catalog_ids_dirty:
-            return
-        self._catalog_ids_dirty = False
-        fields = {
-            f"{tp.topic}:{tp.partition}": topic_id
-            for tp, topic_id in self.catalog_ids.items()
-            if tp in self.posters_owned
-        }
-        if not fields:
-            return
-        try:
-            await self.redis_call(
-                "catalog",
-                lambda: self.redis.hset(self.keys.catalog_topic_ids(), mapping=fields),
-            )
-        except Exception:
-            self._catalog_ids_dirty = True
-            raise
-
     def _check_failed(self, what: str, error: BaseException) -> None:
         now = time.monotonic()
         if now - self._check_warned_at < CHECK_WARN_EVERY_S:
@@ -537,32 +385,6 @@ class ResumeOffsets:
         await self._store_catalog_starts(starts, stored_offsets)
         await self._store_catalog_ids()
 
-    async def _current_ids(self, topics: set[str]) -> dict[str, str]:
-        """The broker's topic ids at assignment; none when it does not answer
-        (then the next running check compares them)."""
-        try:
-            return await self.topic_ids.current(sorted(topics))
-        except Exception as error:  # noqa: BLE001 - the seek itself must go on
-            logger.warning(
-                "could not read the topic ids (%r); a recreated topic whose log "
-                "has reached the stored offsets is found at the next check",
-                error,
-            )
-            return {}
-
-    def _take_id(self, tp: Any, topic_id: str | None) -> None:
-        """Note that the offset of ``tp`` now belongs to the topic ``topic_id``."""
-        if topic_id is None:
-            return
-        if tp.topic == self.posters:
-            self.catalog_ids[tp] = topic_id
-            self._catalog_ids_dirty = True
-            return
-        learner = self.partitions.get(tp.partition)
-        if learner is not None and tp.topic in self.topics:
-            learner.topic_ids[tp.topic] = topic_id
-            learner.dirty_offsets = True
-
     async def _past_log_end(self, targets: Mapping[Any, int | None]) -> dict[Any, int]:
         """Stored offsets of ``targets`` past their partition's log end."""
         stored = {tp: offset for tp, offset in targets.items() if offset}
@@ -579,37 +401,6 @@ class ResumeOffsets:
                 error,
             )
             return {}
-
-    def _reset_recreated(
-        self, tp: Any, stored: int | None, old_id: str, new_id: str, start: int
-    ) -> None:
-        """Resume ``tp`` from ``start`` of the topic created again as ``new_id``.
-
-        As :meth:`_reset_offset`, for a topic whose id changed: its log may
-        have grown past ``stored``, so the offsets alone do not show it.
-        """
-        metrics.OFFSET_RESETS.labels(tp.topic).inc()
-        logger.error(
-            "topic %s was recreated (topic id %s, now %s): %s[%s] resumes from "
-            "offset %s of the new log instead of the stored offset %s (the arm "
-            "state stays; its records are new events)",
-            tp.topic,
-            old_id,
-            new_id,
-            tp.topic,
-            tp.partition,
-            start,
-            stored,
-            extra={
-                "topic": tp.topic,
-                "partition": tp.partition,
-                "offset": stored,
-                "old_topic_id": old_id,
-                "topic_id": new_id,
-            },
-        )
-        self._rewind(tp, start)
-        self._take_id(tp, new_id)
 
     def _reset_offset(self, tp: Any, stored: int | None, end: int, start: int) -> None:
         """Resume ``tp`` from ``start`` of a log that ends before ``stored``.
