@@ -22,8 +22,9 @@ check every :data:`streams.resume.LOG_END_CHECK_S`
    committed offsets, which ``keyart lag`` reads (the next flush writes the
    learner's to Redis, with their ids).
 
-A partition without a stored id (state written before keyart stored them, or
-a new partition) takes the broker's: recorded, not reset.
+A partition without a stored id (state written before keyart stored them, a
+new partition, or one just reset because its offset was past the log end)
+takes the broker's: recorded, not reset.
 """
 
 from __future__ import annotations
@@ -238,6 +239,15 @@ class RecreatedTopics:
                 error,
             )
             return {}
+
+    def _forget_id(self, tp: Any) -> None:
+        """Drop the stored id of ``tp``, whose offset now belongs to a new log."""
+        if tp.topic == self.posters:
+            self.catalog_ids.pop(tp, None)
+            return
+        learner = self.partitions.get(tp.partition)
+        if learner is not None:
+            learner.topic_ids.pop(tp.topic, None)
 
     def _take_id(self, tp: Any, topic_id: str | None) -> None:
         """Note that the offset of ``tp`` now belongs to the topic ``topic_id``."""

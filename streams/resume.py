@@ -428,6 +428,9 @@ class ResumeOffsets(RecreatedTopics):
             },
         )
         self._rewind(tp, start)
+        # The new log's id, whatever it is, is the one the next describe
+        # gives: recorded then, not taken for another recreation.
+        self._forget_id(tp)
 
     def _rewind(self, tp: Any, start: int) -> None:
         """Move the partition learner's offset of ``tp`` back to ``start``."""
