@@ -105,6 +105,13 @@ class PartitionLearner(PartitionStore):
         """This batch's FM examples: (event time, clicked, features)."""
         self.offsets: dict[str, int] = {}
         self.dirty_offsets = False
+        self.topic_ids: dict[str, str] = {}
+        """Topic to the id of the topic its offset belongs to (None: unknown)."""
+        self.fetched_before_reset: dict[str, int] = {}
+        """Topic to its offset when it was reset to the start of a recreated
+        log. The first batch after the reset that starts at or past it was
+        fetched before the reset's seek (one can be on its way): it is dropped,
+        and fetched again from the start."""
         self.counts: Counter[str] = Counter()
         self.max_skew_ms = round(settings.max_clock_skew_s * 1000)
         self._linucb_good = self._linucb_copy()
@@ -131,6 +138,10 @@ class PartitionLearner(PartitionStore):
         # events may be dated up to max_clock_skew_s ahead: a clock that far
         # ahead gives up waiting clicks and expires windows minutes early.
         self.attribution.clock_limit = now_ms + CLOCK_LEAD_MS
+        if records and topic in self.fetched_before_reset:
+            if records[0].offset >= self.fetched_before_reset.pop(topic):
+                self.counts["fetched_before_reset"] += len(records)
+                return []
         for record in records:
             if record.offset < start:
                 self.counts["skipped_replay"] += 1

@@ -1,4 +1,4 @@
-"""Where each partition of the learner resumes, and what a log past its end does.
+"""Where each partition of the learner resumes, and what a recreated topic does.
 
 On assignment (:meth:`ResumeOffsets._seek_to_state`, before Faust resumes
 fetching) each partition of the impression and click topics is sought to the
@@ -7,20 +7,30 @@ offset in ``{p}:catalog:offsets``; a partition without one starts at the
 earliest retained offset (Redis lost its data). Redis is the state, so
 Kafka's committed offset alone is no evidence that an event's effect exists.
 
-A stored offset past the log end (the topic was recreated or truncated,
-:mod:`streams.offsets`) is logged as an ERROR naming topic, partition, stored
+Each stored offset goes with the id of the topic it belongs to
+(:mod:`streams.topic_ids`): the learner's in ``{p}:learner:{partition}``,
+written in the flush's ``MULTI/EXEC`` with the offsets, the catalog's in
+``{p}:catalog:topic_ids``, written after the catalog's offsets. A topic
+deleted and created again has a new id. A partition whose stored id is not
+the broker's, or whose stored offset is past the log end (a broker without
+topic ids, or a truncated log, :mod:`streams.offsets`), is logged as an
+ERROR naming the topic and partition, the old and new id or the stored
 offset and log end, counted in ``keyart_streams_offset_resets_total`` and
 reset to the earliest offset of the new log; the arm state stays, and the
 reset offset reaches Redis with the next flush, together with the state of
-the records applied from there (a posters partition's at once).
+the records applied from there (a posters partition's at once). A partition
+without a stored id (state written before keyart stored them) takes the
+broker's: recorded, not reset.
 
 Topics recreated under a running learner bring no rebalance (a broker
 restart does: the consumer group is lost with it, and the worker joins
 again). The consumer then fetches at the old offset and gets nothing until
 the new log grows past it (the local broker), or resets itself to the log
-start and hands over records the learner skips as already applied (Kafka's
-out-of-range reset). So every :data:`LOG_END_CHECK_S` the learner runs
-:meth:`ResumeOffsets.check_log_ends`:
+start (Kafka's out-of-range reset); either way it applies records of the new
+log as if the old log went on, and takes the records below the old offset
+for applied. So every :data:`LOG_END_CHECK_S` the learner runs
+:meth:`ResumeOffsets.check_log_ends`: first by topic id (the steps are in
+:mod:`streams.recreated`), then by offset:
 
 1. suspects: partitions whose offset is above the high watermark of the
    consumer's last fetch (no request). A healthy partition never is: the
@@ -36,12 +46,18 @@ out-of-range reset). So every :data:`LOG_END_CHECK_S` the learner runs
    and all of them as Kafka's committed offsets, which ``keyart lag`` reads
    (the next flush writes the learner's to Redis).
 
-A log that ends before the stored offset is so found within
-:data:`LOG_END_CHECK_S` plus the confirming probe (well under a second on
-the local broker, at most :data:`PAST_END_CHECK_S`). The records of the new
-log below the stored offset are lost only when it grows past that offset
-before a check sees it, which takes more records in those seconds than the
-partition held before.
+A recreated topic is so found within :data:`LOG_END_CHECK_S` plus one
+describe (milliseconds on the local broker, at most
+:data:`streams.topic_ids.DESCRIBE_TIMEOUT_S`), however far its new log has
+grown. Records of the new log applied before that are counted once as long
+as their event times are within ``KEYART_DEDUPE_WINDOW_S`` of the
+partition's clock when they are fetched again. A broker that returns no
+topic ids (all zeros) gets one warning, and only the offset check runs:
+there, the records of the new log below the stored offset are lost when it
+grows past that offset before a check sees it. So are they when the describe
+fails at every check (the broker answers fetches but not DescribeTopics), and
+when the topic is recreated between the learner's start and the first
+describe that answers (there is no stored id yet to compare).
 """
 
 from __future__ import annotations
@@ -57,6 +73,7 @@ from keyart.settings import Settings
 from streams import metrics
 from streams.offsets import stored_past_log_end
 from streams.partition import PartitionLearner
+from streams.recreated import RecreatedTopics
 from streams.redis_guard import REDIS_ERRORS
 from streams.state_keys import StreamKeys
 
@@ -85,7 +102,7 @@ return 0
 """
 
 
-class ResumeOffsets:
+class ResumeOffsets(RecreatedTopics):
     """Seeking partitions to their stored offsets, at assignment and when their
     log was recreated (a mixin of the learner)."""
 
@@ -99,6 +116,7 @@ class ResumeOffsets:
     posters: str
     redis_call: Callable[..., Awaitable[Any]]
     _stopping: asyncio.Event
+    reset_timeout_s = PAST_END_CHECK_S
 
     def _init_resume(self) -> None:
         # Held by an assignment and by a running reset: one seek at a time.
@@ -108,6 +126,7 @@ class ResumeOffsets:
         self.rebalances = 0
         self.posters_owned: set[Any] = set()
         self._check_warned_at = -math.inf
+        self._init_recreated(self.settings.kafka_bootstrap)
 
     def _tp(self, topic: str, partition: int) -> Any:
         return self.app.consumer._new_topicpartition(topic, partition)
@@ -124,12 +143,17 @@ class ResumeOffsets:
     # -- a running learner -----------------------------------------------------------
 
     async def check_log_ends(self) -> None:
-        """Reset the partitions whose log now ends before their offset.
+        """Reset the partitions whose topic was recreated, or whose log now ends
+        before their offset.
 
         See the module's steps. Never raises (it runs on a Faust timer, which
         would take the worker down): what fails is tried again at the next
         check.
         """
+        try:
+            await self._check_topic_ids()
+        except Exception as error:  # noqa: BLE001 - checked again in a moment
+            self._check_failed("compare the topic ids with the broker's", error)
         try:
             await self._check_log_ends()
         except Exception as error:  # noqa: BLE001 - checked again in a moment
@@ -227,20 +251,30 @@ class ResumeOffsets:
         return out
 
     async def _store_catalog_starts(
-        self, starts: Mapping[Any, int], stored: Mapping[Any, int | None]
+        self, starts: Mapping[Any, int], stored: Mapping[Any, int | None] | None
     ) -> None:
         """Write the reset offsets of posters partitions to the catalog's.
 
         Unlike the learner's, nothing else would write them before the next
         poster, and until then every check and start would reset again. Each
         is written only where the offset is still ``stored``: a poster of the
-        new log applied since has written a later one.
+        new log applied since has written a later one. With ``stored`` None
+        (a recreated topic) they are written as they are: the posters of the
+        new log applied since are applied again, which changes nothing.
         """
         key = self.keys.catalog_offsets()
         for tp, start in starts.items():
             if tp.topic != self.posters:
                 continue
-            field, old = f"{tp.topic}:{tp.partition}", stored[tp]
+            field = f"{tp.topic}:{tp.partition}"
+            if stored is None:
+
+                async def put(field: str = field, new: int = start) -> Any:
+                    return await self.redis.hset(key, field, new)
+
+                await self.redis_call("catalog", put)
+                continue
+            old = stored[tp]
 
             async def write(
                 field: str = field, old: Any = old, new: int = start
@@ -273,6 +307,15 @@ class ResumeOffsets:
             catalog = await self.redis_call(
                 "load", lambda: self.redis.hgetall(self.keys.catalog_offsets())
             )
+        self.catalog_ids = {}
+        if posters:
+            stored_ids = await self.redis_call(
+                "load", lambda: self.redis.hgetall(self.keys.catalog_topic_ids())
+            )
+            for tp in self.posters_owned:
+                value = stored_ids.get(f"{tp.topic}:{tp.partition}".encode())
+                if value is not None:
+                    self.catalog_ids[tp] = value.decode()
         targets: dict[Any, int | None] = {}
         async with self.lock:
             for tp in assigned:
@@ -285,12 +328,21 @@ class ResumeOffsets:
                     continue
                 targets[self._tp(tp.topic, tp.partition)] = stored
         past_end = await self._past_log_end(targets)
+        current = await self._current_ids({tp.topic for tp in targets})
+        async with self.lock:
+            recreated = {
+                tp: ids
+                for tp, ids in self._changed_ids(current).items()
+                if tp in targets and targets[tp] and tp not in past_end
+            }
         missing = [tp for tp, offset in targets.items() if offset is None]
         earliest: dict[Any, int] = {}
-        if missing or past_end:
+        if missing or past_end or recreated:
             try:
                 earliest = dict(
-                    await self.app.consumer.earliest_offsets(*missing, *past_end)
+                    await self.app.consumer.earliest_offsets(
+                        *missing, *past_end, *recreated
+                    )
                 )
             except Exception as error:  # noqa: BLE001 - offset 0 resets to earliest
                 logger.warning("earliest offsets unknown (%r); seeking to 0", error)
@@ -308,6 +360,16 @@ class ResumeOffsets:
                 starts[tp] = int(earliest.get(tp) or 0)
                 self._reset_offset(tp, targets[tp], end, starts[tp])
                 targets[tp] = starts[tp]
+            for tp, (old_id, new_id) in recreated.items():
+                start = int(earliest.get(tp) or 0)
+                if (targets[tp] or 0) <= start:
+                    continue  # nothing of the new log would be skipped
+                starts[tp] = start
+                self._reset_recreated(tp, targets[tp], old_id, new_id, start)
+                targets[tp] = start
+            # Every offset sought to now belongs to the topic as it is.
+            for tp in targets:
+                self._take_id(tp, current.get(tp.topic))
         seeks = {
             tp: offset if offset is not None else int(earliest.get(tp) or 0)
             for tp, offset in targets.items()
@@ -321,6 +383,7 @@ class ResumeOffsets:
             # Any later seek to the committed offsets lands here too.
             await self.app.consumer.commit_offsets(seeks)
         await self._store_catalog_starts(starts, stored_offsets)
+        await self._store_catalog_ids()
 
     async def _past_log_end(self, targets: Mapping[Any, int | None]) -> dict[Any, int]:
         """Stored offsets of ``targets`` past their partition's log end."""
@@ -364,6 +427,13 @@ class ResumeOffsets:
                 "log_end": end,
             },
         )
+        self._rewind(tp, start)
+        # The new log's id, whatever it is, is the one the next describe
+        # gives: recorded then, not taken for another recreation.
+        self._forget_id(tp)
+
+    def _rewind(self, tp: Any, start: int) -> None:
+        """Move the partition learner's offset of ``tp`` back to ``start``."""
         learner = self.partitions.get(tp.partition)
         if tp.topic in self.topics and learner is not None:
             learner.offsets[tp.topic] = start

@@ -67,6 +67,7 @@ class PartitionStore:
     fm: FMShard
     offsets: dict[str, int]
     dirty_offsets: bool
+    topic_ids: dict[str, str]
     counts: Counter[str]
     max_skew_ms: int
     _linucb_good: tuple[np.ndarray, np.ndarray, int, int]
@@ -132,7 +133,11 @@ class PartitionStore:
             pipe.hset(keys.model_shard("fm", p), mapping=self.fm.take_changes())
         pipe.hset(
             keys.learner(p),
-            mapping={"clock_ms": self.attribution.clock, "updated_ms": now_ms},
+            mapping={
+                "clock_ms": self.attribution.clock,
+                "updated_ms": now_ms,
+                **{f"topic_id:{t}": i for t, i in self.topic_ids.items()},
+            },
         )
         if self.offsets:
             pipe.hset(
@@ -257,6 +262,9 @@ class PartitionStore:
             stored = offsets.get(f"{topic}:{self.partition}".encode())
             if stored is not None:
                 self.offsets[topic] = int(stored)
+            topic_id = learner.get(f"topic_id:{topic}".encode())
+            if topic_id is not None:
+                self.topic_ids[topic] = topic_id.decode()
 
 
 def _pending_value(item: Pending) -> bytes:

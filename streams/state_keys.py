@@ -16,7 +16,10 @@ key                                      type    what it holds
 ``{p}:waiting:{partition}``              hash    click id -> Avro click waiting
                                                  for its impression
 ``{p}:learner:{partition}``              hash    ``clock_ms`` (partition clock),
-                                                 ``updated_ms``
+                                                 ``updated_ms``,
+                                                 ``topic_id:{topic}`` (the id of
+                                                 the topic the offsets belong
+                                                 to)
 ``{p}:model:linucb:{partition}``         hash    LinUCB shard: ``a``, ``b``
                                                  (float64 bytes), ``n``,
                                                  ``clicks``, ``dim``
@@ -27,6 +30,9 @@ key                                      type    what it holds
 ``{p}:catalog:offsets``                  hash    ``{posters topic}:{partition}``
                                                  -> next offset of the posters
                                                  topic the catalog holds
+``{p}:catalog:topic_ids``                hash    ``{posters topic}:{partition}``
+                                                 -> id of the topic that offset
+                                                 belongs to
 =======================================  ======  ================================
 
 Redis is the learner's state, so a Kafka commit alone is not evidence that an
@@ -66,3 +72,6 @@ class StreamKeys(Keys):
 
     def catalog_offsets(self) -> str:
         return f"{self.prefix}:catalog:offsets"
+
+    def catalog_topic_ids(self) -> str:
+        return f"{self.prefix}:catalog:topic_ids"

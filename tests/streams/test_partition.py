@@ -42,8 +42,17 @@ async def load(settings, client, keys, group, topics):
     return learner
 
 
-async def test_restored_learner_continues_exactly(make_settings, stack):
-    settings = make_settings(
+def applied(settings, impressions, clicks, dead):
+    """A new partition learner that applied ``impressions`` and ``clicks``."""
+    learner = PartitionLearner(0, settings, get_codec(), 16)
+    learner.apply_impressions("imp", impressions, dead)
+    learner.apply_clicks("clk", clicks, dead)
+    learner.advance()
+    return learner
+
+
+def partition_settings(make_settings):
+    return make_settings(
         topics=False,
         redis_prefix="part" + str(np.random.default_rng().integers(1e9)),
         window_s=60.0,
@@ -51,16 +60,17 @@ async def test_restored_learner_continues_exactly(make_settings, stack):
         attribution_window_s=600.0,
         fm_sample_rate=1.0,
     )
+
+
+async def test_restored_learner_continues_exactly(make_settings, stack):
+    settings = partition_settings(make_settings)
     keys, group, topics = StreamKeys(settings.redis_prefix), "g", ("imp", "clk")
     impressions, clicks, expected = records(settings)
     half_i, half_c = len(impressions) // 2, len(clicks) // 2
     client = aioredis.Redis.from_url(stack.redis_url)
     dead: list = []
     try:
-        straight = PartitionLearner(0, settings, get_codec(), 16)
-        straight.apply_impressions("imp", impressions, dead)
-        straight.apply_clicks("clk", clicks, dead)
-        straight.advance()
+        straight = applied(settings, impressions, clicks, dead)
 
         first = PartitionLearner(0, settings, get_codec(), 16)
         first.apply_impressions("imp", impressions[:half_i], dead)
@@ -88,5 +98,56 @@ async def test_restored_learner_continues_exactly(make_settings, stack):
         assert np.allclose(second.linucb.a, straight.linucb.a)
         assert np.allclose(second.linucb.b, straight.linucb.b)
         assert second.fm.examples == straight.fm.examples > 0
+    finally:
+        await client.aclose()
+
+
+async def test_records_applied_before_a_reset_count_once_when_fetched_again(
+    make_settings, stack
+):
+    """A recreated topic's new log grew past the stored offset before the
+    learner noticed: it applied the records from there, then was reset to the
+    start (as :mod:`streams.resume` does) and fetches them all again."""
+    settings = partition_settings(make_settings)
+    keys, group, topics = StreamKeys(settings.redis_prefix), "g", ("imp", "clk")
+    impressions, clicks, expected = records(settings)
+    old_i, old_c = len(impressions) // 3, len(clicks) // 3
+    at_i, at_c = len(impressions) - 5, len(clicks) - 5
+    client = aioredis.Redis.from_url(stack.redis_url)
+    dead: list = []
+    try:
+        straight = applied(settings, impressions, clicks, dead)
+
+        learner = PartitionLearner(0, settings, get_codec(), 16)
+        learner.offsets = {"imp": old_i, "clk": old_c}
+        learner.topic_ids = {"imp": "new-imp", "clk": "new-clk"}
+        learner.apply_impressions("imp", impressions[:at_i], dead)
+        learner.apply_clicks("clk", clicks[:at_c], dead)
+        learner.advance()
+        assert learner.counts["skipped_replay"] == old_i + old_c
+        await save(learner, client, keys, group)
+        learner = await load(settings, client, keys, group, topics)
+        assert learner.topic_ids == {"imp": "new-imp", "clk": "new-clk"}
+        assert learner.offsets == {"imp": at_i, "clk": at_c}
+
+        learner.offsets = {"imp": 0, "clk": 0}
+        learner.fetched_before_reset = {"imp": at_i, "clk": at_c}
+        # A batch fetched before the reset's seek, handed over after it.
+        learner.apply_impressions("imp", impressions[at_i:], dead)
+        learner.apply_clicks("clk", clicks[at_c:], dead)
+        assert learner.counts["fetched_before_reset"] == 10
+        assert learner.offsets == {"imp": 0, "clk": 0}
+        learner.apply_impressions("imp", impressions, dead)
+        learner.apply_clicks("clk", clicks, dead)
+        learner.advance()
+        assert dead == []
+
+        assert learner.offsets == {"imp": len(impressions), "clk": len(clicks)}
+        assert learner.alltime == straight.alltime
+        for (video, field), (n, c) in straight.alltime.items():
+            assert [n, c] == list(expected[(video, field)])
+        # Counted once: every record applied before the reset is a repeat now.
+        assert learner.counts["dedupe_impression"] >= at_i - old_i
+        assert set(learner.attribution.pending) == set(straight.attribution.pending)
     finally:
         await client.aclose()

@@ -204,7 +204,7 @@ def test_the_reset_is_logged_and_counted(reset):
             f"{end}" in log
         ), log[-3000:]
     assert "ERROR" in log
-    assert reset["resets"] == len(applied)
+    assert reset["resets"] == len(applied), log[-3000:]
 
 
 def test_a_record_without_a_key_is_dead_lettered(reset):
