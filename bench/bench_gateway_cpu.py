@@ -14,11 +14,13 @@ less so. Steps:
 3. answer ``--rows`` rows with ``Gateway.select`` one after the other (each
    with a real Redis read and its decisions produced to the broker) and print
    the main thread's CPU time per row, the process's (which adds librdkafka's
-   and the retirement rule's threads) and wall time;
+   threads), its Python children's (the decision log's producer and the
+   retirement rule, :mod:`gateway.decision_log`, :mod:`gateway.retirement`)
+   and wall time;
 4. beside it, two floors measured in the same run on the same connections:
    one Redis ``PING`` round trip, and the row's unavoidable work without any
    decision: the same row script call and its reply, the row's twenty
-   decision records (taken from real selects) encoded and queued, twenty
+   decisions (taken from real selects) handed to the decision log, twenty
    tokens signed and the answer serialised. No implementation of the select
    contract costs less than that floor in this process; ``--profile`` adds
    the 30 functions with the most own time.
@@ -31,6 +33,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import sys
 import time
 
 import numpy as np
@@ -62,6 +65,7 @@ async def _run(settings, rows: int, profile: bool) -> None:
         floor_ms = await _floor(gateway, requests, rows)  # Step 4
 
         profiler = cProfile.Profile() if profile else None
+        children = _children_cpu()
         cpu, wall, thread = time.process_time(), time.perf_counter(), time.thread_time()
         if profiler is not None:
             profiler.enable()
@@ -72,11 +76,15 @@ async def _run(settings, rows: int, profile: bool) -> None:
         thread = (time.thread_time() - thread) / rows * 1000
         cpu = (time.process_time() - cpu) / rows * 1000
         wall = (time.perf_counter() - wall) / rows * 1000
+        children = (_children_cpu() - children) / rows * 1000
     finally:
         await gateway.stop()
     print(f"rows {rows}, 20 videos x 5 posters, full rule set, default variants")
-    print(f"{'':28}{'main thread':>12}{'process':>10}{'wall':>10}  (ms per row)")
-    print(f"{'Gateway.select':28}{thread:12.3f}{cpu:10.3f}{wall:10.3f}")
+    print(
+        f"{'':28}{'main thread':>12}{'process':>10}{'children':>10}{'wall':>10}"
+        "  (ms per row)"
+    )
+    print(f"{'Gateway.select':28}{thread:12.3f}{cpu:10.3f}{children:10.3f}{wall:10.3f}")
     print(f"{'floor: read, log, tokens':28}{floor_ms:12.3f}")
     print(f"{'floor: redis PING':28}{ping_ms:12.3f}")
     print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
@@ -84,17 +92,36 @@ async def _run(settings, rows: int, profile: bool) -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's Python children (not the servers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and command == sys.executable:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 async def _floor(gateway, requests, rows: int) -> float:
     """Main-thread ms per row of the work every select must do (step 4)."""
     from gateway.rules import cue_text
 
-    assert gateway.reader is not None and gateway.producer is not None
-    samples = []  # real decision records, one row's worth per request
+    assert gateway.reader is not None and gateway.decision_log is not None
+    samples = []  # real decision rows, one per request
     for request in requests[:50]:
         await gateway.select(request)
-        samples.append(list(gateway._pending))
+        samples.append(gateway._pending[-1])
         gateway._drain()
-    reader, signer, producer = gateway.reader, gateway.signer, gateway.producer
+    reader, signer, log = gateway.reader, gateway.signer, gateway.decision_log
     rules = gateway.rules_for(requests[0].placement)
     started = time.thread_time()
     for i in range(rows):
@@ -107,20 +134,20 @@ async def _floor(gateway, requests, rows: int) -> float:
             rules.deweight_recency_s,
         )
         cue_text(request.cues)
-        records = samples[i % len(samples)]
-        producer.log_many("decision", records)
+        row = samples[i % len(samples)]
+        log.log([row])
+        when, _, user, placement, variant, version, _, decisions = row
         slots = [
             {
-                "video_id": r["video_id"],
-                "poster_id": r["poster_id"],
+                "video_id": video,
+                "poster_id": poster,
                 "token": signer.sign_fields(
-                    r["event_id"], r["user_id"], r["video_id"], r["poster_id"],
-                    r["placement"], r["policy"], r["variant"], r["model_version"],
-                    r["propensity"], r["event_time"], r["experiment_version"], "",
+                    event_id, user, video, poster, placement, policy, variant,
+                    model, p, when, version, "",
                 ),
-                "propensity": r["propensity"],
+                "propensity": p,
             }
-            for r in records
+            for event_id, video, poster, policy, p, model, *_ in decisions
         ]  # fmt: skip
         orjson.dumps({"request_id": "r", "variant": "v", "slots": slots})
     return (time.thread_time() - started) / rows * 1000

@@ -346,9 +346,16 @@ def _mount_operations(
             return False, f"redis (KEYART_REDIS_URL): {error!r}"
         return True, "redis answers"
 
+    async def decision_log() -> tuple[bool, str]:
+        log = gateway.decision_log
+        if log is None or not log.running:
+            return False, "decision log child not running: decisions are lost"
+        return True, f"decision log child {log.pid} running"
+
     checks = {
         "redis": redis_ping,
         "broker": check_broker(gateway.settings.kafka_bootstrap),
+        "decision_log": decision_log,
     }
     app.include_router(health_router(checks, registry=registry, name="gateway"))
 

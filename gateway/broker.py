@@ -6,11 +6,14 @@ delivery callbacks:
 - the collector's waits for the broker's acknowledgement of every event, so a
   client learns which events to resend; its thread hands each outcome to the
   event loop;
-- the decision log's is fire and forget: a decision that cannot be logged is
-  counted, never waited for. It reports failed records only
-  (``delivery.report.only.error``). A select logs twenty decisions, and a
-  Python callback for each delivered one cost the process the GIL twenty
-  times a row while it had nothing to say.
+- :meth:`GatewayProducer.log`'s (the ``poster_published`` record of a
+  retirement) is fire and forget: a record that cannot be logged is counted,
+  never waited for, and only failed records are reported
+  (``delivery.report.only.error``).
+
+Decisions do not pass here: a child process produces them
+(:mod:`gateway.decision_log`), with the configuration of
+:func:`producer_config`.
 
 A full local queue (the broker is gone for long) makes ``produce`` refuse at
 once instead of waiting, and librdkafka gives up on a record after
@@ -32,10 +35,28 @@ from keyart.settings import Settings
 from producers.events import KIND_TO_TOPIC
 from schemas.codec import Codec, get_codec
 
-__all__ = ["GatewayProducer"]
+__all__ = ["GatewayProducer", "producer_config"]
 
 logger = logging.getLogger("gateway")
 _warn = RateLimitedLog(logger)
+
+
+def producer_config(settings: Settings, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The confluent-kafka settings the gateway's producers share.
+
+    ``timeout_s`` is how long librdkafka tries to deliver one record before it
+    fails it.
+    """
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "linger.ms": 5,
+        "acks": "all",
+        "enable.idempotence": False,
+        "partitioner": "murmur2_random",
+        "message.timeout.ms": int(timeout_s * 1000),
+        "queue.buffering.max.messages": 200_000,
+        "socket.connection.setup.timeout.ms": 3000,
+    }
 
 
 class GatewayProducer:
@@ -56,16 +77,7 @@ class GatewayProducer:
 
         self.settings = settings
         self.codec = codec or get_codec()
-        config = {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "linger.ms": 5,
-            "acks": "all",
-            "enable.idempotence": False,
-            "partitioner": "murmur2_random",
-            "message.timeout.ms": int(timeout_s * 1000),
-            "queue.buffering.max.messages": 200_000,
-            "socket.connection.setup.timeout.ms": 3000,
-        }
+        config = producer_config(settings, timeout_s)
         self._producer = Producer(config)
         """The collector's producer: every outcome is reported."""
         self._log_producer = Producer({**config, "delivery.report.only.error": True})
@@ -167,43 +179,6 @@ class GatewayProducer:
             )
         except BufferError:
             DECISION_LOG_FAILURES.labels(reason="queue_full").inc()
-
-    def log_many(self, kind: str, records: list[Mapping[str, Any]]) -> None:
-        """:meth:`log` of many records of one kind, queued in one call.
-
-        One ``produce_batch`` call costs the event loop less than a
-        ``produce`` call per record (the decision log queues twenty records
-        a row); each record keeps its own key, so its partition is the one
-        :meth:`log` would give it.
-        """
-        encode = self.codec.encode
-        messages = []
-        for record in records:
-            try:
-                value = encode(kind, record)
-            except ValueError:
-                logger.exception("cannot encode a %s record", kind)
-                DECISION_LOG_FAILURES.labels(reason="encode").inc()
-                continue
-            key = str(record.get("video_id", "")).encode() or None
-            messages.append({"value": value, "key": key})
-        if not messages:
-            return
-        queued = self._log_producer.produce_batch(
-            self._topics[kind], messages, on_delivery=_count_failure
-        )
-        if queued < len(messages):
-            from confluent_kafka import KafkaError
-
-            # A record that was not queued carries its error; a full queue is
-            # the one expected reason, anything else is the broker's.
-            for message in messages:
-                error = message.get("_error")
-                if error is not None:
-                    full = error.code() == KafkaError._QUEUE_FULL
-                    DECISION_LOG_FAILURES.labels(
-                        reason="queue_full" if full else "broker"
-                    ).inc()
 
     def queued(self) -> int:
         """Records waiting in the local queues."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from gateway import metrics
 from gateway._ratelimit import RateLimitedLog
-from gateway.broker import GatewayProducer
+from gateway.broker import GatewayProducer, producer_config
 from gateway.config import (
     ExperimentsDocument,
     RuleConfig,
@@ -30,6 +30,7 @@ from gateway.config import (
     load_document,
 )
 from gateway.decide import RowDecider, VideoDecision
+from gateway.decision_log import DecisionLog
 from gateway.experiments import Assigner
 from gateway.fallback import FallbackCache
 from gateway.models import SelectRequest
@@ -167,13 +168,15 @@ class Gateway:
         self.redis: Any = None
         self.reader: RowReader | None = None
         self.producer: GatewayProducer | None = None
+        self.decision_log: DecisionLog | None = None
         self._failures = 0
         self._skip_until = 0.0
         self._refresher: asyncio.Task[None] | None = None
         self._retirer: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.loop_lag_s = 0.0
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[Any, ...]] = []
+        """Rows answered in this turn of the loop, not yet logged."""
         self._warn = RateLimitedLog(logger, every_s=10.0)
         self._rule_hit_children: dict[str, Any] = {}
         self._decision_children: dict[tuple[str, str], Any] = {}
@@ -196,6 +199,10 @@ class Gateway:
         self.reader = RowReader(self.redis, self.keys, self.posters)
         self.producer = GatewayProducer(self.settings)
         self.producer.start(asyncio.get_running_loop())
+        self.decision_log = DecisionLog(
+            producer_config(self.settings), self.settings.topic("decisions")
+        )
+        await self.decision_log.start()
         try:
             await asyncio.wait_for(self.refresh(), 2.0)
         except Exception as error:  # Redis down at start: serve defaults, retry
@@ -218,6 +225,8 @@ class Gateway:
         # would stop the child (a stopped child would hold them up forever).
         EVALUATOR.close()
         self._drain()
+        if self.decision_log is not None:
+            await self.decision_log.close()
         if self.producer is not None:
             await asyncio.to_thread(self.producer.close)
         if self.redis is not None:
@@ -370,6 +379,7 @@ class Gateway:
         # call, twenty of them a row.
         rule_hits: list[str] = []
         policies: list[str] = []
+        logged = []  # the decision log's rows (see gateway.decision_log)
         experiment_version = self.experiments_version
         base = self.settings.poster_url_base.rstrip("/")
         for i, d in enumerate(decisions):
@@ -408,30 +418,35 @@ class Gateway:
                 }
             )
             rule_hits += d.rules
-            self._pending.append(
-                {
-                    "event_id": decision_id,
-                    "event_time": now_ms,
-                    "request_id": request_id,
-                    "user_id": request.user_id,
-                    "video_id": d.video_id,
-                    "poster_id": poster.poster_id if poster else "",
-                    "placement": request.placement,
-                    "variant": variant,
-                    "policy": d.policy,
-                    "propensity": d.propensity,
-                    "model_version": d.model_version,
-                    "experiment_version": experiment_version,
-                    "candidates": d.candidates,
-                    "scores": d.scores,
-                    "rules": d.rules + ([d.reason] if d.reason else []),
-                    "fallback": d.fallback,
-                    "context": request.context,
-                }
+            logged.append(
+                (
+                    decision_id,
+                    d.video_id,
+                    poster.poster_id if poster else "",
+                    d.policy,
+                    d.propensity,
+                    d.model_version,
+                    d.candidates,
+                    d.scores,
+                    d.rules + [d.reason] if d.reason else d.rules,
+                    d.fallback,
+                )
             )
             if d.retired:
                 asyncio.get_running_loop().create_task(self._retire(d))
-        if len(self._pending) == len(decisions):
+        self._pending.append(
+            (
+                now_ms,
+                request_id,
+                request.user_id,
+                request.placement,
+                variant,
+                experiment_version,
+                request.context,
+                logged,
+            )
+        )
+        if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self._drain)
         for rule, hits in Counter(rule_hits).items():
             self._rule_hits(rule).inc(hits)
@@ -463,10 +478,8 @@ class Gateway:
     def _drain(self) -> None:
         """Log the pending decisions (runs after the response is written)."""
         pending, self._pending = self._pending, []
-        if self.producer is None:
-            return
-        if pending:
-            self.producer.log_many("decision", pending)
+        if pending and self.decision_log is not None:
+            self.decision_log.log(pending)
 
     async def _retire(self, decision: VideoDecision) -> None:
         """Record posters the retirement rule retired, once across processes."""

@@ -1,0 +1,296 @@
+"""The decision log's child process, on the session's broker.
+
+The gateway hands each row of decisions to a child (``gateway.decision_log``).
+These tests run real children and check, by reading the topic back:
+
+- records land on the partitions :meth:`GatewayProducer.log` gives them;
+- records that cannot be encoded, queued or delivered are counted, once;
+- a child that is killed is counted and replaced, and later rows land;
+- a child that stops reading makes rows beyond the buffer count as dropped;
+- a gateway that is killed without stopping leaves a child that still
+  delivers what it had received, and then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway._log_child import decision_records
+from gateway.broker import GatewayProducer, producer_config
+from gateway.decision_log import DecisionLog
+from gateway.metrics import DECISION_LOG_FAILURES
+from keyart.settings import Settings
+from keyart.stack import free_port
+from schemas.codec import get_codec
+from tests.helpers import consume_raw
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _row(tag: str, videos: list[str], **changes: object) -> tuple[object, ...]:
+    decisions = [
+        (
+            f"{tag}-{video}",
+            video,
+            f"{video}-p0",
+            "thompson",
+            changes.get("propensity", 0.5),
+            7,
+            [f"{video}-p0", f"{video}-p1"],
+            [0.1, 0.2],
+            ["mmr"],
+            False,
+        )
+        for video in videos
+    ]
+    return (1_700_000_000_000, f"r-{tag}", "u1", "home_row", "ts", 3, {}, decisions)
+
+
+def _failures(reason: str) -> float:
+    return DECISION_LOG_FAILURES.labels(reason=reason)._value.get()
+
+
+async def _until(check, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def _log(settings: Settings, **config: object) -> DecisionLog:
+    return DecisionLog(
+        {**producer_config(settings), **config}, settings.topic("decisions")
+    )
+
+
+def test_a_row_becomes_the_records_of_the_decision_schema():
+    first, second = decision_records(_row("a", ["v1", "v2"]))
+    codec = get_codec()
+    # Every field of the schema is filled, with what the row carried.
+    assert codec.decode("decision", codec.encode("decision", first)) == first
+    assert first == {
+        "event_id": "a-v1",
+        "event_time": 1_700_000_000_000,
+        "request_id": "r-a",
+        "user_id": "u1",
+        "video_id": "v1",
+        "poster_id": "v1-p0",
+        "placement": "home_row",
+        "variant": "ts",
+        "policy": "thompson",
+        "propensity": 0.5,
+        "model_version": 7,
+        "experiment_version": 3,
+        "candidates": ["v1-p0", "v1-p1"],
+        "scores": [0.1, 0.2],
+        "rules": ["mmr"],
+        "fallback": False,
+        "context": {},
+    }
+    assert second["video_id"] == "v2" and second["request_id"] == "r-a"
+
+
+async def test_rows_land_where_one_by_one_logging_puts_them(make_settings):
+    settings = make_settings(topics=True)
+    videos = [f"video-{i}" for i in range(24)]
+    producer = GatewayProducer(settings)
+    producer.start(asyncio.get_running_loop())
+    for video in videos:
+        producer.log("decision", next(decision_records(_row("one", [video]))))
+    log = _log(settings)
+    await log.start()
+    log.log([_row("many", videos[:12]), _row("many", videos[12:])])
+    await log.close()
+    producer.close()
+
+    messages = consume_raw(settings, settings.topic("decisions"), 2 * len(videos))
+    where: dict[str, dict[str, int]] = {"one": {}, "many": {}}
+    for message in messages:
+        record = get_codec().decode("decision", message.value())
+        assert message.key() == record["video_id"].encode()
+        how = record["event_id"].split("-", 1)[0]
+        where[how][record["video_id"]] = message.partition()
+    assert where["many"] == where["one"] and len(where["one"]) == len(videos)
+    assert len(set(where["one"].values())) > 1  # the keys do spread
+    assert log.settled == log.sent == len(videos)
+
+
+async def test_records_it_cannot_encode_or_queue_are_counted_once(make_settings):
+    settings = make_settings(topics=True)
+    unreadable, full = _failures("encode"), _failures("queue_full")
+    # A queue of three records whose batches wait a second: of five, two are
+    # refused.
+    log = _log(settings, **{"linger.ms": 1000, "queue.buffering.max.messages": 3})
+    await log.start()
+    log.log([_row("bad", ["v0"], propensity="not a number")])
+    log.log([_row("ok", [f"v{i}" for i in range(5)])])
+    await _until(lambda: _failures("queue_full") >= full + 2)
+    await log.close()
+    assert _failures("encode") == unreadable + 1
+    assert _failures("queue_full") == full + 2
+    assert log.settled == log.sent == 6
+
+
+async def test_a_record_the_broker_never_takes_is_counted_once(make_settings):
+    nowhere = make_settings(kafka_bootstrap=f"127.0.0.1:{free_port(0)}")
+    before = _failures("broker")
+    log = DecisionLog(
+        producer_config(nowhere, timeout_s=1.0), nowhere.topic("decisions")
+    )
+    await log.start()
+    log.log([_row("lost", ["v"])])
+    await _until(lambda: _failures("broker") > before)
+    await asyncio.sleep(0.8)  # a second report of the same record lands by now
+    await log.close()
+    assert _failures("broker") == before + 1
+    assert log.settled == log.sent == 1
+
+
+async def test_a_killed_child_is_counted_and_replaced(make_settings):
+    settings = make_settings(topics=True)
+    exits = _failures("logger_exit")
+    # linger of 10 s: what the first child holds is not delivered before it dies.
+    log = _log(settings, **{"linger.ms": 10_000, "message.timeout.ms": 30_000})
+    await log.start()
+    first = log.pid
+    log.log([_row("held", ["v1", "v2", "v3"])])
+    await _until(lambda: log.settled == 0 and _queued_in(first))
+    os.kill(first, signal.SIGKILL)
+    await _until(lambda: log.pid not in (None, first))
+    assert _failures("logger_exit") == exits + 3
+
+    log.log([_row("after", ["v4", "v5"])])
+    await log.close()
+    records = [
+        get_codec().decode("decision", m.value())
+        for m in consume_raw(settings, settings.topic("decisions"), 2)
+    ]
+    assert sorted(r["event_id"] for r in records) == ["after-v4", "after-v5"]
+
+
+def _queued_in(pid: int | None) -> bool:
+    """Whether the child has read its frames (it sleeps on its pipe again)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0] == "S"
+
+
+async def test_a_child_that_stops_reading_costs_rows_not_the_loop(make_settings):
+    settings = make_settings(topics=True)
+    dropped = _failures("pipe_full")
+    log = DecisionLog(
+        producer_config(settings), settings.topic("decisions"), max_buffer_bytes=1
+    )
+    await log.start()
+    os.kill(log.pid, signal.SIGSTOP)
+    try:
+        started = time.perf_counter()
+        for i in range(200):  # far more than a pipe holds
+            log.log([_row(f"r{i}", [f"v{j}" for j in range(20)])])
+        elapsed = time.perf_counter() - started
+        assert _failures("pipe_full") > dropped
+        sent, lost = log.sent, _failures("pipe_full") - dropped
+        assert sent + lost == 200 * 20
+        assert elapsed < 2.0  # not one write waited for the reader
+    finally:
+        os.kill(log.pid, signal.SIGCONT)
+    await log.close()
+    assert log.settled == sent
+    messages = consume_raw(settings, settings.topic("decisions"), sent)
+    assert len(messages) == sent
+
+
+@pytest.mark.slow
+def test_a_killed_gateway_leaves_a_child_that_delivers_and_exits(
+    make_settings, tmp_path
+):
+    settings = make_settings(topics=True)
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio, os, signal, sys
+            sys.path.insert(0, {str(ROOT)!r})
+            from gateway.broker import producer_config
+            from gateway.decision_log import DecisionLog
+            from keyart.settings import load_settings
+            from tests.gateway.test_decision_log import _row
+
+            async def main():
+                settings = load_settings(
+                    kafka_bootstrap={settings.kafka_bootstrap!r},
+                    topic_prefix={settings.topic_prefix!r},
+                )
+                config = {{**producer_config(settings), "linger.ms": 2000}}
+                log = DecisionLog(config, settings.topic("decisions"))
+                await log.start()
+                log.log([_row("orphan", [f"v{{i}}" for i in range(20)])])
+                await asyncio.sleep(0.3)  # the pipe is written
+                print(log.pid, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    parent = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert parent.returncode == -signal.SIGKILL, parent.stderr
+    child = int(parent.stdout.split()[0])
+    messages = consume_raw(settings, settings.topic("decisions"), 20)
+    assert len(messages) == 20
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists():
+        status = Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()
+        if status[0] == "Z":  # exited; its parent is gone, init reaps it
+            break
+        assert time.monotonic() < deadline, "the orphaned child did not exit"
+        time.sleep(0.1)
+
+
+def test_the_gateway_reports_and_replaces_a_dead_log_child(gateway):
+    from tests.gateway.conftest import add_poster, new_id
+
+    video = new_id("v")
+    add_poster(gateway, video, f"{video}-p0")
+    log = gateway.app.state.gateway.decision_log
+
+    def select() -> str:
+        answer = gateway.client.post(
+            "/v1/select",
+            json={"user_id": "u-log", "placement": "home_row", "video_ids": [video]},
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["request_id"]
+
+    assert gateway.client.get("/readyz").json()["checks"]["decision_log"]["ok"]
+    before = select()
+    first = log.pid
+    deadline = time.monotonic() + 10
+    while log.settled < log.sent:  # the first child settled the row
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(first, signal.SIGKILL)
+    while log.pid in (None, first) or not log.running:
+        assert time.monotonic() < deadline, "no new child"
+        time.sleep(0.05)
+    ready = gateway.client.get("/readyz").json()["checks"]["decision_log"]
+    assert ready["ok"] and str(log.pid) in ready["detail"]
+    after = select()
+
+    from tests.gateway.conftest import read_records
+
+    def both(records: list[dict]) -> bool:
+        return {before, after} <= {r["request_id"] for r in records}
+
+    records = read_records(gateway.settings, "decisions", "decision", both)
+    assert {r["video_id"] for r in records if r["request_id"] == after} == {video}
