@@ -119,8 +119,8 @@ async def _floor(gateway, requests, rows: int) -> float:
     samples = []  # real decision rows, one per request
     for request in requests[:50]:
         await gateway.select(request)
-        samples.append(gateway._pending[-1])
-        gateway._drain()
+        samples.append(gateway.decision_log.pending[-1])
+        gateway.decision_log.flush()
     reader, signer, log = gateway.reader, gateway.signer, gateway.decision_log
     rules = gateway.rules_for(requests[0].placement)
     started = time.thread_time()
@@ -135,7 +135,7 @@ async def _floor(gateway, requests, rows: int) -> float:
         )
         cue_text(request.cues)
         row = samples[i % len(samples)]
-        log.log([row])
+        log.log(row)
         when, _, user, placement, variant, version, _, decisions = row
         slots = [
             {

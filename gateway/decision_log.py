@@ -4,11 +4,12 @@ A select logs twenty decisions, each an Avro record on the ``decisions``
 topic. Encoding them and handing them to librdkafka in the gateway cost its
 event loop a quarter of a row (in ``bench/bench_gateway_cpu.py``, 0.34-0.44
 ms of 1.60-1.66 ms of main-thread CPU per row), and librdkafka's threads took
-the cores from it besides. The gateway now pickles each row's decisions as
-one compact tuple (about 12 us a row; :func:`decision_records` gives its
-layout) and writes them to the standard input of a child process, without
-waiting; the child (:mod:`gateway._log_child`) turns them into records,
-encodes and produces them.
+the cores from it besides. The gateway now keeps each row's decisions as
+one compact tuple (:func:`decision_records` gives its layout), and every
+:data:`BATCH_S` pickles the rows gathered (about 12 us a row) and writes them
+to the standard input of a child process, without waiting; the child
+(:mod:`gateway._log_child`) turns them into records, encodes and produces
+them.
 
 Nothing is lost silently:
 
@@ -22,14 +23,16 @@ Nothing is lost silently:
   counted as ``logger_exit`` (some of them may have been delivered since), and
   a new child is started at once; when children die within
   :data:`FAST_EXIT_S` of starting, each next start waits twice as long, up to
-  :data:`RESPAWN_MAX_S`, and rows logged meanwhile are counted as
+  :data:`RESPAWN_MAX_S`; the newest ``max_pending_rows`` rows logged
+  meanwhile wait for the next child, older ones are counted as
   ``logger_down``;
 - when the gateway stops, it closes the pipe: the child delivers what it holds
   for up to ``flush_s`` and counts the rest as ``shutdown``; a gateway that is
   killed closes the pipe all the same, so the child still delivers what it
-  had received.
+  had received (the rows of its last :data:`BATCH_S`, not yet written, die
+  with it).
 
-Decisions reach the broker about ``linger.ms`` plus a pipe hop later than
+Decisions reach the broker up to :data:`BATCH_S` and a pipe hop later than
 before, and a decision log that fails is seen in the counter, as before, not
 in the select's answer.
 """
@@ -53,7 +56,13 @@ from gateway._ratelimit import RateLimitedLog
 from gateway.metrics import DECISION_LOG_FAILURES
 from keyart.logs import JsonFormatter
 
-__all__ = ["FAST_EXIT_S", "RESPAWN_MAX_S", "DecisionLog", "decision_records"]
+__all__ = [
+    "BATCH_S",
+    "FAST_EXIT_S",
+    "RESPAWN_MAX_S",
+    "DecisionLog",
+    "decision_records",
+]
 
 logger = logging.getLogger("gateway")
 
@@ -63,6 +72,14 @@ wait (1 s, doubling)."""
 
 RESPAWN_MAX_S = 30.0
 """Longest wait before the next child is started."""
+
+BATCH_S = 0.01
+"""How long rows gather before they are written to the child together.
+
+Each write to the pipe wakes the child, and on a busy machine the woken child
+can take the core from the gateway: in a py-spy profile of
+``bench/bench_gateway_cpu.py`` with one write a row, the write was a fifth of
+the select's samples, against a twentieth for pickling the row."""
 
 _HEADER = struct.Struct("<I")
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -81,6 +98,10 @@ class DecisionLog:
         How long the child delivers what it holds when the gateway stops.
     max_buffer_bytes
         Largest write buffer kept while the child does not read.
+    batch_s
+        How long a row waits to be written with the rows after it.
+    max_pending_rows
+        Most rows kept while no child runs (between one and the next).
     """
 
     def __init__(
@@ -89,6 +110,8 @@ class DecisionLog:
         topic: str,
         flush_s: float = 5.0,
         max_buffer_bytes: int = 32 << 20,
+        batch_s: float = BATCH_S,
+        max_pending_rows: int = 10_000,
     ) -> None:
         root = logging.getLogger()
         self.config = {
@@ -103,6 +126,11 @@ class DecisionLog:
         }
         self.flush_s = flush_s
         self.max_buffer_bytes = max_buffer_bytes
+        self.batch_s = batch_s
+        self.max_pending_rows = max_pending_rows
+        self.pending: list[tuple[Any, ...]] = []
+        """Rows not yet written to the child."""
+        self._flusher: asyncio.TimerHandle | None = None
         self.sent = 0
         """Records written to the current child."""
         self.settled = 0
@@ -124,7 +152,12 @@ class DecisionLog:
     def running(self) -> bool:
         """Whether a child is there to take rows."""
         process = self._process
-        return process is not None and process.returncode is None
+        return (
+            process is not None
+            and process.returncode is None
+            and process.stdin is not None
+            and not process.stdin.is_closing()
+        )
 
     async def start(self) -> None:
         """Start the child and the task that watches it."""
@@ -156,20 +189,31 @@ class DecisionLog:
         assert self._process is not None and self._process.stdin is not None
         self._process.stdin.write(_HEADER.pack(len(body)) + body)
 
-    def log(self, rows: list[tuple[Any, ...]]) -> None:
-        """Queue rows of decisions (see :func:`decision_records`); never waits."""
+    def log(self, row: tuple[Any, ...]) -> None:
+        """Queue one row of decisions (see :func:`decision_records`).
+
+        Never waits, and costs the caller a list append: rows are pickled and
+        written together every :attr:`batch_s`, after the answers that made
+        them have been sent.
+        """
+        self.pending.append(row)
+        if self._flusher is None:
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.call_later(self.batch_s, self.flush)
+
+    def flush(self) -> None:
+        """Write the pending rows to the child now."""
+        self._flusher = None
+        rows, self.pending = self.pending, []
+        if not rows:
+            return
+        if not self.running or self._closing:
+            self._between_children(rows)
+            return
         count = sum(len(row[-1]) for row in rows)
-        process = self._process
-        if process is None or process.returncode is not None or self._closing:
-            DECISION_LOG_FAILURES.labels(reason="logger_down").inc(count)
-            self._warn.warning("down", "decision log child not running: rows lost")
-            return
-        stdin = process.stdin
-        assert stdin is not None
-        if stdin.is_closing():
-            DECISION_LOG_FAILURES.labels(reason="logger_down").inc(count)
-            return
-        if stdin.transport.get_write_buffer_size() > self.max_buffer_bytes:
+        assert self._process is not None and self._process.stdin is not None
+        transport = self._process.stdin.transport
+        if transport.get_write_buffer_size() > self.max_buffer_bytes:
             DECISION_LOG_FAILURES.labels(reason="pipe_full").inc(count)
             self._warn.warning(
                 "full", "decision log child reads too slowly: rows dropped"
@@ -177,6 +221,23 @@ class DecisionLog:
             return
         self._write(rows)
         self.sent += count
+
+    def _between_children(self, rows: list[tuple[Any, ...]]) -> None:
+        """Keep the newest rows for the next child; count the others lost."""
+        if self._closing or self._process is None:  # no next child
+            lost = rows
+        else:
+            lost, self.pending = (
+                rows[: -self.max_pending_rows],
+                rows[-self.max_pending_rows :],
+            )
+            self._flusher = asyncio.get_running_loop().call_later(
+                self.batch_s, self.flush
+            )
+        count = sum(len(row[-1]) for row in lost)
+        if count:
+            DECISION_LOG_FAILURES.labels(reason="logger_down").inc(count)
+            self._warn.warning("down", "decision log child not running: decisions lost")
 
     async def _read_reports(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -228,6 +289,9 @@ class DecisionLog:
 
     async def close(self) -> None:
         """Let the child deliver what it holds, then wait for it to exit."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.flush()
         self._closing = True
         process = self._process
         if process is None:

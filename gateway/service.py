@@ -175,8 +175,6 @@ class Gateway:
         self._retirer: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.loop_lag_s = 0.0
-        self._pending: list[tuple[Any, ...]] = []
-        """Rows answered in this turn of the loop, not yet logged."""
         self._warn = RateLimitedLog(logger, every_s=10.0)
         self._rule_hit_children: dict[str, Any] = {}
         self._decision_children: dict[tuple[str, str], Any] = {}
@@ -224,7 +222,6 @@ class Gateway:
         # re-raising it, and its default action skips the exit handlers that
         # would stop the child (a stopped child would hold them up forever).
         EVALUATOR.close()
-        self._drain()
         if self.decision_log is not None:
             await self.decision_log.close()
         if self.producer is not None:
@@ -434,20 +431,19 @@ class Gateway:
             )
             if d.retired:
                 asyncio.get_running_loop().create_task(self._retire(d))
-        self._pending.append(
-            (
-                now_ms,
-                request_id,
-                request.user_id,
-                request.placement,
-                variant,
-                experiment_version,
-                request.context,
-                logged,
+        if self.decision_log is not None:
+            self.decision_log.log(
+                (
+                    now_ms,
+                    request_id,
+                    request.user_id,
+                    request.placement,
+                    variant,
+                    experiment_version,
+                    request.context,
+                    logged,
+                )
             )
-        )
-        if len(self._pending) == 1:
-            asyncio.get_running_loop().call_soon(self._drain)
         for rule, hits in Counter(rule_hits).items():
             self._rule_hits(rule).inc(hits)
         for used, count in Counter(policies).items():
@@ -474,12 +470,6 @@ class Gateway:
             found = metrics.DECISIONS.labels(variant=variant, policy=policy)
             self._decision_children[variant, policy] = found
         return found
-
-    def _drain(self) -> None:
-        """Log the pending decisions (runs after the response is written)."""
-        pending, self._pending = self._pending, []
-        if pending and self.decision_log is not None:
-            self.decision_log.log(pending)
 
     async def _retire(self, decision: VideoDecision) -> None:
         """Record posters the retirement rule retired, once across processes."""

@@ -5,7 +5,8 @@ These tests run real children and check, by reading the topic back:
 
 - records land on the partitions :meth:`GatewayProducer.log` gives them;
 - records that cannot be encoded, queued or delivered are counted, once;
-- a child that is killed is counted and replaced, and later rows land;
+- a child that is killed is counted and replaced, and rows logged before its
+  replacement runs, and after, land;
 - a child that stops reading makes rows beyond the buffer count as dropped;
 - a gateway that is killed without stopping leaves a child that still
   delivers what it had received, and then exits.
@@ -108,7 +109,8 @@ async def test_rows_land_where_one_by_one_logging_puts_them(make_settings):
         producer.log("decision", next(decision_records(_row("one", [video]))))
     log = _log(settings)
     await log.start()
-    log.log([_row("many", videos[:12]), _row("many", videos[12:])])
+    log.log(_row("many", videos[:12]))
+    log.log(_row("many", videos[12:]))
     await log.close()
     producer.close()
 
@@ -131,8 +133,8 @@ async def test_records_it_cannot_encode_or_queue_are_counted_once(make_settings)
     # refused.
     log = _log(settings, **{"linger.ms": 1000, "queue.buffering.max.messages": 3})
     await log.start()
-    log.log([_row("bad", ["v0"], propensity="not a number")])
-    log.log([_row("ok", [f"v{i}" for i in range(5)])])
+    log.log(_row("bad", ["v0"], propensity="not a number"))
+    log.log(_row("ok", [f"v{i}" for i in range(5)]))
     await _until(lambda: _failures("queue_full") >= full + 2)
     await log.close()
     assert _failures("encode") == unreadable + 1
@@ -147,7 +149,7 @@ async def test_a_record_the_broker_never_takes_is_counted_once(make_settings):
         producer_config(nowhere, timeout_s=1.0), nowhere.topic("decisions")
     )
     await log.start()
-    log.log([_row("lost", ["v"])])
+    log.log(_row("lost", ["v"]))
     await _until(lambda: _failures("broker") > before)
     await asyncio.sleep(0.8)  # a second report of the same record lands by now
     await log.close()
@@ -157,24 +159,34 @@ async def test_a_record_the_broker_never_takes_is_counted_once(make_settings):
 
 async def test_a_killed_child_is_counted_and_replaced(make_settings):
     settings = make_settings(topics=True)
-    exits = _failures("logger_exit")
+    exits, down = _failures("logger_exit"), _failures("logger_down")
     # linger of 10 s: what the first child holds is not delivered before it dies.
     log = _log(settings, **{"linger.ms": 10_000, "message.timeout.ms": 30_000})
     await log.start()
     first = log.pid
-    log.log([_row("held", ["v1", "v2", "v3"])])
+    log.log(_row("held", ["v1", "v2", "v3"]))
+    log.flush()
     await _until(lambda: log.settled == 0 and _queued_in(first))
     os.kill(first, signal.SIGKILL)
-    await _until(lambda: log.pid not in (None, first))
+    await _until(lambda: not log.running)
+    log.log(_row("between", ["v6"]))  # no child: kept for the next one
+    await asyncio.sleep(0.1)
+    assert log.pending and log.pid == first
+    await _until(lambda: log.running and log.pid != first)
     assert _failures("logger_exit") == exits + 3
 
-    log.log([_row("after", ["v4", "v5"])])
+    log.log(_row("after", ["v4", "v5"]))
     await log.close()
     records = [
         get_codec().decode("decision", m.value())
-        for m in consume_raw(settings, settings.topic("decisions"), 2)
+        for m in consume_raw(settings, settings.topic("decisions"), 3)
     ]
-    assert sorted(r["event_id"] for r in records) == ["after-v4", "after-v5"]
+    assert sorted(r["event_id"] for r in records) == [
+        "after-v4",
+        "after-v5",
+        "between-v6",
+    ]
+    assert _failures("logger_down") == down
 
 
 def _queued_in(pid: int | None) -> bool:
@@ -194,7 +206,8 @@ async def test_a_child_that_stops_reading_costs_rows_not_the_loop(make_settings)
     try:
         started = time.perf_counter()
         for i in range(200):  # far more than a pipe holds
-            log.log([_row(f"r{i}", [f"v{j}" for j in range(20)])])
+            log.log(_row(f"r{i}", [f"v{j}" for j in range(20)]))
+            log.flush()
         elapsed = time.perf_counter() - started
         assert _failures("pipe_full") > dropped
         sent, lost = log.sent, _failures("pipe_full") - dropped
@@ -232,7 +245,7 @@ def test_a_killed_gateway_leaves_a_child_that_delivers_and_exits(
                 config = {{**producer_config(settings), "linger.ms": 2000}}
                 log = DecisionLog(config, settings.topic("decisions"))
                 await log.start()
-                log.log([_row("orphan", [f"v{{i}}" for i in range(20)])])
+                log.log(_row("orphan", [f"v{{i}}" for i in range(20)]))
                 await asyncio.sleep(0.3)  # the pipe is written
                 print(log.pid, flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -276,7 +289,7 @@ def test_the_gateway_reports_and_replaces_a_dead_log_child(gateway):
     before = select()
     first = log.pid
     deadline = time.monotonic() + 10
-    while log.settled < log.sent:  # the first child settled the row
+    while not 0 < log.sent == log.settled:  # the first child settled the row
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.kill(first, signal.SIGKILL)
