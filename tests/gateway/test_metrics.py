@@ -51,4 +51,4 @@ def test_health_and_readiness(gateway):
     assert gateway.client.get("/healthz").json()["alive"] is True
     ready = gateway.client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]) == {"redis", "broker"}
+    assert set(ready.json()["checks"]) == {"redis", "broker", "decision_log"}
