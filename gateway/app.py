@@ -118,8 +118,16 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Any, limit: int) -> None:
+    # The shape of every other refusal: ``detail`` and ``errors``.
     body = orjson.dumps(
-        {"detail": f"body: larger than {limit} bytes (KEYART_MAX_REQUEST_BYTES)"}
+        refusal(
+            [
+                {
+                    "field": "body",
+                    "message": f"larger than {limit} bytes (KEYART_MAX_REQUEST_BYTES)",
+                }
+            ]
+        )
     )
     await send(
         {

@@ -103,7 +103,11 @@ def test_oversize_bodies_are_413_naming_the_setting(gateway, method, path, chunk
         headers={"content-type": "application/json", **ADMIN},
     )
     assert response.status_code == 413, response.text
-    assert "KEYART_MAX_REQUEST_BYTES" in response.json()["detail"]
+    answer = response.json()
+    assert "KEYART_MAX_REQUEST_BYTES" in answer["detail"]
+    # The shape of every other refusal: the fault in ``errors`` too.
+    (error,) = answer["errors"]
+    assert error["field"] == "body" and "KEYART_MAX_REQUEST_BYTES" in error["message"]
 
 
 def _event(**changes):
