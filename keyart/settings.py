@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import (
     Field,
     ValidationError,
@@ -576,8 +576,7 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"{ENV_PREFIX}ENV_FILE: no such file {env_file!r}")
     try:
         if env_file:
-            values = dotenv_values(env_file, encoding="utf-8")
-            _warn_unknown_variables(values, env_file)
+            _warn_unknown_variables(_env_file_names(env_file), env_file)
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as error:
         raise SettingsError(_names_variables(error)) from None
@@ -590,6 +589,17 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(
             f"{ENV_PREFIX}ENV_FILE: cannot read {env_file!r}: {reason}"
         ) from None
+
+
+def _env_file_names(env_file: str) -> list[str]:
+    """The names the lines of ``env_file`` set.
+
+    Read with python-dotenv's parser, which says nothing of a line it cannot
+    parse: pydantic-settings reads the file again and warns about that line,
+    and a second warning here would print it twice.
+    """
+    with open(env_file, encoding="utf-8") as stream:
+        return [b.key for b in parse_stream(stream) if b.key is not None]
 
 
 _reported: set[tuple[str, str | None]] = set()

@@ -292,3 +292,15 @@ def test_an_unreadable_env_file_is_named(
     monkeypatch.setenv("KEYART_ENV_FILE", str(env))
     with pytest.raises(SettingsError, match="KEYART_ENV_FILE: cannot read '.*': "):
         load_settings()
+
+
+def test_a_line_the_env_file_parser_cannot_read_is_reported_once(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = tmp_path / "keyart.env"
+    env.write_text("KEYART_WINDOW_BUCKETS=12\nnot a setting line\n")
+    monkeypatch.setenv("KEYART_ENV_FILE", str(env))
+    with caplog.at_level(logging.WARNING):
+        assert load_settings().window_buckets == 12
+    reports = [r.getMessage() for r in caplog.records if "line 2" in r.getMessage()]
+    assert len(reports) == 1, reports
