@@ -30,7 +30,7 @@ from gateway.config import (
     load_document,
 )
 from gateway.decide import RowDecider, VideoDecision
-from gateway.decision_log import DecisionLog
+from gateway.decision_log import LINGER_MS, DecisionLog
 from gateway.experiments import Assigner
 from gateway.fallback import FallbackCache
 from gateway.models import SelectRequest
@@ -198,7 +198,8 @@ class Gateway:
         self.producer = GatewayProducer(self.settings)
         self.producer.start(asyncio.get_running_loop())
         self.decision_log = DecisionLog(
-            producer_config(self.settings), self.settings.topic("decisions")
+            {**producer_config(self.settings), "linger.ms": LINGER_MS},
+            self.settings.topic("decisions"),
         )
         await self.decision_log.start()
         try:
