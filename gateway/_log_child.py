@@ -199,7 +199,10 @@ def main() -> None:
     if not isinstance(config, dict):
         print("decision log: no configuration on standard input", file=sys.stderr)
         sys.exit(2)
-    configure(config["log_level"], as_json=config["log_json"])
+    try:
+        configure(config["log_level"], as_json=config["log_json"])
+    except ValueError:  # a level only the gateway's own code defined
+        configure("WARNING", as_json=config["log_json"])
     try:
         child = _Child(config, sys.stdout)
     except Exception as error:  # a bad producer setting: say it in one line
