@@ -197,6 +197,11 @@ class DecisionLog:
         them have been sent.
         """
         self.pending.append(row)
+        if self._closing:
+            # The pipe is closed or about to be: no timer, which a stopping
+            # event loop may never run, stands between the row and its count.
+            self.flush()
+            return
         if self._flusher is None:
             loop = asyncio.get_running_loop()
             self._flusher = loop.call_later(self.batch_s, self.flush)
@@ -267,6 +272,9 @@ class DecisionLog:
             lost = self.sent - self.settled
             if lost > 0:
                 DECISION_LOG_FAILURES.labels(reason="logger_exit").inc(lost)
+            # Counted: a close() before the next child starts must not count
+            # them again.
+            self.sent = self.settled = 0
             logger.error(
                 "decision log child %s exited with %s; up to %s decisions lost",
                 process.pid,
@@ -293,6 +301,11 @@ class DecisionLog:
             self._flusher.cancel()
         self.flush()
         self._closing = True
+        # Rows kept for a next child that will not start now: counted here,
+        # not by a timer the stopping event loop may never run.
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.flush()
         process = self._process
         if process is None:
             return

@@ -6,7 +6,8 @@ These tests run real children and check, by reading the topic back:
 - records land on the partitions :meth:`GatewayProducer.log` gives them;
 - records that cannot be encoded, queued or delivered are counted, once;
 - a child that is killed is counted and replaced, and rows logged before its
-  replacement runs, and after, land;
+  replacement runs, and after, land; a close before the replacement runs
+  counts each loss once;
 - a child that stops reading makes rows beyond the buffer count as dropped;
 - a gateway that is killed without stopping leaves a child that still
   delivers what it had received, and then exits.
@@ -187,6 +188,35 @@ async def test_a_killed_child_is_counted_and_replaced(make_settings):
         "between-v6",
     ]
     assert _failures("logger_down") == down
+
+
+async def test_a_close_while_no_child_runs_counts_each_loss_once(make_settings):
+    settings = make_settings(topics=True)
+    exits, down = _failures("logger_exit"), _failures("logger_down")
+    # Rows wait 5 s before a write: no timer of the log's runs during the test.
+    log = DecisionLog(
+        {
+            **producer_config(settings),
+            "linger.ms": 10_000,
+            "message.timeout.ms": 30_000,
+        },
+        settings.topic("decisions"),
+        batch_s=5.0,
+    )
+    await log.start()
+    first = log.pid
+    log.log(_row("held", ["v1", "v2", "v3"]))
+    log.flush()
+    await _until(lambda: _queued_in(first))
+    os.kill(first, signal.SIGKILL)
+    await _until(lambda: _failures("logger_exit") == exits + 3)
+    log.log(_row("between", ["v4"]))  # kept for a next child
+    # The next child waits a second (the first died fast): the log closes first.
+    await log.close()
+    assert _failures("logger_exit") == exits + 3  # the dead child's, once
+    assert _failures("logger_down") == down + 1 and not log.pending
+    log.log(_row("late", ["v5", "v6"]))
+    assert _failures("logger_down") == down + 3
 
 
 def _queued_in(pid: int | None) -> bool:
