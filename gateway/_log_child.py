@@ -32,11 +32,17 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from gateway._ratelimit import RateLimitedLog
 from keyart.logs import configure
 
 __all__ = ["REPORT_S", "decision_records", "main"]
 
 logger = logging.getLogger("gateway")
+
+# A broker that is down fails every record a select made, twenty a row: one
+# line an interval says so, as the gateway's own producer does, where a line a
+# record would flood the log the child shares with the gateway.
+_warn = RateLimitedLog(logger)
 
 REPORT_S = 0.5
 """How often the child reports its counts while they move."""
@@ -118,8 +124,10 @@ class _Child:
                 received += 1
                 try:
                     value = self.encode("decision", record)
-                except ValueError:
-                    logger.exception("cannot encode a decision record")
+                except ValueError as error:
+                    _warn.warning(
+                        "encode", "cannot encode a decision record: %s", error
+                    )
                     failed += 1
                     continue
                 messages.append({"value": value, "key": record["video_id"].encode()})
@@ -146,7 +154,7 @@ class _Child:
         if error is not None:
             with self.lock:
                 self.failed["broker"] += 1
-            logger.warning("a decision record was not delivered: %s", error)
+            _warn.warning("broker", "a decision record was not delivered: %s", error)
 
     def serve(self) -> None:
         """Serve delivery reports and send counts until told to stop."""

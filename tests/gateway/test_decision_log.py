@@ -4,7 +4,8 @@ The gateway hands each row of decisions to a child (``gateway.decision_log``).
 These tests run real children and check, by reading the topic back:
 
 - records land on the partitions :meth:`GatewayProducer.log` gives them;
-- records that cannot be encoded, queued or delivered are counted, once;
+- records that cannot be encoded, queued or delivered are counted, once, and
+  logged at most once an interval;
 - a child that is killed is counted and replaced, and rows logged before its
   replacement runs, and after, land; a close before the replacement runs
   counts each loss once;
@@ -156,6 +157,27 @@ async def test_a_record_the_broker_never_takes_is_counted_once(make_settings):
     await log.close()
     assert _failures("broker") == before + 1
     assert log.settled == log.sent == 1
+
+
+async def test_records_lost_by_the_thousand_cost_a_line_not_one_each(
+    make_settings, capfd
+):
+    nowhere = make_settings(kafka_bootstrap=f"127.0.0.1:{free_port(0)}")
+    before, unreadable = _failures("broker"), _failures("encode")
+    log = DecisionLog(
+        producer_config(nowhere, timeout_s=1.0), nowhere.topic("decisions")
+    )
+    await log.start()
+    for i in range(3):
+        log.log(_row(f"lost{i}", [f"v{j}" for j in range(20)]))
+        log.log(_row(f"bad{i}", ["v"], propensity="not a number"))
+    await _until(lambda: _failures("broker") == before + 60)
+    await log.close()
+    assert _failures("encode") == unreadable + 3
+    # The child writes to the gateway's standard error.
+    said = capfd.readouterr().err
+    assert said.count("was not delivered") == 1, said
+    assert said.count("cannot encode") == 1, said
 
 
 async def test_a_killed_child_is_counted_and_replaced(make_settings):
