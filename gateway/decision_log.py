@@ -286,13 +286,21 @@ class DecisionLog:
                 self._wait = min(self._wait * 2, RESPAWN_MAX_S)
             else:
                 self._wait = 1.0
-            if self._closing:
-                return
-            try:
-                await self._spawn()
-            except OSError as error:
-                logger.error("cannot start the decision log child: %r", error)
-                self._process = None
+            while not self._closing:
+                try:
+                    await self._spawn()
+                    break
+                except OSError as error:
+                    # Out of file descriptors or memory for a moment: the
+                    # rows wait, and the next start waits longer.
+                    logger.error(
+                        "cannot start the decision log child: %r; next try in %s s",
+                        error,
+                        self._wait,
+                    )
+                    await asyncio.sleep(self._wait)
+                    self._wait = min(self._wait * 2, RESPAWN_MAX_S)
+            else:
                 return
 
     async def close(self) -> None:

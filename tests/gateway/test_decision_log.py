@@ -8,7 +8,7 @@ These tests run real children and check, by reading the topic back:
   logged at most once an interval;
 - a child that is killed is counted and replaced, and rows logged before its
   replacement runs, and after, land; a close before the replacement runs
-  counts each loss once;
+  counts each loss once; a replacement that cannot start is tried again;
 - a child that stops reading makes rows beyond the buffer count as dropped;
 - a gateway that is killed without stopping leaves a child that still
   delivers what it had received, and then exits.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -239,6 +240,33 @@ async def test_a_close_while_no_child_runs_counts_each_loss_once(make_settings):
     assert _failures("logger_down") == down + 1 and not log.pending
     log.log(_row("late", ["v5", "v6"]))
     assert _failures("logger_down") == down + 3
+
+
+async def test_a_child_that_cannot_start_for_a_while_is_started_later(
+    make_settings, caplog
+):
+    settings = make_settings(topics=True)
+    log = _log(settings)
+    await log.start()
+    first = log.pid
+    os.kill(first, signal.SIGKILL)
+    await _until(lambda: not log.running)
+    await asyncio.sleep(0.3)  # the dead child's pipes are closed by now
+    # The next start (in a second: the child died fast) finds no free file
+    # descriptor for its pipes.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        await _until(lambda: "cannot start" in caplog.text, timeout=5.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    log.log(_row("later", ["v1"]))  # waits for the child after
+    await _until(lambda: log.running and log.pid != first, timeout=10.0)
+    await log.close()
+    [message] = consume_raw(settings, settings.topic("decisions"), 1)
+    assert get_codec().decode("decision", message.value())["event_id"] == "later-v1"
 
 
 def _queued_in(pid: int | None) -> bool:
