@@ -14,8 +14,11 @@ one JSON object a line, at most every :data:`REPORT_S` and once at the end:
 
 The end of its standard input (the gateway stopped, or died) makes it deliver
 what it holds, for up to the configured flush time, report, and exit. SIGTERM
-does the same; SIGINT is ignored, since a Ctrl-C in a terminal reaches the
-whole process group and the gateway closes the pipe itself when it stops.
+does the same once the gateway has had that flush time to close the pipe: a
+stop of the whole process group (systemd's, say) reaches the gateway too, and
+the rows its last requests logged are still on their way. SIGINT is ignored,
+since a Ctrl-C in a terminal reaches the whole process group and the gateway
+closes the pipe itself when it stops.
 """
 
 from __future__ import annotations
@@ -198,6 +201,16 @@ def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(0)
 
 
+def _stop_after(grace_s: float) -> Any:
+    """A SIGTERM handler: stop reading ``grace_s`` after the first SIGTERM."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if signal.getitimer(signal.ITIMER_REAL)[0] == 0:
+            signal.setitimer(signal.ITIMER_REAL, max(grace_s, 0.001))
+
+    return handler
+
+
 def main() -> None:
     """Read frames from standard input until it ends (see the module)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -208,6 +221,8 @@ def main() -> None:
         print("decision log: no configuration on standard input", file=sys.stderr)
         sys.exit(2)
     configure(config["log_level"], as_json=config["log_json"])
+    signal.signal(signal.SIGALRM, _stop)
+    signal.signal(signal.SIGTERM, _stop_after(config["flush_s"]))
     try:
         child = _Child(config, sys.stdout)
     except Exception as error:  # a bad producer setting: say it in one line
@@ -219,6 +234,8 @@ def main() -> None:
         while (frame := read_frame(stream)) is not None:
             child.produce(frame)
     finally:
+        # Reading is over: a SIGTERM's timer must not cut the delivery short.
+        signal.setitimer(signal.ITIMER_REAL, 0)
         child.finish()
 
 

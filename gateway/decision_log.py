@@ -30,7 +30,9 @@ Nothing is lost silently:
   for up to ``flush_s`` and counts the rest as ``shutdown``; a gateway that is
   killed closes the pipe all the same, so the child still delivers what it
   had received (the rows of its last :data:`BATCH_S`, not yet written, die
-  with it).
+  with it); a SIGTERM to the child gives the gateway ``flush_s`` to close the
+  pipe before the child stops reading, so a stop of the whole process group
+  loses nothing the gateway wrote.
 
 Decisions reach the broker up to :data:`BATCH_S` and a pipe hop later than
 before, and a decision log that fails is seen in the counter, as before, not

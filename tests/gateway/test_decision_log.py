@@ -11,7 +11,9 @@ These tests run real children and check, by reading the topic back:
   counts each loss once; a replacement that cannot start is tried again;
 - a child that stops reading makes rows beyond the buffer count as dropped;
 - a gateway that is killed without stopping leaves a child that still
-  delivers what it had received, and then exits.
+  delivers what it had received, and then exits;
+- a child that hears a SIGTERM keeps reading for the flush time, so a stop of
+  the whole process group loses no row.
 """
 
 from __future__ import annotations
@@ -267,6 +269,41 @@ async def test_a_child_that_cannot_start_for_a_while_is_started_later(
     await log.close()
     [message] = consume_raw(settings, settings.topic("decisions"), 1)
     assert get_codec().decode("decision", message.value())["event_id"] == "later-v1"
+
+
+async def test_a_sigterm_to_the_group_loses_no_row_the_gateway_wrote(make_settings):
+    settings = make_settings(topics=True)
+    before = {r: _failures(r) for r in ("logger_exit", "logger_down", "shutdown")}
+    log = _log(settings)
+    await log.start()
+    first = log.pid
+    await asyncio.sleep(0.5)  # the child has installed its handlers
+    # systemd stops a service by a SIGTERM to each of its processes: the
+    # child hears it first, and the gateway logs the rows of its last
+    # requests before it closes the log.
+    os.kill(first, signal.SIGTERM)
+    for i in range(5):
+        log.log(_row(f"last{i}", ["v1", "v2"]))
+        await asyncio.sleep(0.05)
+    await log.close()
+    assert {r: _failures(r) for r in before} == before
+    assert log.pid == first and log.settled == log.sent == 10
+    assert len(consume_raw(settings, settings.topic("decisions"), 10)) == 10
+
+
+async def test_a_child_told_alone_to_stop_stops_after_the_flush_time(make_settings):
+    settings = make_settings(topics=True)
+    log = DecisionLog(
+        producer_config(settings), settings.topic("decisions"), flush_s=1.0
+    )
+    await log.start()
+    first = log.pid
+    await asyncio.sleep(0.5)
+    os.kill(first, signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    assert log.running and log.pid == first  # still reading
+    await _until(lambda: log.pid != first and log.running, timeout=8.0)
+    await log.close()
 
 
 def _queued_in(pid: int | None) -> bool:
