@@ -291,7 +291,6 @@ class DecisionLog:
             while not self._closing:
                 try:
                     await self._spawn()
-                    break
                 except OSError as error:
                     # Out of file descriptors or memory for a moment: the
                     # rows wait, and the next start waits longer.
@@ -302,6 +301,14 @@ class DecisionLog:
                     )
                     await asyncio.sleep(self._wait)
                     self._wait = min(self._wait * 2, RESPAWN_MAX_S)
+                    continue
+                if self._closing:
+                    # close() ran while this child started and did not see
+                    # it: the end of its input makes it exit like the others.
+                    started = self._process
+                    assert started is not None and started.stdin is not None
+                    started.stdin.close()
+                break
             else:
                 return
 

@@ -306,6 +306,36 @@ async def test_a_child_told_alone_to_stop_stops_after_the_flush_time(make_settin
     await log.close()
 
 
+async def test_a_close_while_the_next_child_starts_leaves_no_child(make_settings):
+    settings = make_settings(topics=True)
+    log = _log(settings)
+    await log.start()
+    first, me = log.pid, os.getpid()
+    ours = Path(f"/proc/{me}/task/{me}/children")  # forked by the loop's thread
+    others = set(ours.read_text().split()) - {str(first)}
+    os.kill(first, signal.SIGKILL)
+    # Catch the next child between its fork and the end of its start.
+    deadline = time.monotonic() + 10
+    while not (new := set(ours.read_text().split()) - others - {str(first)}):
+        assert time.monotonic() < deadline, "no next child"
+        await asyncio.sleep(0)
+    assert log.pid == first  # still starting
+    await log.close()
+    [child] = new
+    deadline = time.monotonic() + 5
+    while _alive(int(child)):
+        assert time.monotonic() < deadline, "the child started during close runs on"
+        await asyncio.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def _queued_in(pid: int | None) -> bool:
     """Whether the child has read its frames (it sleeps on its pipe again)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
