@@ -127,9 +127,9 @@ class _Child:
                 received += 1
                 try:
                     value = self.encode("decision", record)
-                except ValueError as error:
+                except ValueError as unreadable:
                     _warn.warning(
-                        "encode", "cannot encode a decision record: %s", error
+                        "encode", "cannot encode a decision record: %s", unreadable
                     )
                     failed += 1
                     continue
