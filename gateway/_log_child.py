@@ -47,8 +47,14 @@ logger = logging.getLogger("gateway")
 # record would flood the log the child shares with the gateway.
 _warn = RateLimitedLog(logger)
 
-REPORT_S = 0.5
-"""How often the child reports its counts while they move."""
+REPORT_S = 0.05
+"""How often the child reports its counts while they move.
+
+A child that dies has the records it received since its last report counted
+as lost, delivered or not: at 0.5 s, each kill of a child taking 10,000
+records a second counted about 5,600 of them as lost, where 30 were. A report
+costs the child a line every poll of its producer, and the gateway a JSON
+parse."""
 
 _HEADER = struct.Struct("<I")
 

@@ -215,6 +215,23 @@ async def test_a_killed_child_is_counted_and_replaced(make_settings):
     assert _failures("logger_down") == down
 
 
+async def test_a_killed_child_counts_as_lost_little_it_had_delivered(make_settings):
+    settings = make_settings(topics=True)
+    exits = _failures("logger_exit")
+    log = _log(settings)
+    await log.start()
+    log.log(_row("first", ["v0"]))
+    await _until(lambda: log.settled == 1)  # a report just came
+    log.log(_row("next", [f"v{i}" for i in range(1, 20)]))
+    # Delivered in a few milliseconds, and reported before the kill.
+    await asyncio.sleep(0.3)
+    os.kill(log.pid, signal.SIGKILL)
+    await _until(lambda: not log.running)
+    await log.close()
+    assert len(consume_raw(settings, settings.topic("decisions"), 20)) == 20
+    assert _failures("logger_exit") == exits
+
+
 async def test_a_close_while_no_child_runs_counts_each_loss_once(make_settings):
     settings = make_settings(topics=True)
     exits, down = _failures("logger_exit"), _failures("logger_down")
