@@ -232,6 +232,32 @@ async def test_a_killed_child_counts_as_lost_little_it_had_delivered(make_settin
     assert _failures("logger_exit") == exits
 
 
+async def test_rows_kept_through_an_outage_reach_the_next_child_in_pieces(
+    make_settings,
+):
+    settings = make_settings(topics=True)
+    log = _log(settings)
+    await log.start()
+    first = log.pid
+    os.kill(first, signal.SIGKILL)
+    await _until(lambda: not log.running)
+    for i in range(10_000):  # all the rows kept while no child runs
+        log.log(_row(f"r{i}", [f"v{j}" for j in range(5)]))
+    gaps = []
+
+    async def tick() -> None:
+        while not (log.running and log.pid != first and not log.pending):
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            gaps.append(time.perf_counter() - started)
+
+    await asyncio.wait_for(tick(), 15.0)
+    # Pickled at once, they held every request up for a few hundred ms.
+    assert max(gaps) < 0.1, max(gaps)
+    await log.close()
+    assert log.settled == log.sent == 50_000
+
+
 async def test_a_close_while_no_child_runs_counts_each_loss_once(make_settings):
     settings = make_settings(topics=True)
     exits, down = _failures("logger_exit"), _failures("logger_down")
