@@ -16,9 +16,9 @@ The end of its standard input (the gateway stopped, or died) makes it deliver
 what it holds, for up to the configured flush time, report, and exit. SIGTERM
 does the same once the gateway has had that flush time to close the pipe: a
 stop of the whole process group (systemd's, say) reaches the gateway too, and
-the rows its last requests logged are still on their way. SIGINT is ignored,
-since a Ctrl-C in a terminal reaches the whole process group and the gateway
-closes the pipe itself when it stops.
+the rows its last requests logged are still on their way. SIGINT and SIGHUP
+are ignored: a Ctrl-C in a terminal, or the terminal closing, reaches the
+whole process group, and the gateway closes the pipe when it stops or dies.
 """
 
 from __future__ import annotations
@@ -220,6 +220,7 @@ def _stop_after(grace_s: float) -> Any:
 def main() -> None:
     """Read frames from standard input until it ends (see the module)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop)
     stream = sys.stdin.buffer
     config = read_frame(stream)

@@ -334,6 +334,27 @@ async def test_a_sigterm_to_the_group_loses_no_row_the_gateway_wrote(make_settin
     assert len(consume_raw(settings, settings.topic("decisions"), 10)) == 10
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["INT", "HUP"])
+async def test_a_terminal_signal_to_the_group_leaves_the_child_to_the_gateway(
+    make_settings, sig
+):
+    settings = make_settings(topics=True)
+    exits = _failures("logger_exit")
+    log = _log(settings)
+    await log.start()
+    first = log.pid
+    await asyncio.sleep(0.5)  # the child has installed its handlers
+    log.log(_row("before", ["v1"]))
+    log.flush()
+    # A Ctrl-C, or the terminal closing: the gateway stops, and closes the pipe.
+    os.kill(first, sig)
+    log.log(_row("after", ["v2"]))
+    await asyncio.sleep(0.2)
+    await log.close()
+    assert log.pid == first and _failures("logger_exit") == exits
+    assert len(consume_raw(settings, settings.topic("decisions"), 2)) == 2
+
+
 async def test_a_child_told_alone_to_stop_stops_after_the_flush_time(make_settings):
     settings = make_settings(topics=True)
     log = DecisionLog(
