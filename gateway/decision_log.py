@@ -328,7 +328,8 @@ class DecisionLog:
         if self._flusher is not None:
             self._flusher.cancel()
         self.flush()
-        while self.pending and self.running:  # a stop may wait, requests no more
+        # All of them, not WRITE_ROWS a loop turn: no request waits on a stop.
+        while self.pending and self.running:
             self.flush()
         self._closing = True
         # Rows kept for a next child that will not start now: counted here,
