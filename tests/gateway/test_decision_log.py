@@ -4,18 +4,23 @@ The gateway hands each row of decisions to a child (``gateway.decision_log``).
 These tests run real children and check, by reading the topic back:
 
 - records land on the partitions :meth:`GatewayProducer.log` gives them;
-- records that cannot be encoded, queued or delivered are counted, once;
+- records that cannot be encoded, queued or delivered are counted, once, and
+  logged at most once an interval;
 - a child that is killed is counted and replaced, and rows logged before its
-  replacement runs, and after, land;
+  replacement runs, and after, land; a close before the replacement runs
+  counts each loss once; a replacement that cannot start is tried again;
 - a child that stops reading makes rows beyond the buffer count as dropped;
 - a gateway that is killed without stopping leaves a child that still
-  delivers what it had received, and then exits.
+  delivers what it had received, and then exits;
+- a child that hears a SIGTERM keeps reading for the flush time, so a stop of
+  the whole process group loses no row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -157,6 +162,27 @@ async def test_a_record_the_broker_never_takes_is_counted_once(make_settings):
     assert log.settled == log.sent == 1
 
 
+async def test_records_lost_by_the_thousand_cost_a_line_not_one_each(
+    make_settings, capfd
+):
+    nowhere = make_settings(kafka_bootstrap=f"127.0.0.1:{free_port(0)}")
+    before, unreadable = _failures("broker"), _failures("encode")
+    log = DecisionLog(
+        producer_config(nowhere, timeout_s=1.0), nowhere.topic("decisions")
+    )
+    await log.start()
+    for i in range(3):
+        log.log(_row(f"lost{i}", [f"v{j}" for j in range(20)]))
+        log.log(_row(f"bad{i}", ["v"], propensity="not a number"))
+    await _until(lambda: _failures("broker") == before + 60)
+    await log.close()
+    assert _failures("encode") == unreadable + 3
+    # The child writes to the gateway's standard error.
+    said = capfd.readouterr().err
+    assert said.count("was not delivered") == 1, said
+    assert said.count("cannot encode") == 1, said
+
+
 async def test_a_killed_child_is_counted_and_replaced(make_settings):
     settings = make_settings(topics=True)
     exits, down = _failures("logger_exit"), _failures("logger_down")
@@ -187,6 +213,191 @@ async def test_a_killed_child_is_counted_and_replaced(make_settings):
         "between-v6",
     ]
     assert _failures("logger_down") == down
+
+
+async def test_a_killed_child_counts_as_lost_little_it_had_delivered(make_settings):
+    settings = make_settings(topics=True)
+    exits = _failures("logger_exit")
+    log = _log(settings)
+    await log.start()
+    log.log(_row("first", ["v0"]))
+    await _until(lambda: log.settled == 1)  # a report just came
+    log.log(_row("next", [f"v{i}" for i in range(1, 20)]))
+    # Delivered in a few milliseconds, and reported before the kill.
+    await asyncio.sleep(0.3)
+    os.kill(log.pid, signal.SIGKILL)
+    await _until(lambda: not log.running)
+    await log.close()
+    assert len(consume_raw(settings, settings.topic("decisions"), 20)) == 20
+    assert _failures("logger_exit") == exits
+
+
+async def test_rows_kept_through_an_outage_reach_the_next_child_in_pieces(
+    make_settings,
+):
+    settings = make_settings(topics=True)
+    log = _log(settings)
+    await log.start()
+    first = log.pid
+    os.kill(first, signal.SIGKILL)
+    await _until(lambda: not log.running)
+    for i in range(10_000):  # all the rows kept while no child runs
+        log.log(_row(f"r{i}", [f"v{j}" for j in range(5)]))
+    gaps = []
+
+    async def tick() -> None:
+        while not (log.running and log.pid != first and not log.pending):
+            started = time.perf_counter()
+            await asyncio.sleep(0.001)
+            gaps.append(time.perf_counter() - started)
+
+    await asyncio.wait_for(tick(), 15.0)
+    # Pickled at once, they held every request up for a few hundred ms.
+    assert max(gaps) < 0.1, max(gaps)
+    await log.close()
+    assert log.settled == log.sent == 50_000
+
+
+async def test_a_close_while_no_child_runs_counts_each_loss_once(make_settings):
+    settings = make_settings(topics=True)
+    exits, down = _failures("logger_exit"), _failures("logger_down")
+    # Rows wait 5 s before a write: no timer of the log's runs during the test.
+    log = DecisionLog(
+        {
+            **producer_config(settings),
+            "linger.ms": 10_000,
+            "message.timeout.ms": 30_000,
+        },
+        settings.topic("decisions"),
+        batch_s=5.0,
+    )
+    await log.start()
+    first = log.pid
+    log.log(_row("held", ["v1", "v2", "v3"]))
+    log.flush()
+    await _until(lambda: _queued_in(first))
+    os.kill(first, signal.SIGKILL)
+    await _until(lambda: _failures("logger_exit") == exits + 3)
+    log.log(_row("between", ["v4"]))  # kept for a next child
+    # The next child waits a second (the first died fast): the log closes first.
+    await log.close()
+    assert _failures("logger_exit") == exits + 3  # the dead child's, once
+    assert _failures("logger_down") == down + 1 and not log.pending
+    log.log(_row("late", ["v5", "v6"]))
+    assert _failures("logger_down") == down + 3
+
+
+async def test_a_child_that_cannot_start_for_a_while_is_started_later(
+    make_settings, caplog
+):
+    settings = make_settings(topics=True)
+    log = _log(settings)
+    await log.start()
+    first = log.pid
+    os.kill(first, signal.SIGKILL)
+    await _until(lambda: not log.running)
+    await asyncio.sleep(0.3)  # the dead child's pipes are closed by now
+    # The next start (in a second: the child died fast) finds no free file
+    # descriptor for its pipes.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        await _until(lambda: "cannot start" in caplog.text, timeout=5.0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    log.log(_row("later", ["v1"]))  # waits for the child after
+    await _until(lambda: log.running and log.pid != first, timeout=10.0)
+    await log.close()
+    [message] = consume_raw(settings, settings.topic("decisions"), 1)
+    assert get_codec().decode("decision", message.value())["event_id"] == "later-v1"
+
+
+async def test_a_sigterm_to_the_group_loses_no_row_the_gateway_wrote(make_settings):
+    settings = make_settings(topics=True)
+    before = {r: _failures(r) for r in ("logger_exit", "logger_down", "shutdown")}
+    log = _log(settings)
+    await log.start()
+    first = log.pid
+    await asyncio.sleep(0.5)  # the child has installed its handlers
+    # systemd stops a service by a SIGTERM to each of its processes: the
+    # child hears it first, and the gateway logs the rows of its last
+    # requests before it closes the log.
+    os.kill(first, signal.SIGTERM)
+    for i in range(5):
+        log.log(_row(f"last{i}", ["v1", "v2"]))
+        await asyncio.sleep(0.05)
+    await log.close()
+    assert {r: _failures(r) for r in before} == before
+    assert log.pid == first and log.settled == log.sent == 10
+    assert len(consume_raw(settings, settings.topic("decisions"), 10)) == 10
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["INT", "HUP"])
+async def test_a_terminal_signal_to_the_group_leaves_the_child_to_the_gateway(
+    make_settings, sig
+):
+    settings = make_settings(topics=True)
+    exits = _failures("logger_exit")
+    log = _log(settings)
+    await log.start()
+    first = log.pid
+    await asyncio.sleep(0.5)  # the child has installed its handlers
+    log.log(_row("before", ["v1"]))
+    log.flush()
+    # A Ctrl-C, or the terminal closing: the gateway stops, and closes the pipe.
+    os.kill(first, sig)
+    log.log(_row("after", ["v2"]))
+    await asyncio.sleep(0.2)
+    await log.close()
+    assert log.pid == first and _failures("logger_exit") == exits
+    assert len(consume_raw(settings, settings.topic("decisions"), 2)) == 2
+
+
+async def test_a_child_told_alone_to_stop_stops_after_the_flush_time(make_settings):
+    settings = make_settings(topics=True)
+    log = DecisionLog(
+        producer_config(settings), settings.topic("decisions"), flush_s=1.0
+    )
+    await log.start()
+    first = log.pid
+    await asyncio.sleep(0.5)
+    os.kill(first, signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    assert log.running and log.pid == first  # still reading
+    await _until(lambda: log.pid != first and log.running, timeout=8.0)
+    await log.close()
+
+
+async def test_a_close_while_the_next_child_starts_leaves_no_child(make_settings):
+    settings = make_settings(topics=True)
+    log = _log(settings)
+    await log.start()
+    first, me = log.pid, os.getpid()
+    ours = Path(f"/proc/{me}/task/{me}/children")  # forked by the loop's thread
+    others = set(ours.read_text().split()) - {str(first)}
+    os.kill(first, signal.SIGKILL)
+    # Catch the next child between its fork and the end of its start.
+    deadline = time.monotonic() + 10
+    while not (new := set(ours.read_text().split()) - others - {str(first)}):
+        assert time.monotonic() < deadline, "no next child"
+        await asyncio.sleep(0)
+    assert log.pid == first  # still starting
+    await log.close()
+    [child] = new
+    deadline = time.monotonic() + 5
+    while _alive(int(child)):
+        assert time.monotonic() < deadline, "the child started during close runs on"
+        await asyncio.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _queued_in(pid: int | None) -> bool:
