@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from gateway._orphan import step_aside
 from gateway._ratelimit import RateLimitedLog
 from keyart.logs import configure
 
@@ -221,6 +222,7 @@ def main() -> None:
     """Read frames from standard input until it ends (see the module)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    step_aside()
     signal.signal(signal.SIGTERM, _stop)
     stream = sys.stdin.buffer
     config = read_frame(stream)

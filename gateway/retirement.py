@@ -55,7 +55,7 @@ from typing import Any
 
 from bandits.retirement import RetirementRule
 from bandits.state import ArmStats
-from gateway._orphan import follow_parent
+from gateway._orphan import follow_parent, step_aside
 from gateway.config import RuleConfig
 
 __all__ = ["Retirement"]
@@ -118,6 +118,7 @@ def _start_child(parent: int) -> None:
     it would never see the gateway die: it would be left running for good.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    step_aside()
     follow_parent(parent, lambda: os._exit(0), "retirement-parent")
 
 

@@ -518,3 +518,20 @@ def test_the_gateway_reports_and_replaces_a_dead_log_child(gateway):
 
     records = read_records(gateway.settings, "decisions", "decision", both)
     assert {r["video_id"] for r in records if r["request_id"] == after} == {video}
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
+
+
+async def test_the_child_runs_below_the_gateway_s_priority(make_settings):
+    from gateway._orphan import CHILD_NICE
+
+    settings = make_settings(topics=True)
+    log = _log(settings)
+    await log.start()
+    try:
+        await _until(lambda: _nice(log.pid) != _nice(os.getpid()), timeout=10)
+        assert _nice(log.pid) == min(19, _nice(os.getpid()) + CHILD_NICE)
+    finally:
+        await log.close()
