@@ -269,19 +269,29 @@ class DecisionLog:
             self._warn.warning("down", "decision log child not running: decisions lost")
 
     async def _read_reports(self, process: asyncio.subprocess.Process) -> None:
+        """Apply the child's reports until its output ends; never raises on
+        what the child wrote, since the watcher must outlive it."""
         assert process.stdout is not None
-        async for line in process.stdout:
+        while True:
+            try:
+                line = await process.stdout.readline()
+            except ValueError:  # longer than the reader's limit: skipped
+                logger.warning("decision log child wrote an overlong report line")
+                continue
+            if not line:
+                return
             try:
                 report = json.loads(line)
-                settled, failed = int(report["settled"]), dict(report["failed"])
+                settled = int(report["settled"])
+                failed = {str(k): int(v) for k, v in dict(report["failed"]).items()}
             except (ValueError, KeyError, TypeError):
                 logger.warning("decision log child said %r", line[:200])
                 continue
             for reason, total in failed.items():
-                new = int(total) - self._failed.get(reason, 0)
+                new = total - self._failed.get(reason, 0)
                 if new > 0:
                     DECISION_LOG_FAILURES.labels(reason=reason).inc(new)
-            self._failed = {k: int(v) for k, v in failed.items()}
+            self._failed = failed
             self.settled = settled
 
     async def _watch(self) -> None:
@@ -365,6 +375,8 @@ class DecisionLog:
                 await asyncio.wait_for(self._watcher, 2.0)
             except (TimeoutError, asyncio.CancelledError):
                 self._watcher.cancel()
+            except Exception:  # the gateway's stop must go on to Redis and Kafka
+                logger.exception("the decision log's watcher had failed")
         lost = self.sent - self.settled
         if lost > 0:
             DECISION_LOG_FAILURES.labels(reason="logger_exit").inc(lost)

@@ -535,3 +535,24 @@ async def test_the_child_runs_below_the_gateway_s_priority(make_settings):
         assert _nice(log.pid) == min(19, _nice(os.getpid()) + CHILD_NICE)
     finally:
         await log.close()
+
+
+async def test_report_lines_it_cannot_read_are_skipped_not_fatal(make_settings):
+    # A real process stands in for the child's output: an overlong line, a
+    # count that is not a number, then a report that is applied.
+    settings = make_settings(topics=True)
+    log = _log(settings)
+    lines = [
+        '{"settled": 3, "failed": {"broker": "many"}}',
+        '{"settled": 5, "failed": {"broker": 2}}',
+    ]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        f"print('x' * 200_000); print({chr(10).join(lines)!r})",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    broker = _failures("broker")
+    await asyncio.wait_for(log._read_reports(process), 10)
+    await process.wait()
+    assert log.settled == 5 and _failures("broker") == broker + 2
