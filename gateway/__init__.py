@@ -12,6 +12,7 @@ Where things live:
 - ``experiments``, ``config``: the versioned traffic split and rule settings;
 - ``token``: signed impression tokens;
 - ``collector``: ``POST /v1/events`` into Kafka; ``broker``: its producer;
+- ``decision_log``: the child process that produces every decision record;
 - ``fallback``: answers without Redis; ``admin``: administrative routes;
 - ``placements``, ``models``, ``metrics``: slots, HTTP bodies, Prometheus.
 """

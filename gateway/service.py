@@ -1,11 +1,12 @@
 """The select service: a row request in, one poster per video out, all logged.
 
 :class:`Gateway` owns the process's Redis pool, caches, generator, token
-signer and producer. A request costs one Redis round trip (two when poster
-metadata is not cached yet) under the ``redis_budget_ms`` budget. When Redis
-fails or overruns, the row is answered from the process's last view of each
-video (see :mod:`gateway.fallback`); after three failures in a row Redis is
-skipped for a second, so a dead Redis costs no waiting at all.
+signer, producer and decision log (:mod:`gateway.decision_log`). A request
+costs one Redis round trip (two when poster metadata is not cached yet) under
+the ``redis_budget_ms`` budget. When Redis fails or overruns, the row is
+answered from the process's last view of each video (see
+:mod:`gateway.fallback`); after three failures in a row Redis is skipped for
+a second, so a dead Redis costs no waiting at all.
 """
 
 from __future__ import annotations
