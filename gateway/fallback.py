@@ -2,7 +2,8 @@
 
 Successful row reads are remembered per video (its approved posters, the
 retired ones and the arm counts), each video's at most every 30 seconds.
-When Redis is down or over its budget, a video is answered with its
+When Redis is down or over its budget, or the process is too far behind to
+read it (see :mod:`gateway.service`), a video is answered with its
 remembered poster of highest all-time posterior mean click-through rate
 (Beta(1, 1) prior; ties go to the smaller poster id), among those that fit
 the placement. That choice is deterministic: the same
@@ -62,6 +63,11 @@ class FallbackCache:
                 continue
             videos[video_id] = state
             until[video_id] = now + self.every_s
+
+    def knows(self, video_ids: Sequence[str]) -> bool:
+        """Whether every one of these videos has a remembered state."""
+        videos = self._videos
+        return all(video_id in videos for video_id in video_ids)
 
     def _best(self, state: VideoState, placement: Placement) -> PosterMeta | None:
         best: tuple[float, str] | None = None

@@ -7,6 +7,17 @@ the ``redis_budget_ms`` budget. When Redis fails or overruns, the row is
 answered from the process's last view of each video (see
 :mod:`gateway.fallback`); after three failures in a row Redis is skipped for
 a second, so a dead Redis costs no waiting at all.
+
+A process whose event loop runs more than ``shed_lag_ms`` behind (by default
+the Redis budget) answers rows from that fallback too, without reading Redis,
+with the reason ``overload``: a row that waited that long has spent its budget
+already, and answering it cheaply lets the process catch up instead of
+building a queue that every later row waits through. Behind means that the
+loop's lag probe is overdue by that much now, or was late by that much at
+both of its last two wakes; one long row or collection that has ended sheds
+nothing. Only rows whose every video the fallback remembers are shed: for the
+others Redis is the only source of a poster, so a process that is still
+warming up reads them within the Redis budget rather than answer nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +63,9 @@ logger = logging.getLogger("gateway")
 CIRCUIT_FAILURES = 3
 POSTER_TTL_S = 600.0
 CIRCUIT_OPEN_S = 1.0
+# How often the loop's lag is measured; it is also how long a process keeps
+# shedding rows after it has caught up.
+LAG_PROBE_S = 0.01
 
 
 def freeze_startup_objects() -> None:
@@ -172,10 +186,16 @@ class Gateway:
         self.decision_log: DecisionLog | None = None
         self._failures = 0
         self._skip_until = 0.0
+        shed_ms = settings.shed_lag_ms
+        if shed_ms is None:
+            shed_ms = settings.redis_budget_ms
+        self.shed_lag_s = shed_ms / 1000 if shed_ms > 0 else float("inf")
         self._refresher: asyncio.Task[None] | None = None
         self._retirer: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.loop_lag_s = 0.0
+        self._previous_lag_s = 0.0
+        self._probe_due = float("inf")
         self._warn = RateLimitedLog(logger, every_s=10.0)
         self._rule_hit_children: dict[str, Any] = {}
         self._decision_children: dict[tuple[str, str], Any] = {}
@@ -282,7 +302,10 @@ class Gateway:
         variant = self.assigner.assign(request.user_id)
         placement = PLACEMENTS[request.placement]
         rules = self.rules_for(request.placement)
-        states, reason = await self._read(request, rules)
+        if self.behind_s() > self.shed_lag_s and self.fallback.knows(request.video_ids):
+            states, reason = None, "overload"
+        else:
+            states, reason = await self._read(request, rules)
         if states is None:
             decisions = self.fallback.decide(request.video_ids, placement, reason)
             metrics.FALLBACKS.labels(reason=reason).inc(len(decisions))
@@ -339,12 +362,19 @@ class Gateway:
         return states, ""
 
     async def _probe_lag(self) -> None:
-        """Keep :attr:`loop_lag_s`: how late a 50 ms sleep wakes up."""
+        """Keep :attr:`loop_lag_s`: how late a short sleep wakes up."""
         while True:
-            started = time.perf_counter()
-            await asyncio.sleep(0.05)
-            self.loop_lag_s = time.perf_counter() - started - 0.05
+            self._probe_due = time.perf_counter() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            self._previous_lag_s = self.loop_lag_s
+            self.loop_lag_s = time.perf_counter() - self._probe_due
             SURVIVORS.freeze_due(time.monotonic())
+
+    def behind_s(self) -> float:
+        """How far behind the event loop runs, in seconds: how overdue the lag
+        probe is now, or the smaller of its last two lags."""
+        overdue = time.perf_counter() - self._probe_due
+        return max(overdue, min(self.loop_lag_s, self._previous_lag_s))
 
     def _failed(self, reason: str) -> str:
         budget = self.settings.redis_budget_ms / 1000
