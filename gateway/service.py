@@ -15,9 +15,9 @@ already, and answering it cheaply lets the process catch up instead of
 building a queue that every later row waits through. Behind means that the
 loop's lag probe is overdue by that much now, or was late by that much at
 both of its last two wakes; one long row or collection that has ended sheds
-nothing. Only rows whose every video the fallback remembers are shed: for the
-others Redis is the only source of a poster, so a process that is still
-warming up reads them within the Redis budget rather than answer nothing.
+nothing. A row with a video the fallback does not remember is read from Redis
+first, the only source of its posters, and shed after the read if the process
+is still behind then; so is a row whose read came back while it was behind.
 """
 
 from __future__ import annotations
@@ -302,15 +302,21 @@ class Gateway:
         variant = self.assigner.assign(request.user_id)
         placement = PLACEMENTS[request.placement]
         rules = self.rules_for(request.placement)
-        if self.behind_s() > self.shed_lag_s and self.fallback.knows(request.video_ids):
+        shed_lag_s = self.shed_lag_s
+        if self.behind_s() > shed_lag_s and self.fallback.knows(request.video_ids):
             states, reason = None, "overload"
         else:
             states, reason = await self._read(request, rules)
+            if states is not None:
+                self.fallback.remember(states)
+                if self.behind_s() > shed_lag_s:
+                    # The read came back behind other rows: deciding now would
+                    # hold up every row queued after this one.
+                    states, reason = None, "overload"
         if states is None:
             decisions = self.fallback.decide(request.video_ids, placement, reason)
             metrics.FALLBACKS.labels(reason=reason).inc(len(decisions))
         else:
-            self.fallback.remember(states)
             try:
                 decisions = self.decider.decide_row(
                     variant.policy,
