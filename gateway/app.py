@@ -397,8 +397,22 @@ def _mount_posters(app: FastAPI, settings: Settings) -> None:
         return  # a CDN URL: the images are served elsewhere
     from fastapi.staticfiles import StaticFiles
 
+    class PosterFiles(StaticFiles):
+        """The store's images; 404 while the store folder does not exist.
+
+        The poster workers create the folder when they store the first
+        poster, so a new gateway serves before it exists. Starlette raises
+        on every request until then, a 500 for a URL the gateway handed out.
+        """
+
+        async def check_config(self) -> None:
+            try:
+                await super().check_config()
+            except RuntimeError:
+                raise HTTPException(404, "Not Found") from None
+
     app.mount(
         base.rstrip("/") or "/posters",
-        StaticFiles(directory=settings.poster_store, check_dir=False),
+        PosterFiles(directory=settings.poster_store, check_dir=False),
         name="posters",
     )

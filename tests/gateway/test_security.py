@@ -90,3 +90,31 @@ def test_ids_that_look_like_key_syntax_stay_inside_their_own_keys(gateway):
     answer = gateway.select("user:1", [video])
     assert answer["slots"][0]["poster_id"] == poster
     assert gateway.keys.arms(video).endswith("show%3A1%2Fep%402")
+
+
+def test_poster_urls_are_404_while_the_poster_store_does_not_exist(
+    make_settings, tmp_path
+):
+    """A gateway whose poster folder is not created yet (no poster stored so
+    far) answers the image URLs it hands out, and paths that climb out of
+    the folder, with 404 rather than a 500 per request."""
+    store = tmp_path / "posters-not-yet"
+    settings = make_settings(topics=True, token_secret=TOKEN_SECRET, poster_store=store)
+    server, served = serve(settings)
+    try:
+        video, poster = new_id("v"), new_id("p")
+        add_poster(served, video, poster, stats=ArmStats(3, 1, 3, 1))
+        url = served.select("u1", [video])["slots"][0]["image_url"]
+        for path in (url, "/posters/../../etc/passwd", "/posters/%2e%2e/x.jpg"):
+            response = served.client.get(path)
+            assert response.status_code == 404, (path, response.text)
+
+        (store / video).mkdir(parents=True)
+        (store / video / f"{poster}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+        response = served.client.get(url)
+        assert response.status_code == 200
+        assert response.content == b"\xff\xd8 not really a jpeg"
+    finally:
+        served.client.close()
+        served.redis.close()
+        server.stop()
