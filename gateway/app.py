@@ -45,6 +45,7 @@ from gateway.admin import router as admin_router
 from gateway.collector import BatchError, Collector
 from gateway.models import (
     EVENT_EXAMPLE,
+    REFUSED,
     ClickIn,
     EventsResponse,
     ImpressionIn,
@@ -231,7 +232,7 @@ def create_app(
         "/v1/select",
         response_model=SelectResponse,
         tags=["serving"],
-        responses={422: {"description": "A field is invalid; detail names it."}},
+        responses=REFUSED,
     )
     async def select(body: SelectRequest) -> Response:
         """Choose a poster for every title of a row.
@@ -280,7 +281,7 @@ def create_app(
         },
         responses={
             503: {"description": "No event reached the broker; resend them."},
-            422: {"description": "The batch itself is malformed."},
+            422: {**REFUSED[422], "description": "The batch itself is malformed."},
         },
     )
     async def events(request: Request) -> Response:
@@ -328,6 +329,7 @@ def create_app(
         "workers.review_api",
         prefix="/admin/review",
         dependencies=[_admin_dependency()],
+        responses=REFUSED,
     )
     _optional_router(app, "gateway.dashboard")
     _mount_docs(app)

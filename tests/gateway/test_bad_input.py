@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.gateway.conftest import ADMIN
+
 OK_SELECT = {"user_id": "u-1", "placement": "home_row", "video_ids": ["v-1"]}
 
 
@@ -515,3 +517,47 @@ def test_review_numbers_are_finite_and_strict(gateway):
         )
         assert response.status_code == 422, response.text
         assert response.json()["detail"] == detail
+
+
+def _resolved(document, schema):
+    """``schema`` with its ``$ref`` (``#/components/schemas/...``) followed."""
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = document["components"]["schemas"][name]
+    return schema
+
+
+def test_openapi_describes_the_refusals_the_gateway_sends(gateway):
+    """Every operation documents its 422 as the body every refusal has:
+    ``detail`` a string, ``errors`` a list of ``{field, message}``. A client
+    built from /openapi.json (and schemathesis) otherwise expects FastAPI's
+    ``detail`` list and fails on every refusal."""
+    document = gateway.client.get("/openapi.json").json()
+    operations = [
+        (path, method, operation)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    ]
+    documented = 0
+    for path, method, operation in operations:
+        refusal = operation.get("responses", {}).get("422")
+        if refusal is None:
+            continue
+        documented += 1
+        content = refusal.get("content", {}).get("application/json")
+        assert content, (method, path, "422 without a schema")
+        schema = _resolved(document, content["schema"])
+        properties = schema["properties"]
+        assert properties["detail"]["type"] == "string", (method, path)
+        item = _resolved(document, properties["errors"]["items"])
+        assert set(item["properties"]) == {"field", "message"}, (method, path)
+        assert set(schema["required"]) == {"detail", "errors"}, (method, path)
+    assert documented >= 6
+    for path in ("/v1/select", "/v1/events", "/admin/rules", "/admin/experiments"):
+        method = "post" if path.startswith("/v1") else "put"
+        assert "422" in document["paths"][path][method]["responses"], path
+
+    answer = gateway.client.put("/admin/rules", headers=ADMIN, json={"nope": 1})
+    assert answer.status_code == 422
+    assert isinstance(answer.json()["detail"], str)
+    assert {"field", "message"} == set(answer.json()["errors"][0])
