@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -65,17 +66,25 @@ _UNPARSED = "There was an error parsing the body"
 
 
 class BodyLimit:
-    """Refuse request bodies above ``limit`` bytes with 413, before parsing.
+    """Refuse request bodies above ``limit`` bytes with 413, and bodies that
+    take longer than ``timeout_s`` to arrive with 408, before parsing.
 
     A body with a Content-Length is refused from its headers. A chunked body
     is counted as the route reads it; past the limit, reading raises
-    :class:`_TooLarge`, and whatever the route answers to that (FastAPI turns
+    :class:`_Refused`, and whatever the route answers to that (FastAPI turns
     a failed body read into a 400) is replaced by the 413.
+
+    The time runs from the route's first read until the last part of the
+    body. Without it, a client that sends the headers and part of a body,
+    then nothing, held its connection and what it sent (up to ``limit``
+    bytes each) for as long as it liked. Reads after the body (a response
+    waiting for the client to disconnect) are not timed.
     """
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, timeout_s: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -83,58 +92,77 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and int(value or 0) > self.limit:
-                await _too_large(send, self.limit)
+                await _refuse_body(send, 413, _too_large(self.limit))
                 return
         received = 0
-        too_large = started = False
+        deadline: float | None = None
+        body_done = started = False
+        refused: tuple[int, str] | None = None
 
         async def limited() -> Any:
-            nonlocal received, too_large
-            message = await receive()
+            nonlocal received, deadline, body_done, refused
+            if body_done:
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refused = (408, _too_slow(self.timeout_s))
+                raise _Refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.limit:
-                    too_large = True
-                    raise _TooLarge
+                    refused = (413, _too_large(self.limit))
+                    raise _Refused
             return message
 
         async def answer(message: Any) -> None:
             nonlocal started
-            if too_large and not started:
-                return  # the route's answer to the failed read; the 413 follows
+            if refused and not started:
+                return  # the route's answer to the failed read; ours follows
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited, answer)
         except Exception:
-            if not too_large or started:
+            if not refused or started:
                 raise
-        if too_large and not started:
-            await _too_large(send, self.limit)
+        if refused and not started:
+            await _refuse_body(send, *refused)
 
 
-class _TooLarge(Exception):
+class _Refused(Exception):
     pass
 
 
-async def _too_large(send: Any, limit: int) -> None:
-    # The shape of every other refusal: ``detail`` and ``errors``.
-    body = orjson.dumps(
-        refusal(
-            [
-                {
-                    "field": "body",
-                    "message": f"larger than {limit} bytes (KEYART_MAX_REQUEST_BYTES)",
-                }
-            ]
-        )
+def _too_large(limit: int) -> str:
+    return f"larger than {limit} bytes (KEYART_MAX_REQUEST_BYTES)"
+
+
+def _too_slow(timeout_s: float) -> str:
+    return (
+        f"not received within {timeout_s:g} s of the headers "
+        "(KEYART_REQUEST_BODY_TIMEOUT_S)"
     )
+
+
+async def _refuse_body(send: Any, status: int, message: str) -> None:
+    # The shape of every other refusal: ``detail`` and ``errors``. The rest
+    # of the body is not read, so the connection cannot serve another request.
+    body = orjson.dumps(refusal([{"field": "body", "message": message}]))
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -334,7 +362,11 @@ def create_app(
     _optional_router(app, "gateway.dashboard")
     _mount_docs(app)
     _mount_posters(app, settings)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_request_bytes,
+        timeout_s=settings.request_body_timeout_s,
+    )
     return app
 
 
