@@ -38,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from gateway import metrics
 from gateway._errors import BODY_FAULT_STATUS, body_errors, parse_failure, refusal
@@ -320,8 +321,15 @@ def create_app(
         harmless (counted as a duplicate).
         """
         try:
+            body = await request.body()
+        except ClientDisconnect:
+            # Nobody is left to answer and nothing was read: not a server
+            # error (uvicorn logged the exception with a traceback).
+            logger.debug("a client went away before its batch arrived")
+            return Response(status_code=400)
+        try:
             status, answer = await app.state.collector.collect(
-                await request.body(), request.headers.get("content-type")
+                body, request.headers.get("content-type")
             )
         except BatchError as error:
             return _json(_refuse(error.field, error.message), BODY_FAULT_STATUS)

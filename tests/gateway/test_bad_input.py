@@ -561,3 +561,35 @@ def test_openapi_describes_the_refusals_the_gateway_sends(gateway):
     assert answer.status_code == 422
     assert isinstance(answer.json()["detail"], str)
     assert {"field", "message"} == set(answer.json()["errors"][0])
+
+
+def test_a_batch_cut_off_by_its_client_is_no_server_error(gateway, caplog):
+    """A client that goes away halfway through sending a batch (a page
+    closed while its beacon was sent) costs no traceback: the collector
+    notes it and reads nothing, as FastAPI does for the other routes."""
+    import logging
+    import socket
+
+    caplog.set_level(logging.DEBUG, logger="gateway")
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+            b'{"events": ['
+        )
+    deadline = time.monotonic() + 20
+
+    def handled():
+        return [
+            r
+            for r in caplog.records
+            if "went away" in r.getMessage() or r.levelno >= logging.ERROR
+        ]
+
+    while not handled():
+        assert time.monotonic() < deadline, "the gateway never saw the disconnect"
+        time.sleep(0.05)
+    assert [r.levelno for r in handled()] == [logging.DEBUG], [
+        r.getMessage() for r in handled()
+    ]
