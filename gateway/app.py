@@ -255,6 +255,9 @@ def create_app(
         if error.status_code == 400 and error.detail == _UNPARSED:
             message = parse_failure(error.__cause__)
             return _json(_refuse("body", message), BODY_FAULT_STATUS)
+        field = getattr(error, "field", None)  # workers.review_api.FieldRefused
+        if isinstance(field, str):
+            return _json(_refuse(field, str(error.message)), error.status_code)
         return await http_exception_handler(request, error)
 
     @app.post(

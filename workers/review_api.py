@@ -107,7 +107,19 @@ def review_service(request: Request) -> ReviewService:
     return service
 
 
+class FieldRefused(HTTPException):
+    """A refusal of one request field: ``detail`` is ``field: message``, and
+    the gateway answers it in the shape of its other refusals."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(status, f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 def _http(error: ReviewError) -> HTTPException:
+    if error.field is not None:
+        return FieldRefused(error.field, error.message, error.status)
     return HTTPException(error.status, str(error))
 
 

@@ -593,3 +593,21 @@ def test_a_batch_cut_off_by_its_client_is_no_server_error(gateway, caplog):
     assert [r.levelno for r in handled()] == [logging.DEBUG], [
         r.getMessage() for r in handled()
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"reviewer": "bob", "reason": " "}, "reason"), ({"reviewer": " "}, "reviewer")],
+)
+def test_review_refusals_name_the_field_as_every_refusal(gateway, body, field):
+    """The review routes' own checks answer 422 in the body every other
+    refusal has (``detail`` as ``field: message``, and ``errors``)."""
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.post(
+        "/admin/review/candidates/p-1/reject", json=body, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["detail"].startswith(f"{field}: "), answer
+    assert [e["field"] for e in answer["errors"]] == [field], answer
