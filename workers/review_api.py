@@ -129,7 +129,7 @@ def list_candidates(
         "pending_review", pattern="^(pending_review|approved|rejected)$"
     ),
     video_id: str | None = None,
-    min_score: float | None = None,
+    min_score: float | None = Query(None, allow_inf_nan=False),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10**9),
     service: ReviewService = Depends(review_service),

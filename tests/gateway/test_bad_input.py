@@ -611,3 +611,17 @@ def test_review_refusals_name_the_field_as_every_refusal(gateway, body, field):
     answer = response.json()
     assert answer["detail"].startswith(f"{field}: "), answer
     assert [e["field"] for e in answer["errors"]] == [field], answer
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_a_review_listing_score_that_is_no_number_is_422(gateway, value):
+    """``min_score=nan`` matched no candidate and listed an empty page as if
+    none were pending; the body's ``min_score`` of bulk-approve already
+    refuses it."""
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.get(
+        f"/admin/review/candidates?min_score={value}", headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("query.min_score: "), response.text
