@@ -23,6 +23,7 @@ from gateway.config import (
     RulesDocument,
     store_document,
 )
+from gateway.models import REFUSED
 from gateway.placements import PLACEMENTS
 
 __all__ = ["require_admin", "router"]
@@ -52,7 +53,10 @@ def require_admin(
 
 
 router = APIRouter(
-    prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)]
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=REFUSED,
 )
 
 

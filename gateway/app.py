@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -37,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from gateway import metrics
 from gateway._errors import BODY_FAULT_STATUS, body_errors, parse_failure, refusal
@@ -45,6 +47,7 @@ from gateway.admin import router as admin_router
 from gateway.collector import BatchError, Collector
 from gateway.models import (
     EVENT_EXAMPLE,
+    REFUSED,
     ClickIn,
     EventsResponse,
     ImpressionIn,
@@ -64,17 +67,25 @@ _UNPARSED = "There was an error parsing the body"
 
 
 class BodyLimit:
-    """Refuse request bodies above ``limit`` bytes with 413, before parsing.
+    """Refuse request bodies above ``limit`` bytes with 413, and bodies that
+    take longer than ``timeout_s`` to arrive with 408, before parsing.
 
     A body with a Content-Length is refused from its headers. A chunked body
     is counted as the route reads it; past the limit, reading raises
-    :class:`_TooLarge`, and whatever the route answers to that (FastAPI turns
+    :class:`_Refused`, and whatever the route answers to that (FastAPI turns
     a failed body read into a 400) is replaced by the 413.
+
+    The time runs from the route's first read until the last part of the
+    body. Without it, a client that sends the headers and part of a body,
+    then nothing, held its connection and what it sent (up to ``limit``
+    bytes each) for as long as it liked. Reads after the body (a response
+    waiting for the client to disconnect) are not timed.
     """
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, timeout_s: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -82,58 +93,77 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and int(value or 0) > self.limit:
-                await _too_large(send, self.limit)
+                await _refuse_body(send, 413, _too_large(self.limit))
                 return
         received = 0
-        too_large = started = False
+        deadline: float | None = None
+        body_done = started = False
+        refused: tuple[int, str] | None = None
 
         async def limited() -> Any:
-            nonlocal received, too_large
-            message = await receive()
+            nonlocal received, deadline, body_done, refused
+            if body_done:
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refused = (408, _too_slow(self.timeout_s))
+                raise _Refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.limit:
-                    too_large = True
-                    raise _TooLarge
+                    refused = (413, _too_large(self.limit))
+                    raise _Refused
             return message
 
         async def answer(message: Any) -> None:
             nonlocal started
-            if too_large and not started:
-                return  # the route's answer to the failed read; the 413 follows
+            if refused and not started:
+                return  # the route's answer to the failed read; ours follows
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, limited, answer)
         except Exception:
-            if not too_large or started:
+            if not refused or started:
                 raise
-        if too_large and not started:
-            await _too_large(send, self.limit)
+        if refused and not started:
+            await _refuse_body(send, *refused)
 
 
-class _TooLarge(Exception):
+class _Refused(Exception):
     pass
 
 
-async def _too_large(send: Any, limit: int) -> None:
-    # The shape of every other refusal: ``detail`` and ``errors``.
-    body = orjson.dumps(
-        refusal(
-            [
-                {
-                    "field": "body",
-                    "message": f"larger than {limit} bytes (KEYART_MAX_REQUEST_BYTES)",
-                }
-            ]
-        )
+def _too_large(limit: int) -> str:
+    return f"larger than {limit} bytes (KEYART_MAX_REQUEST_BYTES)"
+
+
+def _too_slow(timeout_s: float) -> str:
+    return (
+        f"not received within {timeout_s:g} s of the headers "
+        "(KEYART_REQUEST_BODY_TIMEOUT_S)"
     )
+
+
+async def _refuse_body(send: Any, status: int, message: str) -> None:
+    # The shape of every other refusal: ``detail`` and ``errors``. The rest
+    # of the body is not read, so the connection cannot serve another request.
+    body = orjson.dumps(refusal([{"field": "body", "message": message}]))
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -225,13 +255,16 @@ def create_app(
         if error.status_code == 400 and error.detail == _UNPARSED:
             message = parse_failure(error.__cause__)
             return _json(_refuse("body", message), BODY_FAULT_STATUS)
+        field = getattr(error, "field", None)  # workers.review_api.FieldRefused
+        if isinstance(field, str):
+            return _json(_refuse(field, str(error.message)), error.status_code)
         return await http_exception_handler(request, error)
 
     @app.post(
         "/v1/select",
         response_model=SelectResponse,
         tags=["serving"],
-        responses={422: {"description": "A field is invalid; detail names it."}},
+        responses=REFUSED,
     )
     async def select(body: SelectRequest) -> Response:
         """Choose a poster for every title of a row.
@@ -280,7 +313,7 @@ def create_app(
         },
         responses={
             503: {"description": "No event reached the broker; resend them."},
-            422: {"description": "The batch itself is malformed."},
+            422: {**REFUSED[422], "description": "The batch itself is malformed."},
         },
     )
     async def events(request: Request) -> Response:
@@ -291,8 +324,15 @@ def create_app(
         harmless (counted as a duplicate).
         """
         try:
+            body = await request.body()
+        except ClientDisconnect:
+            # Nobody is left to answer and nothing was read: not a server
+            # error (uvicorn logged the exception with a traceback).
+            logger.debug("a client went away before its batch arrived")
+            return Response(status_code=400)
+        try:
             status, answer = await app.state.collector.collect(
-                await request.body(), request.headers.get("content-type")
+                body, request.headers.get("content-type")
             )
         except BatchError as error:
             return _json(_refuse(error.field, error.message), BODY_FAULT_STATUS)
@@ -328,11 +368,16 @@ def create_app(
         "workers.review_api",
         prefix="/admin/review",
         dependencies=[_admin_dependency()],
+        responses=REFUSED,
     )
     _optional_router(app, "gateway.dashboard")
     _mount_docs(app)
     _mount_posters(app, settings)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_request_bytes,
+        timeout_s=settings.request_body_timeout_s,
+    )
     return app
 
 
@@ -397,8 +442,22 @@ def _mount_posters(app: FastAPI, settings: Settings) -> None:
         return  # a CDN URL: the images are served elsewhere
     from fastapi.staticfiles import StaticFiles
 
+    class PosterFiles(StaticFiles):
+        """The store's images; 404 while the store folder does not exist.
+
+        The poster workers create the folder when they store the first
+        poster, so a new gateway serves before it exists. Starlette raises
+        on every request until then, a 500 for a URL the gateway handed out.
+        """
+
+        async def check_config(self) -> None:
+            try:
+                await super().check_config()
+            except RuntimeError:
+                raise HTTPException(404, "Not Found") from None
+
     app.mount(
         base.rstrip("/") or "/posters",
-        StaticFiles(directory=settings.poster_store, check_dir=False),
+        PosterFiles(directory=settings.poster_store, check_dir=False),
         name="posters",
     )

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -55,6 +56,8 @@ from urllib.parse import unquote
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, Response
+from fastapi.routing import APIRoute
+from redis.exceptions import RedisError
 from scipy.stats import beta
 
 from bandits.state import ArmStats
@@ -67,7 +70,36 @@ __all__ = ["router"]
 
 logger = logging.getLogger("gateway")
 
-router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+
+class _RedisRoute(APIRoute):
+    """A route that answers 503 naming Redis when Redis fails under it.
+
+    Every JSON answer here reads Redis; unreachable or hung, it raised
+    through the route as an unhandled 500. The admin routes answer 503 with
+    the setting to check, and so do these (the error's type only: the page
+    is open without a token, so the address stays out of the answer).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RedisError as error:
+                detail = f"redis (KEYART_REDIS_URL): {type(error).__name__}"
+                logger.warning("dashboard cannot read %s", detail)
+                raise HTTPException(503, detail) from None
+
+        return answer
+
+
+router = APIRouter(
+    prefix="/dashboard",
+    tags=["dashboard"],
+    include_in_schema=False,
+    route_class=_RedisRoute,
+)
 
 _PAGE = Path(__file__).with_name("dashboard.html")
 _SCRIPT = Path(__file__).with_name("dashboard.js")

@@ -24,6 +24,9 @@ __all__ = [
     "MAX_CONTEXT_KEYS",
     "MAX_CONTEXT_VALUE",
     "ImpressionIn",
+    "REFUSED",
+    "FieldError",
+    "Refusal",
     "SelectRequest",
     "SelectResponse",
     "Slot",
@@ -270,3 +273,24 @@ class EventsResponse(BaseModel):
     accepted: int = Field(..., description="Events produced to the broker now.")
     duplicates: int = Field(..., description="Events whose id was already taken.")
     errors: list[EventError] = Field(default_factory=list)
+
+
+class FieldError(BaseModel):
+    """One fault of a refused request."""
+
+    field: str = Field(..., description="Dotted path of the field, or body.")
+    message: str = Field(..., description="What is wrong there.")
+
+
+class Refusal(BaseModel):
+    """The body of every refused request (``gateway._errors.refusal``)."""
+
+    detail: str = Field(..., description="The first fault, as ``field: message``.")
+    errors: list[FieldError] = Field(..., description="Every fault found.")
+
+
+REFUSED: dict[int | str, dict[str, Any]] = {
+    422: {"model": Refusal, "description": "A field is invalid; detail names it."}
+}
+"""The 422 of every route, as answered: FastAPI would document its own
+``HTTPValidationError`` (``detail`` a list), which the gateway never sends."""

@@ -232,6 +232,12 @@ class Settings(BaseSettings):
     max_events_per_batch: int = Field(
         1000, ge=1, description="Most events in one collector batch."
     )
+    request_body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest the gateway waits for a request body to arrive "
+        "once its headers have; a slower client gets 408.",
+    )
     collect_redis_budget_ms: float = Field(
         250.0,
         gt=0,

@@ -35,11 +35,14 @@ logger = logging.getLogger("workers")
 
 
 class ReviewError(ValueError):
-    """A review request that cannot be done; ``status`` is the HTTP code."""
+    """A review request that cannot be done; ``status`` is the HTTP code and
+    ``field`` the request field at fault, when one is."""
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, status: int, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
         self.status = status
+        self.field = field
 
 
 def candidate_view(row: CandidateRow, with_embedding: bool = False) -> dict[str, Any]:
@@ -100,13 +103,16 @@ def _check_placements(aspect: str, placements: Sequence[str]) -> None:
         placement = PLACEMENTS.get(name)
         if placement is None:
             raise ReviewError(
-                f"unknown placement {name!r}; known: {sorted(PLACEMENTS)}", 422
+                f"unknown placement {name!r}; known: {sorted(PLACEMENTS)}",
+                422,
+                "placements",
             )
         if placement.aspect != aspect:
             raise ReviewError(
                 f"placement {name!r} shows {placement.aspect} posters, "
                 f"this poster is {aspect}",
                 422,
+                "placements",
             )
 
 
@@ -186,9 +192,9 @@ class ReviewService:
         placements: Sequence[str] = (),
     ) -> list[CandidateRow]:
         if not reviewer.strip():
-            raise ReviewError("reviewer must not be empty", 422)
+            raise ReviewError("must not be empty", 422, "reviewer")
         if status == "rejected" and not reason.strip():
-            raise ReviewError("a rejection needs a reason", 422)
+            raise ReviewError("a rejection needs one", 422, "reason")
         changed = []
         with self.catalog.session() as session, session.begin():
             rows = {

@@ -107,7 +107,19 @@ def review_service(request: Request) -> ReviewService:
     return service
 
 
+class FieldRefused(HTTPException):
+    """A refusal of one request field: ``detail`` is ``field: message``, and
+    the gateway answers it in the shape of its other refusals."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(status, f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 def _http(error: ReviewError) -> HTTPException:
+    if error.field is not None:
+        return FieldRefused(error.field, error.message, error.status)
     return HTTPException(error.status, str(error))
 
 
@@ -117,7 +129,7 @@ def list_candidates(
         "pending_review", pattern="^(pending_review|approved|rejected)$"
     ),
     video_id: str | None = None,
-    min_score: float | None = None,
+    min_score: float | None = Query(None, allow_inf_nan=False),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10**9),
     service: ReviewService = Depends(review_service),

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.gateway.conftest import ADMIN
+
 OK_SELECT = {"user_id": "u-1", "placement": "home_row", "video_ids": ["v-1"]}
 
 
@@ -515,3 +517,111 @@ def test_review_numbers_are_finite_and_strict(gateway):
         )
         assert response.status_code == 422, response.text
         assert response.json()["detail"] == detail
+
+
+def _resolved(document, schema):
+    """``schema`` with its ``$ref`` (``#/components/schemas/...``) followed."""
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = document["components"]["schemas"][name]
+    return schema
+
+
+def test_openapi_describes_the_refusals_the_gateway_sends(gateway):
+    """Every operation documents its 422 as the body every refusal has:
+    ``detail`` a string, ``errors`` a list of ``{field, message}``. A client
+    built from /openapi.json (and schemathesis) otherwise expects FastAPI's
+    ``detail`` list and fails on every refusal."""
+    document = gateway.client.get("/openapi.json").json()
+    operations = [
+        (path, method, operation)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    ]
+    documented = 0
+    for path, method, operation in operations:
+        refusal = operation.get("responses", {}).get("422")
+        if refusal is None:
+            continue
+        documented += 1
+        content = refusal.get("content", {}).get("application/json")
+        assert content, (method, path, "422 without a schema")
+        schema = _resolved(document, content["schema"])
+        properties = schema["properties"]
+        assert properties["detail"]["type"] == "string", (method, path)
+        item = _resolved(document, properties["errors"]["items"])
+        assert set(item["properties"]) == {"field", "message"}, (method, path)
+        assert set(schema["required"]) == {"detail", "errors"}, (method, path)
+    assert documented >= 6
+    for path in ("/v1/select", "/v1/events", "/admin/rules", "/admin/experiments"):
+        method = "post" if path.startswith("/v1") else "put"
+        assert "422" in document["paths"][path][method]["responses"], path
+
+    answer = gateway.client.put("/admin/rules", headers=ADMIN, json={"nope": 1})
+    assert answer.status_code == 422
+    assert isinstance(answer.json()["detail"], str)
+    assert {"field", "message"} == set(answer.json()["errors"][0])
+
+
+def test_a_batch_cut_off_by_its_client_is_no_server_error(gateway, caplog):
+    """A client that goes away halfway through sending a batch (a page
+    closed while its beacon was sent) costs no traceback: the collector
+    notes it and reads nothing, as FastAPI does for the other routes."""
+    import logging
+    import socket
+
+    caplog.set_level(logging.DEBUG, logger="gateway")
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+            b'{"events": ['
+        )
+    deadline = time.monotonic() + 20
+
+    def handled():
+        return [
+            r
+            for r in caplog.records
+            if "went away" in r.getMessage() or r.levelno >= logging.ERROR
+        ]
+
+    while not handled():
+        assert time.monotonic() < deadline, "the gateway never saw the disconnect"
+        time.sleep(0.05)
+    assert [r.levelno for r in handled()] == [logging.DEBUG], [
+        r.getMessage() for r in handled()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"reviewer": "bob", "reason": " "}, "reason"), ({"reviewer": " "}, "reviewer")],
+)
+def test_review_refusals_name_the_field_as_every_refusal(gateway, body, field):
+    """The review routes' own checks answer 422 in the body every other
+    refusal has (``detail`` as ``field: message``, and ``errors``)."""
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.post(
+        "/admin/review/candidates/p-1/reject", json=body, headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["detail"].startswith(f"{field}: "), answer
+    assert [e["field"] for e in answer["errors"]] == [field], answer
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_a_review_listing_score_that_is_no_number_is_422(gateway, value):
+    """``min_score=nan`` matched no candidate and listed an empty page as if
+    none were pending; the body's ``min_score`` of bulk-approve already
+    refuses it."""
+    from tests.gateway.conftest import ADMIN
+
+    response = gateway.client.get(
+        f"/admin/review/candidates?min_score={value}", headers=ADMIN
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("query.min_score: "), response.text

@@ -281,6 +281,35 @@ def test_a_process_far_behind_answers_from_its_fallback_without_redis(
         server.stop()
 
 
+def test_dashboard_reads_answer_503_naming_redis_when_it_is_gone(
+    make_settings, private_redis
+):
+    """The dashboard's JSON answers read Redis; with Redis dead they say so
+    with a 503, as the admin routes do, instead of an unhandled 500."""
+    url, process = private_redis
+    settings = make_settings(
+        topics=True, redis_url=url, token_secret=TOKEN_SECRET, redis_budget_ms=BUDGET_MS
+    )
+    server, served = serve(settings)
+    try:
+        assert served.client.get("/readyz").status_code == 200
+        process.terminate()
+        process.wait(timeout=10)
+        for path in (
+            "/dashboard/api/videos",
+            "/dashboard/api/videos/v-1",
+            "/dashboard/api/ops",
+        ):
+            response = served.client.get(path)
+            assert response.status_code == 503, (path, response.text)
+            assert response.json()["detail"].startswith("redis (KEYART_REDIS_URL)")
+        assert served.client.get("/dashboard").status_code == 200
+    finally:
+        served.client.close()
+        served.redis.close()
+        server.stop()
+
+
 def test_the_shedding_lag_defaults_to_the_redis_budget(make_settings):
     from gateway.service import Gateway
 

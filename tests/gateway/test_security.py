@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from bandits.state import ArmStats
@@ -90,3 +91,67 @@ def test_ids_that_look_like_key_syntax_stay_inside_their_own_keys(gateway):
     answer = gateway.select("user:1", [video])
     assert answer["slots"][0]["poster_id"] == poster
     assert gateway.keys.arms(video).endswith("show%3A1%2Fep%402")
+
+
+def test_poster_urls_are_404_while_the_poster_store_does_not_exist(
+    make_settings, tmp_path
+):
+    """A gateway whose poster folder is not created yet (no poster stored so
+    far) answers the image URLs it hands out, and paths that climb out of
+    the folder, with 404 rather than a 500 per request."""
+    store = tmp_path / "posters-not-yet"
+    settings = make_settings(topics=True, token_secret=TOKEN_SECRET, poster_store=store)
+    server, served = serve(settings)
+    try:
+        video, poster = new_id("v"), new_id("p")
+        add_poster(served, video, poster, stats=ArmStats(3, 1, 3, 1))
+        url = served.select("u1", [video])["slots"][0]["image_url"]
+        for path in (url, "/posters/../../etc/passwd", "/posters/%2e%2e/x.jpg"):
+            response = served.client.get(path)
+            assert response.status_code == 404, (path, response.text)
+
+        (store / video).mkdir(parents=True)
+        (store / video / f"{poster}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+        response = served.client.get(url)
+        assert response.status_code == 200
+        assert response.content == b"\xff\xd8 not really a jpeg"
+    finally:
+        served.client.close()
+        served.redis.close()
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"Content-Length: 200\r\n\r\n" + b'{"events": [',
+        b"Transfer-Encoding: chunked\r\n\r\n" + b'c\r\n{"events": [\r\n',
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_body_that_stops_arriving_is_answered_408(make_settings, head):
+    """A client that sends the headers and part of a body, then nothing,
+    gets a 408 once KEYART_REQUEST_BODY_TIMEOUT_S has passed, instead of
+    holding its connection and the bytes it sent for as long as it likes."""
+    import socket
+
+    settings = make_settings(token_secret=TOKEN_SECRET, request_body_timeout_s=0.5)
+    server, served = serve(settings)
+    host, port = served.url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n" + head
+            )
+            answer = b""
+            while chunk := sock.recv(4096):  # the gateway closes after answering
+                answer += chunk
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 408"), answer
+        assert "KEYART_REQUEST_BODY_TIMEOUT_S" in orjson.loads(body)["detail"]
+        assert served.client.post("/v1/events", json={"events": []}).status_code == 200
+    finally:
+        served.client.close()
+        served.redis.close()
+        server.stop()
