@@ -73,7 +73,10 @@ def _service() -> ReviewService:
 
     settings = settings_for_cli()
     _quiet_migrations()
-    return ReviewService(Catalog(settings.database_url), settings)
+    # The same wait as `keyart posters publish`: a person is waiting.
+    return ReviewService(
+        Catalog(settings.database_url), settings, publish_timeout_s=15.0
+    )
 
 
 @posters.command("worker")
@@ -193,7 +196,9 @@ def publish(
         raise typer.Exit(2)
     event = _video_event(path, video_id, kind, title)
     settings = settings_for_cli()
-    producer = EventProducer(settings)
+    # log_level 2: no librdkafka line per connection retry; a failure is
+    # reported below with the broker's address.
+    producer = EventProducer(settings, config={"log_level": 2})
     producer.send("video_published", event)
     try:
         producer.flush(timeout=15)
