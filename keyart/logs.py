@@ -48,6 +48,8 @@ def configure(level: str = "INFO", *, as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Faust and aiokafka are chatty at INFO; their warnings still show.
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+    # Faust and aiokafka are chatty at INFO, and so is Alembic (ten lines each
+    # time a process opens the catalog, saying the schema is current); their
+    # warnings still show.
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
