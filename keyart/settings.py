@@ -196,7 +196,8 @@ class Settings(BaseSettings):
         gt=0,
         le=86_400.0,
         description="Events dated more than this many seconds after the learner's "
-        "wall clock are dead-lettered; the partition clock never passes it.",
+        "wall clock are dead-lettered; the partition clock leads the wall clock by "
+        "at most 5 s.",
     )
     redis_outage_s: float = Field(
         300.0,
