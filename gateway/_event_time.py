@@ -27,6 +27,8 @@ Examples
 True
 >>> print(bounds.reason(now - 90_000, issued, now))  # doctest: +ELLIPSIS
 event_time: 85 s before its token was issued (at most 60 s, ...)
+>>> print(bounds.reason(now // 1000, issued, now))  # doctest: +ELLIPSIS
+event_time: ... (at most 60 s, ...); it reads as seconds since the epoch, and ...
 >>> bounds.max_age_ms // 1000
 1800
 """
@@ -84,10 +86,19 @@ class EventTimeBounds:
                 f"after the collector clock (at most {skew_s}, {SKEW})"
             )
         if event_time < issued_ms - self.skew_ms:
-            return (
+            why = (
                 f"event_time: {(issued_ms - event_time) / 1000:.0f} s before its "
                 f"token was issued (at most {skew_s}, {SKEW})"
             )
+            as_ms = event_time * 1000
+            if issued_ms - self.skew_ms <= as_ms <= now_ms + self.skew_ms:
+                # `date +%s` and time.time() give seconds: say so rather than
+                # leave a client puzzling over a gap of half a century.
+                why += (
+                    "; it reads as seconds since the epoch, and event_time is "
+                    "in milliseconds"
+                )
+            return why
         if event_time < now_ms - self.max_age_ms:
             return (
                 f"event_time: {(now_ms - event_time) / 1000:.0f} s old, more than "

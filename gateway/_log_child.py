@@ -113,8 +113,14 @@ class _Child:
         self.flush_s: float = config["flush_s"]
         self.records = decision_records
         self.encode = get_codec().encode
+        from keyart.logs import librdkafka_logger
+
         self.producer = Producer(
-            {**config["producer"], "delivery.report.only.error": True}
+            {
+                **config["producer"],
+                "delivery.report.only.error": True,
+                "logger": librdkafka_logger("gateway.decision_log.kafka"),
+            }
         )
         self.out = out
         self.lock = threading.Lock()

@@ -77,7 +77,13 @@ class GatewayProducer:
 
         self.settings = settings
         self.codec = codec or get_codec()
-        config = producer_config(settings, timeout_s)
+        from keyart.logs import librdkafka_logger
+
+        # Not in producer_config: the decision log's child gets that as JSON.
+        config = {
+            **producer_config(settings, timeout_s),
+            "logger": librdkafka_logger("gateway.kafka"),
+        }
         self._producer = Producer(config)
         """The collector's producer: every outcome is reported."""
         self._log_producer = Producer({**config, "delivery.report.only.error": True})

@@ -125,7 +125,7 @@ class TokenSigner:
         """
         head, dot, tail = text.partition(".")
         if not dot or len(text) > 4096:
-            raise TokenError("token is not payload.mac")
+            raise TokenError("token is not one /v1/select issued (payload.mac)")
         try:
             payload, mac = _unb64(head), _unb64(tail)
         except (ValueError, TypeError):  # binascii.Error is a ValueError

@@ -9,11 +9,14 @@ log search can filter on ``video_id`` or ``job_id``.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
+import time
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure"]
+__all__ = ["JsonFormatter", "RepeatLimit", "configure", "librdkafka_logger"]
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -36,6 +39,66 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+_ELAPSED = re.compile(r"\(after \d+ms")
+
+
+class RepeatLimit(logging.Filter):
+    """Let a message through once every ``every_s`` seconds.
+
+    The next one through after a pause says how many were held back. Messages
+    that differ only in librdkafka's elapsed time (``(after 3ms in state
+    CONNECT)``) count as the same.
+
+    Parameters
+    ----------
+    every_s
+        Shortest time between two records of the same message.
+    """
+
+    MAX_KEYS = 1000
+    """Distinct messages remembered; past it the memory starts over."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        key = _ELAPSED.sub("(after", message)
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.every_s:
+                self._held[key] = self._held.get(key, 0) + 1
+                return False
+            if len(self._last) >= self.MAX_KEYS:
+                self._last.clear()
+                self._held.clear()
+            self._last[key] = now
+            held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{message} ({held} more like it held back)"
+            record.args = None
+        return True
+
+
+def librdkafka_logger(name: str, every_s: float = 60.0) -> logging.Logger:
+    """The logger to give a confluent-kafka client as its ``logger`` setting.
+
+    librdkafka writes its own lines to standard error, one per connection
+    retry (several a second while a broker is down); through this logger they
+    take the process's format and level, and each message shows at most once
+    every ``every_s`` seconds.
+    """
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, RepeatLimit) for f in logger.filters):
+        logger.addFilter(RepeatLimit(every_s))
+    return logger
+
+
 def configure(level: str = "INFO", *, as_json: bool = False) -> None:
     """Send every logger's records to standard error at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
@@ -48,6 +111,8 @@ def configure(level: str = "INFO", *, as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Faust and aiokafka are chatty at INFO; their warnings still show.
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+    # Faust and aiokafka are chatty at INFO, and so is Alembic (ten lines each
+    # time a process opens the catalog, saying the schema is current); their
+    # warnings still show.
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

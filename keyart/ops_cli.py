@@ -95,7 +95,13 @@ def register(app: typer.Typer) -> None:
     """Add ``keyart lag`` and ``keyart topics`` to the command."""
     _register_topics(app)
 
-    @app.command("lag", help=LAG_HELP)
+    @app.command(
+        "lag",
+        help=LAG_HELP,
+        # The list of `keyart --help` keeps the line breaks of ``help``.
+        short_help="Consumer lag per group, topic and partition; a Prometheus "
+        "exporter with --serve.",
+    )
     def lag(
         group: list[str] = typer.Option(
             None, "--group", "-g", help="Consumer group to show (repeatable; all)."

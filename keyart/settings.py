@@ -181,7 +181,8 @@ class Settings(BaseSettings):
     fm_context_features: str = Field(
         "",
         description="Context features the FM may learn, comma separated (empty: "
-        "any, up to fm_max_context_features); others are left out the same way.",
+        "any, up to KEYART_FM_MAX_CONTEXT_FEATURES); others are left out the same "
+        "way.",
     )
     streams_session_timeout_s: float = Field(
         10.0,
@@ -195,7 +196,8 @@ class Settings(BaseSettings):
         gt=0,
         le=86_400.0,
         description="Events dated more than this many seconds after the learner's "
-        "wall clock are dead-lettered; the partition clock never passes it.",
+        "wall clock are dead-lettered; the partition clock leads the wall clock by "
+        "at most 5 s.",
     )
     redis_outage_s: float = Field(
         300.0,
@@ -483,20 +485,30 @@ def shown_value(name: str, value: object) -> str:
     """A setting's value as keyart prints it, without its secrets.
 
     A secret setting shows only whether it is set and how long it is; a URL
-    is shown by :func:`shown_url`.
+    is shown by :func:`shown_url`. Values are written as the README's table
+    and the variables take them: an unset optional setting is ``unset``, an
+    empty one ``(empty)``, a flag ``true`` or ``false``.
 
     Examples
     --------
     >>> shown_value("admin_token", "s3cret-value")
     'set (12 chars)'
     >>> shown_value("admin_token", "")
-    ''
+    '(empty)'
     >>> shown_value("redis_url", "redis://:hunter2@cache:6379/0")
     'redis://:***@cache:6379/0'
+    >>> shown_value("ranker_path", None), shown_value("split_by_segment", False)
+    ('unset', 'false')
     """
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
     text = str(value)
+    if not text:
+        return "(empty)"
     if name in SECRET_SETTINGS:
-        return f"set ({len(text)} chars)" if text else ""
+        return f"set ({len(text)} chars)"
     return shown_url(text)
 
 

@@ -177,6 +177,19 @@ class LearnerApp(faust.App):
     def _new_transport(self) -> Any:
         return _BatchTransport(self.conf.broker_consumer, self)
 
+    def on_rebalance_return(self) -> None:
+        """Tell the sensors the consumer has its assignment, unless the
+        rebalance is already over.
+
+        Faust's recovery can end a rebalance (``on_rebalance_end`` drops the
+        sensors' state) before the consumer calls this, and Faust then warned
+        "Missing sensor state for rebalance" at every start of a healthy
+        learner; a rebalance already over has nothing left to report.
+        """
+        if not self.rebalancing and self._rebalancing_sensor_state is None:
+            return
+        super().on_rebalance_return()
+
     def route_batches(self, topics: Sequence[str], sink: BatchSink) -> None:
         """Send fetched records of ``topics`` to ``sink`` in batches."""
         self.batch_topics = frozenset(topics)

@@ -58,22 +58,16 @@ review = typer.Typer(
 posters.add_typer(review, name="review")
 
 
-def _quiet_migrations() -> None:
-    # The process's CLI owns logging: Alembic's per-run INFO lines only
-    # repeat that the schema is current.
-    import logging
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def _service() -> ReviewService:
     from keyart.cli import settings_for_cli
     from workers.catalog import Catalog
     from workers.review import ReviewService
 
     settings = settings_for_cli()
-    _quiet_migrations()
-    return ReviewService(Catalog(settings.database_url), settings)
+    # The same wait as `keyart posters publish`: a person is waiting.
+    return ReviewService(
+        Catalog(settings.database_url), settings, publish_timeout_s=15.0
+    )
 
 
 @posters.command("worker")
@@ -147,7 +141,6 @@ def run(
 
     event = _video_event(path, video_id, kind, title)
     settings = settings_for_cli()
-    _quiet_migrations()
     bar = tqdm(unit="frame", desc=event["video_id"], leave=True)
 
     def on_start(total: int) -> None:
@@ -193,7 +186,9 @@ def publish(
         raise typer.Exit(2)
     event = _video_event(path, video_id, kind, title)
     settings = settings_for_cli()
-    producer = EventProducer(settings)
+    # log_level 2: no librdkafka line per connection retry; a failure is
+    # reported below with the broker's address.
+    producer = EventProducer(settings, config={"log_level": 2})
     producer.send("video_published", event)
     try:
         producer.flush(timeout=15)

@@ -127,21 +127,30 @@ class ReviewService:
         Broker and topic prefix for the ``poster_published`` events.
     producer
         An :class:`producers.events.EventProducer`; made on first approval.
+    publish_timeout_s
+        How long an approval waits for the broker to acknowledge its events.
     """
 
     def __init__(
-        self, catalog: Catalog, settings: Settings, producer: Any | None = None
+        self,
+        catalog: Catalog,
+        settings: Settings,
+        producer: Any | None = None,
+        publish_timeout_s: float = 30.0,
     ) -> None:
         self.catalog = catalog
         self.settings = settings
         self._producer = producer
+        self.publish_timeout_s = publish_timeout_s
 
     @property
     def producer(self) -> Any:
         if self._producer is None:
             from producers.events import EventProducer
 
-            self._producer = EventProducer(self.settings)
+            # log_level 2: no librdkafka line per connection retry; an
+            # approval the broker did not take says so in its ReviewError.
+            self._producer = EventProducer(self.settings, config={"log_level": 2})
         return self._producer
 
     def list_candidates(
@@ -247,13 +256,27 @@ class ReviewService:
         ------
         ReviewError
             404 for an unknown id, 409 for a rejected one, 422 without
-            reviewer or for a placement of another aspect.
+            reviewer or for a placement of another aspect, 503 when the
+            broker did not take the events (the candidates stay approved but
+            unpublished; approving them again sends the events again).
         """
+        from producers.events import ProduceError
+
         rows = self._decide(poster_ids, "approved", reviewer, reason, placements)
         if rows:
             for row in rows:
                 self.producer.send("poster_published", published_record(row))
-            self.producer.flush()
+            try:
+                self.producer.flush(self.publish_timeout_s)
+            except ProduceError as error:
+                raise ReviewError(
+                    f"{len(rows)} posters approved in the catalog, but their "
+                    f"poster_published events did not reach the broker at "
+                    f"{self.settings.kafka_bootstrap} (KEYART_KAFKA_BOOTSTRAP): "
+                    f"{error}; approve the same ids again once it answers, and "
+                    "the events are sent again",
+                    503,
+                ) from None
             with self.catalog.session() as session, session.begin():
                 session.execute(
                     sa.update(CandidateRow)

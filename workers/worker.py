@@ -126,9 +126,12 @@ class PosterWorker:
     def _consumer(self) -> Any:
         from confluent_kafka import Consumer
 
+        from keyart.logs import librdkafka_logger
+
         return Consumer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
+                "logger": librdkafka_logger("workers.kafka"),
                 "group.id": self.settings.poster_group_id,
                 "client.id": self.worker_id,
                 "enable.auto.commit": False,

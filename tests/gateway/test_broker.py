@@ -48,3 +48,53 @@ def test_a_decision_the_broker_never_takes_is_counted(settings):
     finally:
         made.close(timeout=0.5)
         loop.close()
+
+
+def test_a_gateway_without_broker_logs_each_kafka_failure_once_a_minute(
+    make_settings, tmp_path
+):
+    """librdkafka wrote a raw line per connection retry, 266 in 40 s from the
+    gateway's three producers; they now take keyart's format, once a minute."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    settings = make_settings(
+        kafka_bootstrap=f"127.0.0.1:{free_port(0)}", gateway_port=free_port(0)
+    )
+    env = dict(os.environ)
+    for key, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"KEYART_{key.upper()}"] = str(value)
+    log = tmp_path / "gateway.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keyart.cli", "gateway"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{settings.gateway_port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        time.sleep(8)  # librdkafka retries every few hundred ms meanwhile
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("%")], lines[:5]
+    refused = [line for line in lines if "Connection refused" in line]
+    assert refused, lines  # the failure is still told
+    assert all(" gateway." in line and "kafka: FAIL" in line for line in refused)
+    # One line per producer and address at most: three producers, one address.
+    assert len(refused) <= 3, refused

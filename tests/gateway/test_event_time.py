@@ -109,6 +109,26 @@ def test_an_event_dated_before_its_token_was_issued_is_refused(gateway):
     assert reasons[2].startswith("event_time: 120 s before")
 
 
+def test_an_event_time_in_seconds_is_refused_saying_it_reads_as_seconds(gateway):
+    """`date +%s` gives seconds; the reason says the unit is milliseconds."""
+    token = _slot(gateway)["token"]
+    issued_ms = _issued_ms(token)
+    events = [
+        _impression(token, issued_ms // 1000),
+        _impression(token, issued_ms - 2 * SKEW_MS),  # milliseconds, too early
+    ]
+
+    answer = gateway.client.post("/v1/events", json={"events": events})
+
+    reasons = _reasons(answer)
+    assert answer.json()["accepted"] == 0
+    assert reasons[0].endswith(
+        "(at most 60 s, KEYART_COLLECT_CLOCK_SKEW_S); it reads as seconds since "
+        "the epoch, and event_time is in milliseconds"
+    ), reasons[0]
+    assert "seconds since the epoch" not in reasons[1], reasons[1]
+
+
 def test_an_event_older_than_the_learner_windows_is_refused(gateway):
     """A token issued hours ago is still valid; its events must still be young."""
     video, poster = new_id("v"), new_id("p")

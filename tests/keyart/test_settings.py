@@ -136,8 +136,35 @@ def test_settings_command_masks_secrets(tmp_path) -> None:
         env={"KEYART_STATE_DIR": str(tmp_path), "KEYART_ADMIN_TOKEN": None},
     )
     shown = {line.split()[0]: line for line in unset.stdout.splitlines()}
-    # An unset secret shows an empty value: its line goes on with the text.
-    assert shown["KEYART_ADMIN_TOKEN"].split()[1] == "Token"
+    assert shown["KEYART_ADMIN_TOKEN"].split()[1] == "(empty)"
+
+
+def test_settings_command_writes_values_as_the_variables_take_them(
+    tmp_path,
+) -> None:
+    """Unset, empty and boolean values read as the README's table writes them
+    and as the variables accept them, not as Python's None, '' and False."""
+    from typer.testing import CliRunner
+
+    from keyart.cli import app
+
+    env = {
+        "KEYART_STATE_DIR": str(tmp_path),
+        "KEYART_RANKER_PATH": None,
+        "KEYART_AUTO_APPROVE_SCORE": None,
+        "KEYART_VIDEO_ROOTS": None,
+        "KEYART_SPLIT_BY_SEGMENT": None,
+        "KEYART_SPLIT_BY_PLACEMENT": "1",
+    }
+    result = CliRunner().invoke(app, ["settings"], env=env)
+    assert result.exit_code == 0, result.output
+    values = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
+    assert values["KEYART_RANKER_PATH"] == "unset"
+    assert values["KEYART_AUTO_APPROVE_SCORE"] == "unset"
+    assert values["KEYART_VIDEO_ROOTS"] == "(empty)"
+    assert values["KEYART_SPLIT_BY_SEGMENT"] == "false"
+    assert values["KEYART_SPLIT_BY_PLACEMENT"] == "true"
+    assert "fm_max_context_features" not in result.stdout
 
 
 def test_misspelled_variable_is_reported_once(

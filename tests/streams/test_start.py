@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,23 @@ def test_learner_starts_in_a_directory_without_its_state_dir(
         worker.stop()
     assert "FileNotFoundError" not in worker.text()
     assert (fresh / ".keyart" / "faust").is_dir()
+
+
+def test_a_healthy_start_logs_no_warning_about_sensors(make_settings, tmp_path):
+    """Faust warned "Missing sensor state for rebalance" at every start."""
+    base = make_settings(topics=True)
+    settings = base.model_copy(
+        update={
+            "streams_app_id": f"{base.topic_prefix}-quiet",
+            "metrics_port": free_port(0),
+        }
+    )
+    worker = WorkerProcess(settings, tmp_path / "streams.log")
+    try:
+        worker.wait_for_log("learner partitions assigned")
+        time.sleep(2)  # Faust warned in the same millisecond as the assignment
+    finally:
+        worker.stop()
+    text = worker.text()
+    assert "learner partitions assigned" in text
+    assert "Missing sensor state" not in text

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -141,3 +144,22 @@ def test_failing_sweeps_candidates_and_keeps_reason(catalog):
         job = session.get(JobRow, claim.job_id)
         assert (job.status, job.reason) == ("failed", "empty file: x.mp4")
         assert session.scalar(sa.select(sa.func.count(CandidateRow.poster_id))) == 0
+
+
+def test_a_process_opening_the_catalog_logs_no_alembic_lines(tmp_path):
+    """The poster worker and the gateway open the catalog as they start or
+    serve review; at INFO its migration check must not add Alembic's lines
+    to their logs, while the catalog is still migrated."""
+    database = tmp_path / "catalog.db"
+    code = (
+        "from keyart.logs import configure; configure('INFO'); "
+        "from workers.catalog import Catalog; "
+        f"Catalog('sqlite:///{database}').close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "alembic" not in done.stderr
+    tables = sa.inspect(sa.create_engine(f"sqlite:///{database}")).get_table_names()
+    assert {"videos", "jobs", "candidates"} <= set(tables)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -136,22 +139,24 @@ def test_publish_puts_a_video_on_the_topic_the_workers_read(make_settings, media
     assert odd.exit_code == 2 and "unknown kind" in odd.output
 
 
-def test_review_list_says_how_many_it_shows(make_settings, tmp_path):
+def _add_candidates(database_url: str, video_id: str, count: int) -> list[str]:
+    """Put ``count`` 2:3 candidates of a finished job of ``video_id`` into the
+    catalog at ``database_url``; return their poster ids."""
     from workers.catalog import CandidateRow, Catalog, JobRow, VideoRow
 
-    settings = make_settings()
-    catalog = Catalog(settings.database_url)
+    catalog = Catalog(database_url)
+    ids = [f"p-{video_id}-{i}" for i in range(count)]
     with catalog.session() as session:
-        session.add(VideoRow(video_id="many", title="Many posters"))
+        session.add(VideoRow(video_id=video_id, title=f"Posters of {video_id}"))
         session.flush()
-        job = JobRow(video_id="many", event_id="e-many", status="done")
+        job = JobRow(video_id=video_id, event_id=f"e-{video_id}", status="done")
         session.add(job)
         session.flush()
-        for i in range(3):
+        for i, poster_id in enumerate(ids):
             session.add(
                 CandidateRow(
-                    poster_id=f"p-many-{i}",
-                    video_id="many",
+                    poster_id=poster_id,
+                    video_id=video_id,
                     job_id=job.job_id,
                     aspect="2:3",
                     width=240,
@@ -160,12 +165,74 @@ def test_review_list_says_how_many_it_shows(make_settings, tmp_path):
                     frame_time_s=float(i),
                     shot=0,
                     score=0.9 - i / 10,
-                    image_path=f"/posters/p-many-{i}.jpg",
-                    image_url=f"/posters/p-many-{i}.jpg",
+                    image_path=f"/posters/{poster_id}.jpg",
+                    image_url=f"/posters/{poster_id}.jpg",
                 )
             )
         session.commit()
     catalog.close()
+    return ids
+
+
+def test_approve_with_the_broker_down_says_so_and_a_second_approve_publishes(
+    make_settings, tmp_path
+):
+    from keyart.stack import free_port
+    from schemas.codec import get_codec
+    from tests.helpers import consume_raw
+    from workers.catalog import CandidateRow, Catalog
+
+    settings = make_settings(topics=True)
+    (poster_id,) = _add_candidates(settings.database_url, "down", 1)
+    env = {
+        **os.environ,
+        "KEYART_STATE_DIR": str(tmp_path / "state"),
+        "KEYART_DATABASE_URL": settings.database_url,
+        "KEYART_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    command = [sys.executable, "-m", "keyart.cli", "posters", "review", "approve"]
+    command += [poster_id, "--reviewer", "ana", "--placement", "home_row"]
+    nobody = f"127.0.0.1:{free_port(0)}"  # a real address where no broker listens
+    down = subprocess.run(
+        command,
+        env={**env, "KEYART_KAFKA_BOOTSTRAP": nobody},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert down.returncode == 1, down.stderr
+    assert "Traceback" not in down.stderr
+    assert "%3|" not in down.stderr  # no librdkafka line per connection retry
+    assert (
+        f"1 posters approved in the catalog, but their poster_published events "
+        f"did not reach the broker at {nobody} (KEYART_KAFKA_BOOTSTRAP)"
+    ) in down.stderr
+    assert "approve the same ids again once it answers" in down.stderr
+    catalog = Catalog(settings.database_url)
+    with catalog.session() as session:
+        row = session.get(CandidateRow, poster_id)
+        assert (row.status, row.published) == ("approved", False)
+
+    up = subprocess.run(
+        command,
+        env={**env, "KEYART_KAFKA_BOOTSTRAP": settings.kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert up.returncode == 0, up.stderr
+    assert f"approved 1: {poster_id}" in up.stdout
+    (message,) = consume_raw(settings, settings.topic("posters"), 1)
+    record = get_codec().decode("poster_published", message.value())
+    assert (record["poster_id"], record["video_id"]) == (poster_id, "down")
+    with catalog.session() as session:
+        assert session.get(CandidateRow, poster_id).published is True
+    catalog.close()
+
+
+def test_review_list_says_how_many_it_shows(make_settings, tmp_path):
+    settings = make_settings()
+    _add_candidates(settings.database_url, "many", 3)
     env = {
         "KEYART_STATE_DIR": str(tmp_path / "state"),
         "KEYART_DATABASE_URL": settings.database_url,

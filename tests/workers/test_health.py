@@ -110,3 +110,39 @@ def test_worker_process_serves_metrics_and_health(make_settings, media):
         "dead_letter": 1,
     }
     assert get(base + "/healthz")[0] == 0  # the port is released on exit
+
+
+def test_worker_without_broker_logs_its_consumer_failures_once_a_minute(
+    make_settings, tmp_path
+):
+    """Its consumer wrote about 200 raw librdkafka lines in 12 s while the
+    broker was down; they take keyart's format, each once a minute."""
+    settings = make_settings()
+    port = free_port(0)
+    env = poster_worker_env(
+        settings,
+        KEYART_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port(0)}",
+        KEYART_METRICS_PORT=str(port),
+    )
+    log = tmp_path / "worker.log"
+    command = [sys.executable, "-m", "keyart.cli", "posters", "worker"]
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while get(f"http://127.0.0.1:{port}/healthz")[0] != 200:
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.2)
+        assert get(f"http://127.0.0.1:{port}/readyz")[0] == 503
+        time.sleep(8)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if "#consumer-" in line and "%" in line[:1]]
+    told = [line for line in lines if "workers.kafka: FAIL" in line]
+    assert told, lines[-20:]  # the failure is still told
+    assert len(told) <= 2, told  # the bootstrap address, perhaps once more
