@@ -25,7 +25,7 @@ less so. Steps:
    contract costs less than that floor in this process; ``--profile`` adds
    the 30 functions with the most own time;
 5. the same rows once more as a process that has fallen behind answers them
-   (``KEYART_SHED_LAG_MS``): from the fallback, without reading Redis.
+   (``KEYART_SHED_LAG_MS``): read, then the fallback's choice.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ async def _run(settings, rows: int, profile: bool) -> None:
         children = (_children_cpu() - children) / rows * 1000
 
         # Step 5: the same rows answered as a process that is behind answers
-        # them, from the fallback (every video has been read by now).
+        # them: read, then the fallback's choice instead of a decision.
         gateway.shed_lag_s = -1.0
         shed_thread, shed_wall = time.thread_time(), time.perf_counter()
         for i in range(rows):

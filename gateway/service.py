@@ -9,15 +9,15 @@ answered from the process's last view of each video (see
 a second, so a dead Redis costs no waiting at all.
 
 A process whose event loop runs more than ``shed_lag_ms`` behind (by default
-the Redis budget) answers rows from that fallback too, without reading Redis,
-with the reason ``overload``: a row that waited that long has spent its budget
-already, and answering it cheaply lets the process catch up instead of
-building a queue that every later row waits through. Behind means that the
-loop's lag probe is overdue by that much now, or was late by that much at
-both of its last two wakes; one long row or collection that has ended sheds
-nothing. A row with a video the fallback does not remember is read from Redis
-first, the only source of its posters, and shed after the read if the process
-is still behind then; so is a row whose read came back while it was behind.
+the Redis budget) when a row's read comes back does not decide that row: it
+answers it by the fallback's rule from the state just read, with the reason
+``overload``. Deciding costs several times the rest of a row, and a row that
+waited that long has spent its budget already; answering it cheaply lets the
+process catch up instead of building a queue that every later row waits
+through. Behind means that the loop's lag probe is overdue by that much now
+(so the rows queued behind one slow row or garbage collection are shed), or
+was late by that much at both of its last two wakes (the loop is held up
+again and again).
 """
 
 from __future__ import annotations
@@ -240,6 +240,7 @@ class Gateway:
         for task in (self._refresher, self._retirer, self._lag_probe):
             if task is not None:
                 task.cancel()
+        self._probe_due = float("inf")  # not overdue: stopped
         # Not left to the interpreter's exit: uvicorn ends a SIGTERM by
         # re-raising it, and its default action skips the exit handlers that
         # would stop the child (a stopped child would hold them up forever).
@@ -302,21 +303,17 @@ class Gateway:
         variant = self.assigner.assign(request.user_id)
         placement = PLACEMENTS[request.placement]
         rules = self.rules_for(request.placement)
-        shed_lag_s = self.shed_lag_s
-        if self.behind_s() > shed_lag_s and self.fallback.knows(request.video_ids):
-            states, reason = None, "overload"
-        else:
-            states, reason = await self._read(request, rules)
-            if states is not None:
-                self.fallback.remember(states)
-                if self.behind_s() > shed_lag_s:
-                    # The read came back behind other rows: deciding now would
-                    # hold up every row queued after this one.
-                    states, reason = None, "overload"
+        states, reason = await self._read(request, rules)
         if states is None:
             decisions = self.fallback.decide(request.video_ids, placement, reason)
             metrics.FALLBACKS.labels(reason=reason).inc(len(decisions))
+        elif self.behind_s() > self.shed_lag_s:
+            # Deciding this row would hold up every row queued behind it.
+            self.fallback.remember(states)
+            decisions = self.fallback.decide_states(states, placement, "overload")
+            metrics.FALLBACKS.labels(reason="overload").inc(len(decisions))
         else:
+            self.fallback.remember(states)
             try:
                 decisions = self.decider.decide_row(
                     variant.policy,
@@ -374,7 +371,10 @@ class Gateway:
             await asyncio.sleep(LAG_PROBE_S)
             self._previous_lag_s = self.loop_lag_s
             self.loop_lag_s = time.perf_counter() - self._probe_due
-            SURVIVORS.freeze_due(time.monotonic())
+            try:
+                SURVIVORS.freeze_due(time.monotonic())
+            except Exception as error:  # a dead probe would shed every row
+                self._warn.warning("freeze", "cannot freeze survivors: %r", error)
 
     def behind_s(self) -> float:
         """How far behind the event loop runs, in seconds: how overdue the lag
@@ -382,9 +382,17 @@ class Gateway:
         overdue = time.perf_counter() - self._probe_due
         return max(overdue, min(self.loop_lag_s, self._previous_lag_s))
 
+    def congestion_s(self) -> float:
+        """How far behind the event loop ran lately, in seconds: how overdue
+        the lag probe is now, or the larger of its last two lags. A Redis
+        read that overran its budget in a congested loop says nothing of
+        Redis."""
+        overdue = time.perf_counter() - self._probe_due
+        return max(overdue, self.loop_lag_s, self._previous_lag_s)
+
     def _failed(self, reason: str) -> str:
         budget = self.settings.redis_budget_ms / 1000
-        if reason == "redis_timeout" and self.loop_lag_s > budget / 2:
+        if reason == "redis_timeout" and self.congestion_s() > budget / 2:
             return reason  # the process is congested, not Redis
         self._failures += 1
         if self._failures >= CIRCUIT_FAILURES:

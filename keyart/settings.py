@@ -223,9 +223,10 @@ class Settings(BaseSettings):
         None,
         ge=0,
         description="How far behind its event loop a gateway process may run "
-        "before it answers a row from its fallback without reading Redis "
-        "(reason `overload`), so an overloaded process answers cheaply until it "
-        "has caught up instead of queueing (unset: the Redis budget; 0: never).",
+        "before it answers the rows it has read by the fallback's rule instead "
+        "of deciding them (reason `overload`), so an overloaded process answers "
+        "cheaply until it has caught up instead of queueing (unset: the Redis "
+        "budget; 0: never).",
     )
     max_row_length: int = Field(100, ge=1, description="Most videos in one row.")
     max_request_bytes: int = Field(
