@@ -2,7 +2,7 @@
 endpoint of the same server stack, in one run.
 
 Run: ``python bench/bench_gateway.py [--seconds 10] [--rate 500]
-[--redis-budget-ms 20] [--shed-lag-ms 5]``.
+[--redis-budget-ms 20]``.
 
 Steps:
 
@@ -139,12 +139,7 @@ def bodies(rng: np.random.Generator, count: int = 2000) -> list[bytes]:
 
 
 @contextlib.contextmanager
-def gateway_process(
-    settings: Settings,
-    log: Path,
-    redis_budget_ms: float = 1000.0,
-    shed_lag_ms: float | None = None,
-):
+def gateway_process(settings: Settings, log: Path, redis_budget_ms: float = 1000.0):
     """Step 2: one ``keyart gateway`` process on a free port."""
     port = free_port(0)
     env = dict(os.environ)
@@ -155,8 +150,6 @@ def gateway_process(
     # those of the full rule set; with the default 20 ms an overloaded process
     # sheds load by answering from its fallback instead.
     env["KEYART_REDIS_BUDGET_MS"] = str(redis_budget_ms)
-    if shed_lag_ms is not None:
-        env["KEYART_SHED_LAG_MS"] = str(shed_lag_ms)
     env["KEYART_LOG_LEVEL"] = "WARNING"
     with open(log, "ab") as out:
         process = subprocess.Popen(
@@ -341,12 +334,6 @@ def main() -> None:
         "runs, under which an overloaded process answers some rows from its "
         "fallback (the live-state share below says how many)",
     )
-    parser.add_argument(
-        "--shed-lag-ms",
-        type=float,
-        default=None,
-        help="the gateway's KEYART_SHED_LAG_MS (default: the Redis budget)",
-    )
     args = parser.parse_args()
     rng = np.random.default_rng(7)
     with private_stack() as settings, tempfile.TemporaryDirectory() as folder:
@@ -355,9 +342,7 @@ def main() -> None:
         body_file = Path(folder) / "bodies.txt"
         body_file.write_bytes(b"\n".join(payloads) + b"\n")
         log = Path(folder) / "gateway.log"
-        with gateway_process(
-            settings, log, args.redis_budget_ms, args.shed_lag_ms
-        ) as url:
+        with gateway_process(settings, log, args.redis_budget_ms) as url:
             python_load(url, "/v1/select", payloads, 5.0, connections=8)  # warm up
             rates = {}
             live = {}
@@ -395,9 +380,7 @@ def main() -> None:
     print(
         f"\none gateway process, {ROW}-video rows, all rules on, default split, "
         f"load from {tool} (throughput) and Python (latency), {os.cpu_count()} cores, "
-        f"Redis budget {args.redis_budget_ms:g} ms, shedding past "
-        f"{args.redis_budget_ms if args.shed_lag_ms is None else args.shed_lag_ms:g}"
-        " ms of lag"
+        f"Redis budget {args.redis_budget_ms:g} ms"
     )
     print(f"{'':34}{'select (ours)':>16}{'empty endpoint':>16}{'target':>22}")
     print(

@@ -23,9 +23,7 @@ less so. Steps:
    decisions (taken from real selects) handed to the decision log, twenty
    tokens signed and the answer serialised. No implementation of the select
    contract costs less than that floor in this process; ``--profile`` adds
-   the 30 functions with the most own time;
-5. the same rows once more as a process that has fallen behind answers them
-   (``KEYART_SHED_LAG_MS``): read, then the fallback's choice.
+   the 30 functions with the most own time.
 """
 
 from __future__ import annotations
@@ -79,15 +77,6 @@ async def _run(settings, rows: int, profile: bool) -> None:
         cpu = (time.process_time() - cpu) / rows * 1000
         wall = (time.perf_counter() - wall) / rows * 1000
         children = (_children_cpu() - children) / rows * 1000
-
-        # Step 5: the same rows answered as a process that is behind answers
-        # them: read, then the fallback's choice instead of a decision.
-        gateway.shed_lag_s = -1.0
-        shed_thread, shed_wall = time.thread_time(), time.perf_counter()
-        for i in range(rows):
-            await gateway.select(requests[i % len(requests)])
-        shed_thread = (time.thread_time() - shed_thread) / rows * 1000
-        shed_wall = (time.perf_counter() - shed_wall) / rows * 1000
     finally:
         await gateway.stop()
     print(f"rows {rows}, 20 videos x 5 posters, full rule set, default variants")
@@ -96,7 +85,6 @@ async def _run(settings, rows: int, profile: bool) -> None:
         "  (ms per row)"
     )
     print(f"{'Gateway.select':28}{thread:12.3f}{cpu:10.3f}{children:10.3f}{wall:10.3f}")
-    print(f"{'Gateway.select, shed':28}{shed_thread:12.3f}{'':20}{shed_wall:10.3f}")
     print(f"{'floor: read, log, tokens':28}{floor_ms:12.3f}")
     print(f"{'floor: redis PING':28}{ping_ms:12.3f}")
     print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))

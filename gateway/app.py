@@ -220,7 +220,7 @@ def create_app(
             gateway.producer,
             gateway.signer,
             gateway.posters,
-            loop_lag=gateway.congestion_s,
+            loop_lag=lambda: gateway.loop_lag_s,
         )
         freeze_startup_objects()
         try:

@@ -9,9 +9,6 @@ the placement. That choice is deterministic: the same
 process gives every user the same poster until Redis is back, and the
 decision carries ``fallback=true`` and propensity 1.
 
-A process too far behind to decide a row it has read answers it by the same
-rule from the states just read (:meth:`FallbackCache.decide_states`).
-
 A video this process has never read gets ``poster_id: null`` with the reason
 ``<why>:no_cached_posters``; the client shows its default art. A process that
 started while Redis was down therefore serves only nulls until Redis answers
@@ -85,41 +82,21 @@ class FallbackCache:
     def decide(
         self, video_ids: Sequence[str], placement: Placement, reason: str
     ) -> list[VideoDecision]:
-        """One fallback decision per video, from its remembered state."""
+        """One fallback decision per video."""
         out = []
         for video_id in video_ids:
             state = self._videos.get(video_id)
             poster = self._best(state, placement) if state is not None else None
-            out.append(_decision(video_id, poster, reason, "no_cached_posters"))
+            out.append(
+                VideoDecision(
+                    video_id=video_id,
+                    poster=poster,
+                    propensity=1.0,
+                    policy="fallback",
+                    model_version=0,
+                    candidates=[poster.poster_id] if poster else [],
+                    fallback=True,
+                    reason=reason if poster else f"{reason}:no_cached_posters",
+                )
+            )
         return out
-
-    def decide_states(
-        self, states: Sequence[VideoState], placement: Placement, reason: str
-    ) -> list[VideoDecision]:
-        """One decision per video by the same rule, from states just read.
-
-        For a process that has read a row but is too far behind to decide it
-        (see :mod:`gateway.service`): the row gets the deterministic choice,
-        and a poster retired or rejected since the remembered state is not
-        served.
-        """
-        best = self._best
-        return [
-            _decision(state.video_id, best(state, placement), reason, "no_candidates")
-            for state in states
-        ]
-
-
-def _decision(
-    video_id: str, poster: PosterMeta | None, reason: str, missing: str
-) -> VideoDecision:
-    return VideoDecision(
-        video_id=video_id,
-        poster=poster,
-        propensity=1.0,
-        policy="fallback",
-        model_version=0,
-        candidates=[poster.poster_id] if poster else [],
-        fallback=True,
-        reason=reason if poster else f"{reason}:{missing}",
-    )

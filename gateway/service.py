@@ -7,17 +7,6 @@ the ``redis_budget_ms`` budget. When Redis fails or overruns, the row is
 answered from the process's last view of each video (see
 :mod:`gateway.fallback`); after three failures in a row Redis is skipped for
 a second, so a dead Redis costs no waiting at all.
-
-A process whose event loop runs more than ``shed_lag_ms`` behind (by default
-the Redis budget) when a row's read comes back does not decide that row: it
-answers it by the fallback's rule from the state just read, with the reason
-``overload``. Deciding costs several times the rest of a row, and a row that
-waited that long has spent its budget already; answering it cheaply lets the
-process catch up instead of building a queue that every later row waits
-through. Behind means that the loop's lag probe is overdue by that much now
-(so the rows queued behind one slow row or garbage collection are shed), or
-was late by that much at both of its last two wakes (the loop is held up
-again and again).
 """
 
 from __future__ import annotations
@@ -63,9 +52,6 @@ logger = logging.getLogger("gateway")
 CIRCUIT_FAILURES = 3
 POSTER_TTL_S = 600.0
 CIRCUIT_OPEN_S = 1.0
-# How often the loop's lag is measured; it is also how long a process keeps
-# shedding rows after it has caught up.
-LAG_PROBE_S = 0.01
 
 
 def freeze_startup_objects() -> None:
@@ -186,16 +172,10 @@ class Gateway:
         self.decision_log: DecisionLog | None = None
         self._failures = 0
         self._skip_until = 0.0
-        shed_ms = settings.shed_lag_ms
-        if shed_ms is None:
-            shed_ms = settings.redis_budget_ms
-        self.shed_lag_s = shed_ms / 1000 if shed_ms > 0 else float("inf")
         self._refresher: asyncio.Task[None] | None = None
         self._retirer: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.loop_lag_s = 0.0
-        self._previous_lag_s = 0.0
-        self._probe_due = float("inf")
         self._warn = RateLimitedLog(logger, every_s=10.0)
         self._rule_hit_children: dict[str, Any] = {}
         self._decision_children: dict[tuple[str, str], Any] = {}
@@ -240,7 +220,6 @@ class Gateway:
         for task in (self._refresher, self._retirer, self._lag_probe):
             if task is not None:
                 task.cancel()
-        self._probe_due = float("inf")  # not overdue: stopped
         # Not left to the interpreter's exit: uvicorn ends a SIGTERM by
         # re-raising it, and its default action skips the exit handlers that
         # would stop the child (a stopped child would hold them up forever).
@@ -307,11 +286,6 @@ class Gateway:
         if states is None:
             decisions = self.fallback.decide(request.video_ids, placement, reason)
             metrics.FALLBACKS.labels(reason=reason).inc(len(decisions))
-        elif self.behind_s() > self.shed_lag_s:
-            # Deciding this row would hold up every row queued behind it.
-            self.fallback.remember(states)
-            decisions = self.fallback.decide_states(states, placement, "overload")
-            metrics.FALLBACKS.labels(reason="overload").inc(len(decisions))
         else:
             self.fallback.remember(states)
             try:
@@ -365,34 +339,16 @@ class Gateway:
         return states, ""
 
     async def _probe_lag(self) -> None:
-        """Keep :attr:`loop_lag_s`: how late a short sleep wakes up."""
+        """Keep :attr:`loop_lag_s`: how late a 50 ms sleep wakes up."""
         while True:
-            self._probe_due = time.perf_counter() + LAG_PROBE_S
-            await asyncio.sleep(LAG_PROBE_S)
-            self._previous_lag_s = self.loop_lag_s
-            self.loop_lag_s = time.perf_counter() - self._probe_due
-            try:
-                SURVIVORS.freeze_due(time.monotonic())
-            except Exception as error:  # a dead probe would shed every row
-                self._warn.warning("freeze", "cannot freeze survivors: %r", error)
-
-    def behind_s(self) -> float:
-        """How far behind the event loop runs, in seconds: how overdue the lag
-        probe is now, or the smaller of its last two lags."""
-        overdue = time.perf_counter() - self._probe_due
-        return max(overdue, min(self.loop_lag_s, self._previous_lag_s))
-
-    def congestion_s(self) -> float:
-        """How far behind the event loop ran lately, in seconds: how overdue
-        the lag probe is now, or the larger of its last two lags. A Redis
-        read that overran its budget in a congested loop says nothing of
-        Redis."""
-        overdue = time.perf_counter() - self._probe_due
-        return max(overdue, self.loop_lag_s, self._previous_lag_s)
+            started = time.perf_counter()
+            await asyncio.sleep(0.05)
+            self.loop_lag_s = time.perf_counter() - started - 0.05
+            SURVIVORS.freeze_due(time.monotonic())
 
     def _failed(self, reason: str) -> str:
         budget = self.settings.redis_budget_ms / 1000
-        if reason == "redis_timeout" and self.congestion_s() > budget / 2:
+        if reason == "redis_timeout" and self.loop_lag_s > budget / 2:
             return reason  # the process is congested, not Redis
         self._failures += 1
         if self._failures >= CIRCUIT_FAILURES:

@@ -219,15 +219,6 @@ class Settings(BaseSettings):
     redis_budget_ms: float = Field(
         20.0, gt=0, description="Redis time budget of one select request."
     )
-    shed_lag_ms: float | None = Field(
-        None,
-        ge=0,
-        description="How far behind its event loop a gateway process may run "
-        "before it answers the rows it has read by the fallback's rule instead "
-        "of deciding them (reason `overload`), so an overloaded process answers "
-        "cheaply until it has caught up instead of queueing (unset: the Redis "
-        "budget; 0: never).",
-    )
     max_row_length: int = Field(100, ge=1, description="Most videos in one row.")
     max_request_bytes: int = Field(
         1_000_000, ge=1024, description="Largest accepted request body."
