@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-import time
+
+from keyart.logs import Throttle
 
 __all__ = ["RateLimitedLog"]
 
@@ -17,17 +18,12 @@ class RateLimitedLog:
 
     def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
         self.logger = logger
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
+        self._throttle = Throttle(every_s)
 
     def warning(self, topic: str, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last.get(topic, -1e18) < self.every_s:
-            self._held[topic] = self._held.get(topic, 0) + 1
+        held = self._throttle.admit(topic)
+        if held is None:
             return
-        self._last[topic] = now
-        held = self._held.pop(topic, 0)
         if held:
             message += " (%s similar held back)"
             args = (*args, held)

@@ -16,7 +16,13 @@ import time
 
 import orjson
 
-__all__ = ["JsonFormatter", "RepeatLimit", "configure", "librdkafka_logger"]
+__all__ = [
+    "JsonFormatter",
+    "RepeatLimit",
+    "Throttle",
+    "configure",
+    "librdkafka_logger",
+]
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -42,6 +48,45 @@ class JsonFormatter(logging.Formatter):
 _ELAPSED = re.compile(r"\(after \d+ms")
 
 
+class Throttle:
+    """Which repeats of a thing to let through: each key at most once every
+    ``every_s`` seconds, counting the ones held back in between.
+
+    Parameters
+    ----------
+    every_s
+        Shortest time between two admissions of the same key.
+
+    Examples
+    --------
+    >>> throttle = Throttle(every_s=60.0)
+    >>> throttle.admit("redis down"), throttle.admit("redis down")
+    (0, None)
+    """
+
+    MAX_KEYS = 1000
+    """Distinct keys remembered; past it the memory starts over."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def admit(self, key: str) -> int | None:
+        """``None`` to hold this one back, else how many of ``key`` were held
+        back since the last one let through."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if len(self._last) >= self.MAX_KEYS:
+            self._last.clear()
+            self._held.clear()
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+
 class RepeatLimit(logging.Filter):
     """Let a message through once every ``every_s`` seconds.
 
@@ -55,30 +100,17 @@ class RepeatLimit(logging.Filter):
         Shortest time between two records of the same message.
     """
 
-    MAX_KEYS = 1000
-    """Distinct messages remembered; past it the memory starts over."""
-
     def __init__(self, every_s: float = 60.0) -> None:
         super().__init__()
-        self.every_s = every_s
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()  # librdkafka logs from its own threads
+        self._throttle = Throttle(every_s)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        key = _ELAPSED.sub("(after", message)
-        now = time.monotonic()
         with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.every_s:
-                self._held[key] = self._held.get(key, 0) + 1
-                return False
-            if len(self._last) >= self.MAX_KEYS:
-                self._last.clear()
-                self._held.clear()
-            self._last[key] = now
-            held = self._held.pop(key, 0)
+            held = self._throttle.admit(_ELAPSED.sub("(after", message))
+        if held is None:
+            return False
         if held:
             record.msg = f"{message} ({held} more like it held back)"
             record.args = None
