@@ -66,6 +66,17 @@ def wait_for_redis(url: str, timeout_s: float = 10.0) -> None:
         client.close()
 
 
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """This process's environment with every set value of ``settings`` as its
+    ``KEYART_*`` variable, for a ``keyart`` child on the test stack."""
+    env = dict(os.environ)
+    for key, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"KEYART_{key.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
 def poster_worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a ``keyart posters worker`` child on the test stack."""
     return {

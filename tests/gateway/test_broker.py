@@ -8,6 +8,7 @@ import time
 from gateway.broker import GatewayProducer
 from gateway.metrics import DECISION_LOG_FAILURES
 from keyart.stack import free_port
+from tests.helpers import settings_env
 
 
 def _decision(event_id: str, video_id: str) -> dict[str, object]:
@@ -55,7 +56,6 @@ def test_a_gateway_without_broker_logs_each_kafka_failure_once_a_minute(
 ):
     """librdkafka wrote a raw line per connection retry, 266 in 40 s from the
     gateway's three producers; they now take keyart's format, once a minute."""
-    import os
     import signal
     import subprocess
     import sys
@@ -65,10 +65,7 @@ def test_a_gateway_without_broker_logs_each_kafka_failure_once_a_minute(
     settings = make_settings(
         kafka_bootstrap=f"127.0.0.1:{free_port(0)}", gateway_port=free_port(0)
     )
-    env = dict(os.environ)
-    for key, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"KEYART_{key.upper()}"] = str(value)
+    env = settings_env(settings)
     log = tmp_path / "gateway.log"
     with log.open("w") as out:
         process = subprocess.Popen(

@@ -20,6 +20,7 @@ from gateway.token import ImpressionToken, TokenSigner
 from keyart.stack import free_port
 from tests.gateway.conftest import TOKEN_SECRET, new_id, read_records, serve
 from tests.gateway.test_degradation import private_redis  # noqa: F401 (fixture)
+from tests.helpers import settings_env
 
 PENDING_S = 3.0
 
@@ -54,10 +55,7 @@ def _impression(event_id: str, token: str) -> dict:
 
 
 def _gateway_process(settings, port: int) -> subprocess.Popen:
-    env = dict(os.environ)
-    for key, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"KEYART_{key.upper()}"] = str(value)
+    env = settings_env(settings)
     env["KEYART_GATEWAY_PORT"] = str(port)
     process = subprocess.Popen(
         [sys.executable, "-m", "keyart.cli", "gateway"],

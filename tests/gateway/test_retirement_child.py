@@ -37,6 +37,7 @@ from tests.gateway.conftest import (
     add_poster,
     new_id,
 )
+from tests.helpers import settings_env
 
 
 def _state(pid: int) -> str | None:
@@ -119,10 +120,7 @@ def command(make_settings, tmp_path):
         redis_budget_ms=200.0,
     )
     port = free_port(0)
-    env = dict(os.environ)
-    for key, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            env[f"KEYART_{key.upper()}"] = str(value)
+    env = settings_env(settings)
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -31,6 +31,7 @@ from gateway import metrics
 from keyart.keys import Keys
 from keyart.stack import free_port
 from tests.gateway.conftest import TOKEN_SECRET, Served, add_poster, new_id
+from tests.helpers import settings_env
 
 ROW = 2  # videos per select
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -45,11 +46,8 @@ class Workers:
         self.log = tmp_path / "gateway.log"
         self.temp = tmp_path / "tmp"
         self.temp.mkdir()
-        child_env = dict(os.environ)
+        child_env = settings_env(settings)
         child_env.pop(MULTIPROC_DIR, None)
-        for key, value in settings.model_dump(mode="json").items():
-            if value is not None:
-                child_env[f"KEYART_{key.upper()}"] = str(value)
         # tempfile in the parent makes its folder here, where the test sees it.
         child_env.update(TMPDIR=str(self.temp), KEYART_LOG_JSON="1", **env)
         self.multiproc_dir = env.get(MULTIPROC_DIR)
